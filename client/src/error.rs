@@ -1,0 +1,115 @@
+//! Client errors, classified by what the caller should do next.
+
+use std::error::Error as StdError;
+
+use tonic::Code;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    /// The request is wrong; sending it again will fail again.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Too few replicas reachable; nothing was acknowledged. Retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The quorum was not reached in time; a write may have been applied.
+    #[error("{0}")]
+    Timeout(String),
+    /// The node is overloaded; back off.
+    #[error("{0}")]
+    Overloaded(String),
+    /// The operation is not allowed in the cluster's current state.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// No node could be reached; nothing was sent.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The connection broke after a write was sent; it may have been applied.
+    #[error("{0}")]
+    Indeterminate(String),
+    /// The node failed internally; nothing was acknowledged.
+    #[error("{0}")]
+    Internal(String),
+    /// Authentication or authorisation failed.
+    #[error("{0}")]
+    Denied(String),
+}
+
+impl Error {
+    /// Whether sending the same request again is reasonable.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Unavailable(_)
+                | Error::Timeout(_)
+                | Error::Overloaded(_)
+                | Error::Unreachable(_)
+                | Error::Indeterminate(_)
+        )
+    }
+
+    /// Whether a failed write may nevertheless have been applied.
+    pub fn is_indeterminate(&self) -> bool {
+        matches!(self, Error::Timeout(_) | Error::Indeterminate(_))
+    }
+
+    /// Classifies a gRPC status. A status produced by the transport (the
+    /// node never answered) carries a source error; the server's own
+    /// statuses do not.
+    pub(crate) fn from_status(status: tonic::Status, idempotent: bool) -> Error {
+        let from_transport = status.source().is_some();
+        let msg = if status.message().is_empty() {
+            format!("{:?}", status.code())
+        } else {
+            status.message().to_string()
+        };
+        if from_transport {
+            let detail = format!("connection failed: {}", root_cause(&status));
+            return if idempotent {
+                Error::Unreachable(detail)
+            } else {
+                Error::Indeterminate(format!("{detail}; the write may have been applied"))
+            };
+        }
+        match status.code() {
+            Code::InvalidArgument | Code::OutOfRange => Error::InvalidArgument(msg),
+            Code::Unavailable => Error::Unavailable(msg),
+            Code::DeadlineExceeded => Error::Timeout(msg),
+            Code::ResourceExhausted => Error::Overloaded(msg),
+            Code::FailedPrecondition => Error::FailedPrecondition(msg),
+            Code::Unauthenticated | Code::PermissionDenied => Error::Denied(msg),
+            Code::Cancelled if !idempotent => Error::Indeterminate(msg),
+            _ => Error::Internal(msg),
+        }
+    }
+}
+
+/// The innermost cause of an error, which is the one that says what
+/// actually failed ("Connection refused" rather than "transport error").
+pub(crate) fn root_cause(e: &(dyn StdError + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_statuses_map_to_kinds() {
+        let e = Error::from_status(tonic::Status::unavailable("needed 2 got 1"), false);
+        assert_eq!(e, Error::Unavailable("needed 2 got 1".into()));
+        assert!(e.is_retryable() && !e.is_indeterminate());
+        let e = Error::from_status(tonic::Status::deadline_exceeded("late"), false);
+        assert!(e.is_retryable() && e.is_indeterminate());
+        let e = Error::from_status(tonic::Status::invalid_argument("empty key"), true);
+        assert!(!e.is_retryable());
+        let e = Error::from_status(tonic::Status::internal("disk"), true);
+        assert!(!e.is_retryable());
+    }
+}

@@ -1,0 +1,440 @@
+//! ringkv-client: the Rust client library for ringkv.
+//!
+//! A [`Client`] holds a list of node endpoints and sends each request to one
+//! of them; any node coordinates any key. Consistency is chosen per request
+//! ([`RequestOptions`]). Errors are typed ([`Error`]) and say whether a retry
+//! is safe ([`Error::is_retryable`]) and whether a failed write may still
+//! have been applied ([`Error::is_indeterminate`]).
+//!
+//! Failover: a request moves on to the next endpoint only when the node
+//! could not be reached at all, so nothing was sent. A write that reached a
+//! node and then failed is never resent by the library: the caller decides,
+//! knowing from the error whether the write may have landed.
+
+mod error;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ringkv_proto::v1 as pb;
+use ringkv_proto::v1::admin_client::AdminClient;
+use ringkv_proto::v1::kv_client::KvClient;
+use tonic::transport::{Channel, Endpoint};
+
+pub use error::{Error, Result};
+
+/// Default time allowed to open a connection to a node.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Extra time the client waits beyond the request's own timeout, so the
+/// server's DEADLINE_EXCEEDED (which names the replicas that answered)
+/// arrives before the client gives up on its own.
+const CLIENT_DEADLINE_MARGIN: Duration = Duration::from_secs(2);
+
+/// Client-side deadline when the request sets no timeout (the server applies its own default).
+const DEFAULT_CLIENT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Largest message the client sends or accepts: the server's default value
+/// limit is 1 MiB, and servers may be configured up to 64 MiB.
+const MAX_MESSAGE_BYTES: usize = 65 * 1024 * 1024;
+
+/// How many replicas must answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    One,
+    Quorum,
+    All,
+    /// An explicit replica count, 1..=N.
+    Count(u32),
+}
+
+impl FromStr for Level {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "one" => Ok(Level::One),
+            "quorum" => Ok(Level::Quorum),
+            "all" => Ok(Level::All),
+            other => match other.parse::<u32>() {
+                Ok(n) if n > 0 => Ok(Level::Count(n)),
+                _ => Err(Error::InvalidArgument(format!(
+                    "unknown consistency level {s:?}: use one, quorum, all or a replica count of at least 1"
+                ))),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Level::One => f.write_str("one"),
+            Level::Quorum => f.write_str("quorum"),
+            Level::All => f.write_str("all"),
+            Level::Count(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// Per-request consistency; `None` fields take the node's defaults.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestOptions {
+    pub level: Option<Level>,
+    /// `Some(false)`: only the key's own replicas count toward W (`--strict`).
+    pub sloppy: Option<bool>,
+    pub timeout: Option<Duration>,
+}
+
+impl RequestOptions {
+    pub fn level(level: Level) -> Self {
+        Self {
+            level: Some(level),
+            ..Self::default()
+        }
+    }
+
+    fn to_proto(self) -> pb::Consistency {
+        let required = self.level.map(|l| match l {
+            Level::One => pb::consistency::Required::Level(pb::Level::One as i32),
+            Level::Quorum => pb::consistency::Required::Level(pb::Level::Quorum as i32),
+            Level::All => pb::consistency::Required::Level(pb::Level::All as i32),
+            Level::Count(n) => pb::consistency::Required::Count(n),
+        });
+        pb::Consistency {
+            required,
+            sloppy: self.sloppy,
+            timeout_ms: self
+                .timeout
+                .map(|t| t.as_millis().clamp(1, u32::MAX as u128) as u32),
+        }
+    }
+
+    fn client_deadline(&self) -> Duration {
+        self.timeout
+            .map(|t| t + CLIENT_DEADLINE_MARGIN)
+            .unwrap_or(DEFAULT_CLIENT_DEADLINE)
+    }
+}
+
+/// Opaque causal context returned by reads and writes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Context(pub Bytes);
+
+impl Context {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// One stored value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sibling {
+    pub value: Bytes,
+    /// Hybrid logical clock timestamp (upper 48 bits: unix ms).
+    pub timestamp: u64,
+    pub expires_at_ms: Option<u64>,
+}
+
+/// Who took part in a request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReplyMeta {
+    pub coordinator: String,
+    pub replicas: Vec<String>,
+    /// (fallback, replica it stood in for)
+    pub fallbacks: Vec<(String, String)>,
+    pub read_repaired: u32,
+    pub replication: u32,
+    pub replication_capped: bool,
+    pub required: u32,
+}
+
+impl From<Option<pb::ReplyMeta>> for ReplyMeta {
+    fn from(m: Option<pb::ReplyMeta>) -> Self {
+        let m = m.unwrap_or_default();
+        ReplyMeta {
+            coordinator: m.coordinator,
+            replicas: m.replicas,
+            fallbacks: m
+                .fallbacks
+                .into_iter()
+                .map(|f| (f.node, f.stands_in_for))
+                .collect(),
+            read_repaired: m.read_repaired,
+            replication: m.replication,
+            replication_capped: m.replication_capped,
+            required: m.required,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct GetResult {
+    /// Live values, oldest first; empty when the key is absent or deleted.
+    pub siblings: Vec<Sibling>,
+    pub context: Context,
+    pub meta: ReplyMeta,
+}
+
+impl GetResult {
+    pub fn found(&self) -> bool {
+        !self.siblings.is_empty()
+    }
+
+    /// The single value, when there is exactly one.
+    pub fn value(&self) -> Option<&Bytes> {
+        match self.siblings.as_slice() {
+            [one] => Some(&one.value),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct PutResult {
+    pub context: Context,
+    pub meta: ReplyMeta,
+}
+
+/// Options of a put besides consistency.
+#[derive(Clone, Debug, Default)]
+pub struct PutOptions {
+    pub consistency: RequestOptions,
+    /// Context from an earlier get; `None` is a blind overwrite.
+    pub context: Option<Context>,
+    pub ttl: Option<Duration>,
+}
+
+/// One node's stored copy of a key (Admin.LocalGet).
+#[derive(Clone, Debug)]
+pub struct LocalCopy {
+    pub found: bool,
+    pub partition: u32,
+    pub versions: Vec<pb::LocalVersion>,
+    pub context: Context,
+}
+
+/// A connection to a ringkv cluster through one or more endpoints.
+pub struct Client {
+    endpoints: Vec<String>,
+    /// One lazily opened channel per endpoint; dropped after a transport
+    /// failure so the next request reconnects.
+    channels: Vec<Mutex<Option<Channel>>>,
+    /// Round-robin start point for spreading requests over endpoints.
+    next: AtomicUsize,
+    connect_timeout: Duration,
+}
+
+impl Client {
+    /// A client for the given `host:port` endpoints. Connections open on
+    /// first use, so this fails only on malformed endpoints.
+    pub fn new<S: AsRef<str>>(endpoints: &[S]) -> Result<Client> {
+        let endpoints: Vec<String> = endpoints
+            .iter()
+            .map(|e| e.as_ref().trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if endpoints.is_empty() {
+            return Err(Error::InvalidArgument(
+                "no endpoints given: pass host:port[,host:port...]".into(),
+            ));
+        }
+        for e in &endpoints {
+            Endpoint::from_shared(uri(e))
+                .map_err(|err| Error::InvalidArgument(format!("bad endpoint {e:?}: {err}")))?;
+        }
+        Ok(Client {
+            channels: endpoints.iter().map(|_| Mutex::new(None)).collect(),
+            endpoints,
+            next: AtomicUsize::new(0),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        })
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    pub async fn get(&self, key: impl Into<Bytes>, opts: RequestOptions, lww: bool) -> Result<GetResult> {
+        let req = pb::GetRequest {
+            key: key.into(),
+            consistency: Some(opts.to_proto()),
+            resolve: if lww { pb::Resolve::Lww } else { pb::Resolve::AllSiblings } as i32,
+        };
+        // Reads are idempotent: any failure that says "retry" may go to the next node.
+        self.with_failover(true, opts.client_deadline(), |ch| {
+            let req = req.clone();
+            async move { KvClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES).get(req).await }
+        })
+        .await
+        .map(|r| GetResult {
+            siblings: r
+                .siblings
+                .into_iter()
+                .map(|s| Sibling {
+                    value: s.value,
+                    timestamp: s.timestamp,
+                    expires_at_ms: s.expires_at_ms,
+                })
+                .collect(),
+            context: Context(r.context),
+            meta: r.meta.into(),
+        })
+    }
+
+    pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>, opts: PutOptions) -> Result<PutResult> {
+        let req = pb::PutRequest {
+            key: key.into(),
+            value: value.into(),
+            context: opts.context.map(|c| c.0).unwrap_or_default(),
+            consistency: Some(opts.consistency.to_proto()),
+            ttl_ms: opts.ttl.map(|t| t.as_millis().max(1) as u64),
+        };
+        self.with_failover(false, opts.consistency.client_deadline(), |ch| {
+            let req = req.clone();
+            async move {
+                KvClient::new(ch)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES)
+                    .put(req)
+                    .await
+            }
+        })
+        .await
+        .map(|r| PutResult {
+            context: Context(r.context),
+            meta: r.meta.into(),
+        })
+    }
+
+    pub async fn delete(
+        &self,
+        key: impl Into<Bytes>,
+        context: Option<Context>,
+        opts: RequestOptions,
+    ) -> Result<ReplyMeta> {
+        let req = pb::DeleteRequest {
+            key: key.into(),
+            context: context.map(|c| c.0).unwrap_or_default(),
+            consistency: Some(opts.to_proto()),
+        };
+        self.with_failover(false, opts.client_deadline(), |ch| {
+            let req = req.clone();
+            async move { KvClient::new(ch).delete(req).await }
+        })
+        .await
+        .map(|r| r.meta.into())
+    }
+
+    /// The stored copy of a key on the node at `endpoint` (no coordination).
+    pub async fn local_get(&self, endpoint: usize, key: impl Into<Bytes>) -> Result<LocalCopy> {
+        let ch = self.channel(endpoint).await?;
+        let r = AdminClient::new(ch)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .local_get(pb::LocalGetRequest { key: key.into() })
+            .await
+            .map_err(|s| self.transport_failed(endpoint, s, true))?
+            .into_inner();
+        Ok(LocalCopy {
+            found: r.found,
+            partition: r.partition,
+            versions: r.versions,
+            context: Context(r.context),
+        })
+    }
+
+    /// Status of the node at `endpoint`.
+    pub async fn node_status(&self, endpoint: usize) -> Result<pb::NodeStatusResponse> {
+        let ch = self.channel(endpoint).await?;
+        AdminClient::new(ch)
+            .node_status(pb::NodeStatusRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.transport_failed(endpoint, s, true))
+    }
+
+    /// Members as seen by the first reachable node.
+    pub async fn members(&self) -> Result<Vec<pb::Member>> {
+        self.with_failover(true, DEFAULT_CLIENT_DEADLINE, |ch| async move {
+            AdminClient::new(ch).members(pb::MembersRequest {}).await
+        })
+        .await
+        .map(|r| r.members)
+    }
+
+    /// Sends a request to one endpoint after another (round robin start)
+    /// until one answers. Moves on when the node cannot be reached; with
+    /// `idempotent`, also after any retryable error.
+    async fn with_failover<T, F, Fut>(&self, idempotent: bool, deadline: Duration, call: F) -> Result<T>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut last = None;
+        for i in 0..self.endpoints.len() {
+            let idx = (start + i) % self.endpoints.len();
+            let ch = match self.channel(idx).await {
+                Ok(ch) => ch,
+                Err(e) => {
+                    last = Some(e);
+                    continue;
+                }
+            };
+            let result = match tokio::time::timeout(deadline, call(ch)).await {
+                Ok(r) => r.map_err(|s| self.transport_failed(idx, s, idempotent)),
+                Err(_) => Err(Error::Timeout(format!(
+                    "no answer from {} within {deadline:?}; a write may have been applied",
+                    self.endpoints[idx]
+                ))),
+            };
+            match result {
+                Ok(resp) => return Ok(resp.into_inner()),
+                Err(e @ Error::Unreachable(_)) => last = Some(e),
+                Err(e) if idempotent && e.is_retryable() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Unreachable("no endpoints".into())))
+    }
+
+    async fn channel(&self, idx: usize) -> Result<Channel> {
+        if let Some(ch) = self.channels[idx].lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Ok(ch);
+        }
+        let endpoint = Endpoint::from_shared(uri(&self.endpoints[idx]))
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true);
+        let ch = endpoint.connect().await.map_err(|e| {
+            Error::Unreachable(format!(
+                "cannot connect to {}: {}; is ringkv-server running there?",
+                self.endpoints[idx],
+                error::root_cause(&e)
+            ))
+        })?;
+        *self.channels[idx].lock().unwrap_or_else(|p| p.into_inner()) = Some(ch.clone());
+        Ok(ch)
+    }
+
+    /// Converts a status; a transport-level failure drops the cached channel
+    /// so the next request reconnects.
+    fn transport_failed(&self, idx: usize, status: tonic::Status, idempotent: bool) -> Error {
+        let err = Error::from_status(status, idempotent);
+        if matches!(err, Error::Unreachable(_) | Error::Indeterminate(_)) {
+            *self.channels[idx].lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        err
+    }
+}
+
+fn uri(endpoint: &str) -> String {
+    if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    }
+}

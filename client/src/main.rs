@@ -1,0 +1,330 @@
+//! `ringkv`: the command-line client.
+//!
+//! Exit codes: 0 success; 1 key not found (get); 2 invalid usage or
+//! argument; 3 not enough replicas (retry later); 4 timed out, a write may
+//! have been applied; 5 overloaded; 6 no node reachable; 7 other errors.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use bytes::Bytes;
+use clap::{Parser, Subcommand, ValueEnum};
+use ringkv_client::{Client, Context, Error, Level, PutOptions, ReplyMeta, RequestOptions};
+use serde_json::json;
+
+#[derive(Parser, Debug)]
+#[command(name = "ringkv", version, about = "Command-line client for ringkv")]
+struct Cli {
+    /// Nodes to contact, comma separated host:port.
+    #[arg(long, env = "RINGKV_ENDPOINTS", default_value = "127.0.0.1:7379", value_delimiter = ',', global = true)]
+    endpoints: Vec<String>,
+    /// Output format: text for people, json for scripts.
+    #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
+    output: Output,
+    /// Request timeout (e.g. 500ms, 5s); defaults to the node's setting.
+    #[arg(long, global = true, value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Store a value.
+    Put {
+        key: String,
+        /// The value; or use --file.
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        value: Option<String>,
+        /// Read the value from a file ("-" for stdin).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Write consistency: one, quorum, all or a replica count.
+        #[arg(short = 'w', long = "write", value_parser = parse_level)]
+        w: Option<Level>,
+        /// Count only the key's own replicas toward W (no fallbacks).
+        #[arg(long)]
+        strict: bool,
+        /// Expire the value after this long (e.g. 30s, 10m, 1h).
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+        /// Context from a get (--show-context) to supersede what it read.
+        #[arg(long)]
+        context: Option<String>,
+        /// Print the new context.
+        #[arg(long)]
+        show_context: bool,
+    },
+    /// Read a value. Exit code 1 when the key is not found.
+    Get {
+        key: String,
+        /// Read consistency: one, quorum, all or a replica count.
+        #[arg(short = 'r', long = "read", value_parser = parse_level)]
+        r: Option<Level>,
+        /// How to present concurrent versions: lww returns only the newest.
+        #[arg(long, value_enum)]
+        resolve: Option<ResolveArg>,
+        /// Print the context (on stderr in text mode) for a later put or delete.
+        #[arg(long)]
+        show_context: bool,
+    },
+    /// Delete a key.
+    Delete {
+        key: String,
+        #[arg(short = 'w', long = "write", value_parser = parse_level)]
+        w: Option<Level>,
+        #[arg(long)]
+        strict: bool,
+        #[arg(long)]
+        context: Option<String>,
+    },
+    /// Show one node's stored copy of a key, without coordination
+    /// (the first endpoint is asked).
+    LocalGet { key: String },
+    /// Cluster inspection.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Members, their status and liveness as seen from the first reachable endpoint.
+    Status,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ResolveArg {
+    Lww,
+    All,
+}
+
+fn parse_level(s: &str) -> Result<Level, String> {
+    s.parse::<Level>().map_err(|e| e.to_string())
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 500ms, 30s, 1h)"))?;
+    if d.is_zero() {
+        return Err("must be positive".into());
+    }
+    Ok(d)
+}
+
+fn parse_context(s: &str) -> Result<Context, Error> {
+    URL_SAFE_NO_PAD
+        .decode(s.trim())
+        .map(|b| Context(Bytes::from(b)))
+        .map_err(|e| {
+            Error::InvalidArgument(format!(
+                "--context is not a context printed by ringkv ({e}); copy it exactly from get --show-context"
+            ))
+        })
+}
+
+fn encode_context(c: &Context) -> String {
+    URL_SAFE_NO_PAD.encode(&c.0)
+}
+
+/// A value as JSON: text when it is UTF-8, base64 otherwise.
+fn json_value(v: &Bytes) -> serde_json::Value {
+    match std::str::from_utf8(v) {
+        Ok(s) => json!({ "value": s }),
+        Err(_) => json!({ "value_base64": base64::engine::general_purpose::STANDARD.encode(v) }),
+    }
+}
+
+fn exit_code(e: &Error) -> u8 {
+    match e {
+        Error::InvalidArgument(_) | Error::FailedPrecondition(_) | Error::Denied(_) => 2,
+        Error::Unavailable(_) => 3,
+        Error::Timeout(_) | Error::Indeterminate(_) => 4,
+        Error::Overloaded(_) => 5,
+        Error::Unreachable(_) => 6,
+        Error::Internal(_) => 7,
+    }
+}
+
+fn print_meta_json(meta: &ReplyMeta) -> serde_json::Value {
+    serde_json::to_value(meta).unwrap_or(serde_json::Value::Null)
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, Error> {
+    let client = Client::new(&cli.endpoints)?;
+    let json = cli.output == Output::Json;
+    let base = RequestOptions {
+        timeout: cli.timeout,
+        ..RequestOptions::default()
+    };
+    let mut stdout = std::io::stdout().lock();
+    match cli.command {
+        Command::Put { key, value, file, w, strict, ttl, context, show_context } => {
+            let value = match (value, file) {
+                (Some(v), _) => Bytes::from(v),
+                (None, Some(path)) if path.as_os_str() == "-" => {
+                    let mut buf = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                        .map_err(|e| Error::InvalidArgument(format!("reading stdin: {e}")))?;
+                    Bytes::from(buf)
+                }
+                (None, Some(path)) => Bytes::from(std::fs::read(&path).map_err(|e| {
+                    Error::InvalidArgument(format!("cannot read {}: {e}", path.display()))
+                })?),
+                (None, None) => return Err(Error::InvalidArgument("give a value or --file".into())),
+            };
+            let opts = PutOptions {
+                consistency: RequestOptions { level: w, sloppy: strict.then_some(false), ..base },
+                context: context.as_deref().map(parse_context).transpose()?,
+                ttl,
+            };
+            let r = client.put(key, value, opts).await?;
+            if json {
+                let out = json!({ "ok": true, "context": encode_context(&r.context), "meta": print_meta_json(&r.meta) });
+                let _ = writeln!(stdout, "{out}");
+            } else {
+                let _ = writeln!(stdout, "OK");
+                if show_context {
+                    let _ = writeln!(stdout, "context: {}", encode_context(&r.context));
+                }
+                if r.meta.replication_capped {
+                    eprintln!(
+                        "note: stored on {} replica(s); the cluster has fewer members than the replication factor",
+                        r.meta.replication
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Get { key, r, resolve, show_context } => {
+            let opts = RequestOptions { level: r, ..base };
+            let lww = resolve == Some(ResolveArg::Lww);
+            let res = client.get(key.clone(), opts, lww).await?;
+            if json {
+                let values: Vec<_> = res.siblings.iter().map(|s| {
+                    let mut v = json_value(&s.value);
+                    v["timestamp"] = json!(s.timestamp);
+                    if let Some(e) = s.expires_at_ms {
+                        v["expires_at_ms"] = json!(e);
+                    }
+                    v
+                }).collect();
+                let out = json!({
+                    "found": res.found(),
+                    "siblings": values,
+                    "context": encode_context(&res.context),
+                    "meta": print_meta_json(&res.meta),
+                });
+                let _ = writeln!(stdout, "{out}");
+                return Ok(if res.found() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+            }
+            if !res.found() {
+                eprintln!("not found: {key}");
+                if show_context && !res.context.is_empty() {
+                    eprintln!("context: {}", encode_context(&res.context));
+                }
+                return Ok(ExitCode::from(1));
+            }
+            for s in &res.siblings {
+                let _ = stdout.write_all(&s.value);
+                let _ = stdout.write_all(b"\n");
+            }
+            if res.siblings.len() > 1 {
+                eprintln!(
+                    "{} siblings (concurrent writes); put the merged value with --context to resolve them",
+                    res.siblings.len()
+                );
+            }
+            if show_context {
+                eprintln!("context: {}", encode_context(&res.context));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Delete { key, w, strict, context } => {
+            let opts = RequestOptions { level: w, sloppy: strict.then_some(false), ..base };
+            let context = context.as_deref().map(parse_context).transpose()?;
+            let meta = client.delete(key, context, opts).await?;
+            if json {
+                let _ = writeln!(stdout, "{}", json!({ "ok": true, "meta": print_meta_json(&meta) }));
+            } else {
+                let _ = writeln!(stdout, "OK");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::LocalGet { key } => {
+            let copy = client.local_get(0, key.clone()).await?;
+            if json {
+                let versions: Vec<_> = copy.versions.iter().map(|v| {
+                    let mut o = json_value(&v.value);
+                    o["node"] = json!(v.node);
+                    o["counter"] = json!(v.counter);
+                    o["timestamp"] = json!(v.timestamp);
+                    o["tombstone"] = json!(v.tombstone);
+                    o
+                }).collect();
+                let out = json!({ "found": copy.found, "partition": copy.partition, "versions": versions, "context": encode_context(&copy.context) });
+                let _ = writeln!(stdout, "{out}");
+            } else if !copy.found {
+                eprintln!("not stored on {}: {key} (partition {})", client.endpoints()[0], copy.partition);
+                return Ok(ExitCode::from(1));
+            } else {
+                let _ = writeln!(stdout, "partition {}", copy.partition);
+                for v in &copy.versions {
+                    let shown = if v.tombstone { "<tombstone>".to_string() } else { String::from_utf8_lossy(&v.value).into_owned() };
+                    let _ = writeln!(stdout, "{}:{} ts={} {}", v.node, v.counter, v.timestamp, shown);
+                }
+            }
+            Ok(if copy.found { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Cluster { command: ClusterCommand::Status } => {
+            let members = client.members().await?;
+            if json {
+                let list: Vec<_> = members.iter().map(|m| json!({
+                    "node_id": m.node_id, "name": m.name, "address": m.address, "zone": m.zone,
+                    "weight": m.weight, "status": m.status, "liveness": m.liveness,
+                    "partitions_owned": m.partitions_owned,
+                })).collect();
+                let _ = writeln!(stdout, "{}", json!({ "members": list }));
+            } else {
+                let _ = writeln!(stdout, "{:<18} {:<12} {:<22} {:<10} {:<8} {:<8} {:>10}", "NODE", "NAME", "ADDRESS", "ZONE", "STATUS", "LIVENESS", "PARTITIONS");
+                for m in &members {
+                    let _ = writeln!(stdout, "{:<18} {:<12} {:<22} {:<10} {:<8} {:<8} {:>10}", m.node_id, m.name, m.address, m.zone, m.status, m.liveness, m.partitions_owned);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.output == Output::Json;
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ringkv: cannot start: {e}");
+            return ExitCode::from(7);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            if json {
+                let kind = format!("{e:?}").split('(').next().unwrap_or("Error").to_string();
+                println!("{}", json!({ "ok": false, "error": e.to_string(), "kind": kind, "retryable": e.is_retryable() }));
+            }
+            eprintln!("ringkv: {e}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Starts, stops or shows a local ringkv cluster of separate processes on
+# loopback ports, with all data and logs under one directory.
+#
+#   deploy/local-cluster.sh start [N]   start N nodes (default 1)
+#   deploy/local-cluster.sh stop        stop the nodes this script started
+#   deploy/local-cluster.sh status      show which nodes run
+#
+# Node i (1-based) listens on 127.0.0.1:$((RINGKV_BASE_PORT + i - 1)) for gRPC
+# (default base 7379) and on 127.0.0.1:$((RINGKV_METRICS_BASE_PORT + i - 1))
+# for metrics (default 9379). Data and logs live in $RINGKV_CLUSTER_DIR
+# (default ./.cluster). Running `start` again leaves running nodes alone.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CLUSTER_DIR="${RINGKV_CLUSTER_DIR:-$ROOT/.cluster}"
+BASE_PORT="${RINGKV_BASE_PORT:-7379}"
+METRICS_BASE_PORT="${RINGKV_METRICS_BASE_PORT:-9379}"
+BIN="${RINGKV_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/ringkv/target}/release}"
+READY_SECONDS=30
+
+node_dir() { echo "$CLUSTER_DIR/node$1"; }
+
+running_pid() {
+    local pidfile
+    pidfile="$(node_dir "$1")/pid"
+    [ -f "$pidfile" ] || return 1
+    local pid
+    pid="$(cat "$pidfile")"
+    # Only a process that is still our ringkv-server counts.
+    if kill -0 "$pid" 2>/dev/null && grep -q ringkv-server "/proc/$pid/cmdline" 2>/dev/null; then
+        echo "$pid"
+        return 0
+    fi
+    return 1
+}
+
+start() {
+    local n="${1:-1}"
+    [ -x "$BIN/ringkv-server" ] || { echo "ringkv-server not built in $BIN" >&2; exit 1; }
+    for i in $(seq 1 "$n"); do
+        local dir port mport
+        dir="$(node_dir "$i")"
+        port=$((BASE_PORT + i - 1))
+        mport=$((METRICS_BASE_PORT + i - 1))
+        mkdir -p "$dir"
+        if pid="$(running_pid "$i")"; then
+            echo "node$i already running (pid $pid) on 127.0.0.1:$port"
+            continue
+        fi
+        nohup "$BIN/ringkv-server" \
+            --name "node$i" \
+            --listen "127.0.0.1:$port" \
+            --metrics-listen "127.0.0.1:$mport" \
+            --data-dir "$dir/data" \
+            >"$dir/stdout.log" 2>"$dir/server.log" </dev/null &
+        echo $! >"$dir/pid"
+        echo "node$i started (pid $!) on 127.0.0.1:$port, metrics 127.0.0.1:$mport, log $dir/server.log"
+    done
+    for i in $(seq 1 "$n"); do
+        local port=$((BASE_PORT + i - 1)) waited=0
+        until "$BIN/ringkv" --endpoints "127.0.0.1:$port" cluster status >/dev/null 2>&1; do
+            if ! running_pid "$i" >/dev/null; then
+                echo "node$i exited; its log:" >&2
+                tail -20 "$(node_dir "$i")/server.log" >&2
+                exit 1
+            fi
+            waited=$((waited + 1))
+            if [ "$waited" -gt $((READY_SECONDS * 10)) ]; then
+                echo "node$i not ready after ${READY_SECONDS}s" >&2
+                exit 1
+            fi
+            sleep 0.1
+        done
+    done
+}
+
+stop() {
+    for dir in "$CLUSTER_DIR"/node*; do
+        [ -d "$dir" ] || continue
+        local i="${dir##*node}"
+        if pid="$(running_pid "$i")"; then
+            kill -TERM "$pid"
+            for _ in $(seq 1 100); do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.1
+            done
+            echo "node$i stopped"
+        fi
+        rm -f "$dir/pid"
+    done
+}
+
+status() {
+    for dir in "$CLUSTER_DIR"/node*; do
+        [ -d "$dir" ] || continue
+        local i="${dir##*node}"
+        if pid="$(running_pid "$i")"; then
+            echo "node$i running (pid $pid) on 127.0.0.1:$((BASE_PORT + i - 1))"
+        else
+            echo "node$i stopped"
+        fi
+    done
+}
+
+case "${1:-}" in
+    start) start "${2:-1}" ;;
+    stop) stop ;;
+    status) status ;;
+    *) echo "usage: $0 start [N] | stop | status" >&2; exit 2 ;;
+esac

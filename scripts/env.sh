@@ -1,0 +1,42 @@
+# Shared setup for ringkv's scripts: sourced, not run.
+#
+# Installs the system packages the build needs when they are missing
+# (librocksdb-sys runs bindgen, which loads libclang) and points cargo at a
+# target directory outside the clone, so RocksDB's C++ (about 20 minutes on
+# two cores) is compiled once per machine and shared by every clone.
+
+set -euo pipefail
+
+RINGKV_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export RINGKV_ROOT
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ringkv/target}"
+mkdir -p "$CARGO_TARGET_DIR"
+# Everything (server, tests, benches) builds with the release profile.
+export RINGKV_BIN="$CARGO_TARGET_DIR/release"
+
+ringkv_have_libclang() {
+    ldconfig -p 2>/dev/null | grep -q 'libclang.*\.so' \
+        || ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1
+}
+
+ringkv_install_deps() {
+    local need=()
+    ringkv_have_libclang || need+=(libclang-dev)
+    command -v cc >/dev/null 2>&1 || need+=(build-essential)
+    command -v c++ >/dev/null 2>&1 || need+=(g++)
+    if ((${#need[@]})); then
+        echo "ringkv: installing ${need[*]} (needed to build RocksDB)" >&2
+        local sudo=""
+        [ "$(id -u)" -ne 0 ] && sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+    fi
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "ringkv: cargo not found; install a Rust toolchain (rustup) first" >&2
+        exit 1
+    fi
+}
+
+ringkv_build() {
+    (cd "$RINGKV_ROOT" && cargo build --release --locked --bins "$@")
+}

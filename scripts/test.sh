@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every ringkv check: formatting, lints, unit and property tests,
+# storage suites, integration tests on real server processes, and the
+# benchmarks in smoke mode. Safe to run repeatedly.
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+ringkv_install_deps
+cd "$RINGKV_ROOT"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --release --locked --workspace --all-targets -- -D warnings
+
+echo "== build binaries"
+ringkv_build
+
+echo "== tests"
+cargo test --release --locked --workspace --all-targets
+

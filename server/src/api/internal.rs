@@ -1,0 +1,85 @@
+//! The node-to-node Internal service: replication and local reads.
+//!
+//! Version sets travel in the stored encoding, so a receiving replica
+//! merges exactly what the sender holds. Bytes that do not decode are
+//! refused with INVALID_ARGUMENT and never touch storage.
+
+use std::sync::Arc;
+
+use ringkv_proto::v1 as pb;
+use ringkv_proto::v1::internal_server::Internal;
+use tonic::{Request, Response, Status};
+
+use super::{status, Gate};
+use crate::error::Error;
+use crate::replica::Replica;
+use crate::version::VersionSet;
+
+pub struct InternalService {
+    replica: Arc<Replica>,
+    gate: Gate,
+    max_key_bytes: usize,
+}
+
+impl InternalService {
+    pub fn new(replica: Arc<Replica>, gate: Gate, max_key_bytes: usize) -> Self {
+        Self {
+            replica,
+            gate,
+            max_key_bytes,
+        }
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), Status> {
+        if key.is_empty() || key.len() > self.max_key_bytes {
+            return Err(status(Error::InvalidArgument(format!(
+                "key must be 1..={} bytes, got {}",
+                self.max_key_bytes,
+                key.len()
+            ))));
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl Internal for InternalService {
+    async fn replicate(
+        &self,
+        request: Request<pb::ReplicateRequest>,
+    ) -> Result<Response<pb::ReplicateResponse>, Status> {
+        let admitted = self.gate.admit("replicate")?;
+        let result = async {
+            let req = request.into_inner();
+            self.check_key(&req.key)?;
+            let incoming = VersionSet::decode(&req.version_set).map_err(|e| {
+                status(Error::InvalidArgument(format!("version set from {}: {e}", req.from)))
+            })?;
+            self.replica.merge(req.key, incoming).await.map_err(status)?;
+            Ok(Response::new(pb::ReplicateResponse {}))
+        }
+        .await;
+        admitted.finish("", result)
+    }
+
+    async fn local_read(
+        &self,
+        request: Request<pb::LocalReadRequest>,
+    ) -> Result<Response<pb::LocalReadResponse>, Status> {
+        let admitted = self.gate.admit("local_read")?;
+        let result = async {
+            let req = request.into_inner();
+            self.check_key(&req.key)?;
+            let state = self.replica.read(req.key).await.map_err(status)?;
+            Ok(Response::new(match state {
+                None => pb::LocalReadResponse::default(),
+                Some(state) => pb::LocalReadResponse {
+                    found: true,
+                    version_set: state.encode().into(),
+                },
+            }))
+        }
+        .await;
+        admitted.finish("", result)
+    }
+}

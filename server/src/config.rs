@@ -1,0 +1,413 @@
+//! Node configuration: layered, validated once at start-up.
+//!
+//! Layers, later ones winning: the built-in defaults of [`Config::default`],
+//! a TOML file (`--config FILE`), environment variables
+//! (`RINGKV__SECTION__KEY`, e.g. `RINGKV__NODE__LISTEN=127.0.0.1:7400`), and
+//! command-line flags. Unknown keys are errors, so a typo in a file or an
+//! environment variable is reported instead of silently ignored.
+//! [`Config::validate`] checks cross-field rules; a node refuses to start on
+//! an invalid configuration. `deploy/ringkv.toml` documents every key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::coordinator::Level;
+use crate::error::{Error, Result};
+use crate::storage::{StorageOptions, SyncMode};
+
+/// Largest accepted `limits.max_value_bytes`: gRPC messages must still fit
+/// a value plus key and metadata.
+pub const MAX_VALUE_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Largest accepted `limits.max_key_bytes`.
+pub const MAX_KEY_LIMIT: usize = 64 * 1024;
+
+/// Room in each gRPC message for everything that is not the key or value
+/// (context, metadata, framing).
+pub const MESSAGE_OVERHEAD_BYTES: usize = 64 * 1024;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub cluster: ClusterConfig,
+    pub storage: StorageConfig,
+    pub limits: LimitsConfig,
+    pub metrics: MetricsConfig,
+    pub log: LogConfig,
+}
+
+/// This node's identity and where it listens.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Human-readable name, shown in status output; ids stay the identity.
+    pub name: String,
+    /// gRPC listen address (clients, operators and peers).
+    pub listen: SocketAddr,
+    /// Address peers and partition-aware clients should dial; defaults to `listen`.
+    pub advertise: Option<String>,
+    /// Where RocksDB files and the node id live.
+    pub data_dir: PathBuf,
+    /// Failure domain used by placement to spread replicas.
+    pub zone: String,
+    /// Relative share of partitions this node should hold.
+    pub weight: u32,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            name: "ringkv".to_string(),
+            listen: "127.0.0.1:7379".parse().expect("valid default address"),
+            advertise: None,
+            data_dir: PathBuf::from("./data"),
+            zone: "default".to_string(),
+            weight: 1,
+        }
+    }
+}
+
+/// Cluster-wide settings; every member must use the same values.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Guards against joining nodes of another cluster.
+    pub name: String,
+    /// Q: fixed number of partitions, a power of two, set when the cluster is created.
+    pub partitions: u32,
+    /// N: replicas per key (capped at the number of members).
+    pub replication: u32,
+    /// Default R when a request does not say.
+    pub read: Level,
+    /// Default W when a request does not say.
+    pub write: Level,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            name: "ringkv".to_string(),
+            partitions: 256,
+            replication: 3,
+            read: Level::Quorum,
+            write: Level::Quorum,
+        }
+    }
+}
+
+/// Which storage engine backs the node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// RocksDB in `node.data_dir`: the durable engine.
+    Rocksdb,
+    /// In memory; loses everything at exit. For tests and experiments.
+    Memory,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub engine: EngineKind,
+    /// `always`: fsync before ack; `periodic`: WAL written before ack, fsync
+    /// every `sync_interval_ms`; `never`: fsync left to the OS.
+    pub sync: SyncMode,
+    pub sync_interval_ms: u64,
+    /// Shared RocksDB block cache.
+    pub block_cache_mb: u64,
+    /// Bloom filter bits per key on the data column family.
+    pub bloom_bits_per_key: f64,
+    /// RocksDB memtable size before a flush.
+    pub write_buffer_mb: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            engine: EngineKind::Rocksdb,
+            sync: SyncMode::Periodic,
+            sync_interval_ms: 100,
+            block_cache_mb: 256,
+            bloom_bits_per_key: 10.0,
+            write_buffer_mb: 64,
+        }
+    }
+}
+
+impl StorageConfig {
+    pub fn options(&self) -> StorageOptions {
+        StorageOptions {
+            sync: self.sync,
+            sync_interval: Duration::from_millis(self.sync_interval_ms),
+            block_cache_bytes: (self.block_cache_mb as usize) << 20,
+            bloom_bits_per_key: self.bloom_bits_per_key,
+            write_buffer_bytes: (self.write_buffer_mb as usize) << 20,
+        }
+    }
+}
+
+/// Limits that protect the node from oversized or runaway requests.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+    /// Concurrent versions kept per key; past it the oldest are collapsed.
+    pub max_siblings: usize,
+    /// Default deadline for a request when the client sets none.
+    pub request_timeout_ms: u64,
+    /// Requests served at once; more get RESOURCE_EXHAUSTED.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_key_bytes: 4 * 1024,
+            max_value_bytes: 1024 * 1024,
+            max_siblings: 32,
+            request_timeout_ms: 5_000,
+            max_concurrent_requests: 1024,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// Largest gRPC message the node sends or accepts.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_value_bytes + self.max_key_bytes + MESSAGE_OVERHEAD_BYTES
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    /// Prometheus text exposition at `http://<listen>/metrics`.
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "127.0.0.1:9379".parse().expect("valid default address"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter: `info`, `debug`, `ringkv_server=debug,info`, ...
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_string(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// Builds the configuration from its layers. `overrides` are
+    /// `section.key = value` pairs from command-line flags, applied last.
+    pub fn load(file: Option<&Path>, overrides: &[(String, String)]) -> Result<Config> {
+        let defaults = config::Config::try_from(&Config::default())
+            .map_err(|e| Error::Config(format!("built-in defaults: {e}")))?;
+        let mut builder = config::Config::builder().add_source(defaults);
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(Error::Config(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("RINGKV")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        for (key, value) in overrides {
+            builder = builder
+                .set_override(key.as_str(), value.as_str())
+                .map_err(|e| Error::Config(format!("{key}: {e}")))?;
+        }
+        let config: Config = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| Error::Config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the rules no single field's type can express.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |msg: String| Err(Error::Config(msg));
+        let c = &self.cluster;
+        if !c.partitions.is_power_of_two() || !(1..=65536).contains(&c.partitions) {
+            return fail(format!(
+                "cluster.partitions = {} must be a power of two between 1 and 65536",
+                c.partitions
+            ));
+        }
+        if c.replication == 0 || c.replication > 16 {
+            return fail(format!(
+                "cluster.replication = {} must be between 1 and 16",
+                c.replication
+            ));
+        }
+        for (name, level) in [("cluster.read", c.read), ("cluster.write", c.write)] {
+            if let Level::Count(n) = level {
+                if n == 0 || n > c.replication {
+                    return fail(format!(
+                        "{name} = {n} must be between 1 and cluster.replication = {}",
+                        c.replication
+                    ));
+                }
+            }
+        }
+        if self.node.weight == 0 {
+            return fail("node.weight must be at least 1".to_string());
+        }
+        if self.node.name.trim().is_empty() {
+            return fail("node.name must not be empty".to_string());
+        }
+        let l = &self.limits;
+        if l.max_key_bytes == 0 || l.max_key_bytes > MAX_KEY_LIMIT {
+            return fail(format!(
+                "limits.max_key_bytes = {} must be between 1 and {MAX_KEY_LIMIT}",
+                l.max_key_bytes
+            ));
+        }
+        if l.max_value_bytes == 0 || l.max_value_bytes > MAX_VALUE_LIMIT {
+            return fail(format!(
+                "limits.max_value_bytes = {} must be between 1 and {MAX_VALUE_LIMIT}",
+                l.max_value_bytes
+            ));
+        }
+        if l.max_siblings == 0 {
+            return fail("limits.max_siblings must be at least 1".to_string());
+        }
+        if l.request_timeout_ms == 0 {
+            return fail("limits.request_timeout_ms must be at least 1".to_string());
+        }
+        if l.max_concurrent_requests == 0 {
+            return fail("limits.max_concurrent_requests must be at least 1".to_string());
+        }
+        if self.storage.sync_interval_ms == 0 {
+            return fail("storage.sync_interval_ms must be at least 1".to_string());
+        }
+        if !(1.0..=64.0).contains(&self.storage.bloom_bits_per_key) {
+            return fail("storage.bloom_bits_per_key must be between 1 and 64".to_string());
+        }
+        if self.metrics.enabled && self.metrics.listen == self.node.listen {
+            return fail("metrics.listen must differ from node.listen".to_string());
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| Error::Config(format!("log.level = {:?}: {e}", self.log.level)))?;
+        Ok(())
+    }
+
+    /// The address peers and clients should use to reach this node.
+    pub fn advertise_address(&self) -> String {
+        self.node
+            .advertise
+            .clone()
+            .unwrap_or_else(|| self.node.listen.to_string())
+    }
+
+    /// The effective configuration as TOML (for `--print-config`).
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| Error::Internal(format!("printing config: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_design() {
+        let c = Config::load(None, &[]).unwrap();
+        assert_eq!(c.node.listen.to_string(), "127.0.0.1:7379");
+        assert_eq!(c.metrics.listen.to_string(), "127.0.0.1:9379");
+        assert_eq!(c.cluster.replication, 3);
+        assert_eq!(c.cluster.partitions, 256);
+        assert_eq!(c.cluster.read, Level::Quorum);
+        assert_eq!(c.limits.max_key_bytes, 4096);
+        assert_eq!(c.limits.max_value_bytes, 1 << 20);
+        assert_eq!(c.storage.sync, SyncMode::Periodic);
+    }
+
+    #[test]
+    fn file_then_overrides_layer_in_order() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "[node]\nname = \"from-file\"\nlisten = \"127.0.0.1:7400\"\n[cluster]\nwrite = \"all\"\nread = 2"
+        )
+        .unwrap();
+        let overrides = vec![("node.name".to_string(), "from-flag".to_string())];
+        let c = Config::load(Some(file.path()), &overrides).unwrap();
+        assert_eq!(c.node.name, "from-flag");
+        assert_eq!(c.node.listen.to_string(), "127.0.0.1:7400");
+        assert_eq!(c.cluster.write, Level::All);
+        assert_eq!(c.cluster.read, Level::Count(2));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "[node]\nlisen = \"127.0.0.1:7400\"").unwrap();
+        let err = Config::load(Some(file.path()), &[]).unwrap_err().to_string();
+        assert!(err.contains("lisen"), "{err}");
+
+        let bad = vec![("cluster.partitions".to_string(), "100".to_string())];
+        let err = Config::load(None, &bad).unwrap_err().to_string();
+        assert!(err.contains("power of two"), "{err}");
+
+        let bad = vec![("cluster.write".to_string(), "7".to_string())];
+        assert!(Config::load(None, &bad).is_err());
+
+        let missing = Path::new("/nonexistent/ringkv.toml");
+        assert!(Config::load(Some(missing), &[]).is_err());
+    }
+
+    #[test]
+    fn printed_config_loads_back_identically() {
+        let c = Config::load(None, &[]).unwrap();
+        let text = c.to_toml().unwrap();
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        let again = Config::load(Some(file.path()), &[]).unwrap();
+        assert_eq!(again.to_toml().unwrap(), text);
+    }
+}

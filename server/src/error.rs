@@ -1,0 +1,124 @@
+//! The one error type of `ringkv-server`.
+//!
+//! Every layer (version codec, storage, coordinator, configuration) returns
+//! [`Error`]. The gRPC layer maps it to a `tonic::Status` in exactly one place
+//! (`api::status`), so the code a client sees for each failure is decided
+//! here and nowhere else. The classifiers tell callers (and the client
+//! library, through the status code) whether a retry is safe.
+
+use std::fmt;
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One replica's failure inside a quorum round, kept so the client is told
+/// which node failed and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaError {
+    /// Node id or address of the replica.
+    pub node: String,
+    /// What went wrong, as the replica or the transport reported it.
+    pub error: String,
+}
+
+impl fmt::Display for ReplicaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.node, self.error)
+    }
+}
+
+fn join<T: fmt::Display>(items: &[T]) -> String {
+    if items.is_empty() {
+        return "none".to_string();
+    }
+    items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request itself is wrong (empty or oversized key or value, a
+    /// replica count of 0 or above N, an unknown enum value). Not retryable.
+    #[error("{0}")]
+    InvalidArgument(String),
+
+    /// A context supplied by the client could not be decoded.
+    #[error("malformed context: {0}; pass back the context exactly as a get returned it, or omit it")]
+    MalformedContext(String),
+
+    /// Bytes read from storage or from a peer could not be decoded.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+
+    /// The storage engine failed. Never accompanied by an acknowledgement.
+    #[error("storage failure: {0}")]
+    Storage(String),
+
+    /// Fewer than the required replicas could be reached at all.
+    #[error(
+        "not enough replicas: needed {needed}, got {got} (acked: {}; failed: {}); retry later or lower the consistency level",
+        join(acked), join(failed)
+    )]
+    Unavailable {
+        needed: usize,
+        got: usize,
+        acked: Vec<String>,
+        failed: Vec<ReplicaError>,
+    },
+
+    /// The quorum was not reached before the deadline. A write may still
+    /// have landed on some replicas: the outcome is indeterminate.
+    #[error(
+        "quorum not reached in time: needed {needed}, got {got} (acked: {}; failed: {}); the write may have been applied, retry idempotently",
+        join(acked), join(failed)
+    )]
+    Timeout {
+        needed: usize,
+        got: usize,
+        acked: Vec<String>,
+        failed: Vec<ReplicaError>,
+    },
+
+    /// The node refuses work to protect itself.
+    #[error("overloaded: {0}; back off and retry")]
+    Overloaded(String),
+
+    /// A cluster change is not allowed in the current state.
+    #[error("{0}")]
+    FailedPrecondition(String),
+
+    /// Invalid configuration, found at start-up.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// A bug or an unexpected condition inside the node.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Whether the same request may simply be sent again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Error::Unavailable { .. } | Error::Timeout { .. } | Error::Overloaded(_)
+        )
+    }
+
+    /// Whether a write that failed with this error may nevertheless have been
+    /// applied on some replicas.
+    pub fn is_indeterminate(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
+    }
+}
+
+impl From<rocksdb::Error> for Error {
+    fn from(e: rocksdb::Error) -> Self {
+        Error::Storage(e.into_string())
+    }
+}
+
+impl From<tokio::task::JoinError> for Error {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Error::Internal(format!("background task failed: {e}"))
+    }
+}

@@ -1,0 +1,21 @@
+//! ringkv-server: one node of a ringkv cluster.
+//!
+//! The request path runs `api` (gRPC handlers: validate, convert, delegate)
+//! → `coordinator` (consistency levels, the quorum helper, reply meta) →
+//! `replica` (atomic read-merge-write of one key) → `storage` (the engine).
+//! `version` (dotted version vectors, hybrid logical clock) and `ring`
+//! (hashing, partitions) are pure and do no I/O. `server` wires everything
+//! together and owns start-up and shutdown.
+
+pub mod api;
+pub mod config;
+pub mod coordinator;
+pub mod error;
+pub mod metrics;
+pub mod replica;
+pub mod ring;
+pub mod server;
+pub mod storage;
+pub mod version;
+
+pub use error::{Error, Result};

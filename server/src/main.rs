@@ -1,0 +1,123 @@
+//! `ringkv-server`: runs one ringkv node.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use ringkv_server::config::{Config, LogFormat};
+
+/// A ringkv node. Configuration layers: built-in defaults, then --config
+/// FILE, then RINGKV__SECTION__KEY environment variables, then these flags.
+#[derive(Parser, Debug)]
+#[command(name = "ringkv-server", version, about)]
+struct Args {
+    /// TOML configuration file (see deploy/ringkv.toml).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// node.name
+    #[arg(long)]
+    name: Option<String>,
+    /// node.listen: gRPC address.
+    #[arg(long)]
+    listen: Option<String>,
+    /// node.advertise: address peers and clients dial.
+    #[arg(long)]
+    advertise: Option<String>,
+    /// node.data_dir
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// metrics.listen: Prometheus endpoint address.
+    #[arg(long)]
+    metrics_listen: Option<String>,
+    /// storage.engine: rocksdb or memory.
+    #[arg(long)]
+    engine: Option<String>,
+    /// storage.sync: always, periodic or never.
+    #[arg(long)]
+    sync: Option<String>,
+    /// log.level (a tracing filter such as info or ringkv_server=debug).
+    #[arg(long)]
+    log_level: Option<String>,
+    /// log.format: text or json.
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+impl Args {
+    fn overrides(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut add = |key: &str, value: Option<String>| {
+            if let Some(v) = value {
+                out.push((key.to_string(), v));
+            }
+        };
+        add("node.name", self.name.clone());
+        add("node.listen", self.listen.clone());
+        add("node.advertise", self.advertise.clone());
+        add(
+            "node.data_dir",
+            self.data_dir.as_ref().map(|p| p.display().to_string()),
+        );
+        add("metrics.listen", self.metrics_listen.clone());
+        add("storage.engine", self.engine.clone());
+        add("storage.sync", self.sync.clone());
+        add("log.level", self.log_level.clone());
+        add("log.format", self.log_format.clone());
+        out
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::new(&config.log.level);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(args.config.as_deref(), &args.overrides()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringkv-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.print_config {
+        return match config.to_toml() {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ringkv-server: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ringkv-server: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(ringkv_server::server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("ringkv-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

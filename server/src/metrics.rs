@@ -1,0 +1,229 @@
+//! Prometheus metrics: counters and latency histograms, served as text.
+//!
+//! The registry is a handful of maps behind `std` mutexes: each request
+//! takes a lock for a few nanoseconds to bump a counter, which is far below
+//! the cost of the request itself, and keeps the exposition code small.
+//! Metrics are served at `http://<metrics.listen>/metrics` by a minimal HTTP
+//! responder that answers GET requests only.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use crate::server::Shutdown;
+
+use crate::storage::Engine;
+
+/// Latency bucket bounds in seconds: 100 µs to 10 s, roughly ×2.5 apart.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+/// Largest HTTP request head the metrics endpoint reads.
+const MAX_HTTP_REQUEST_BYTES: usize = 8 * 1024;
+
+/// How long a scraper may take to send its request.
+const HTTP_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+struct Histogram {
+    /// Counts per bucket (not cumulative; summed at exposition).
+    buckets: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; LATENCY_BUCKETS.len()];
+        }
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| seconds <= *b) {
+            self.buckets[i] += 1;
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
+}
+
+/// Node-wide metrics.
+#[derive(Default)]
+pub struct Metrics {
+    /// (operation, status code) → requests.
+    requests: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// (operation, consistency level) → latency.
+    latency: Mutex<BTreeMap<(&'static str, String), Histogram>>,
+    /// Requests that failed for want of replicas (UNAVAILABLE or DEADLINE_EXCEEDED).
+    quorum_failures: AtomicU64,
+    /// Requests refused because `limits.max_concurrent_requests` were running.
+    overloaded: AtomicU64,
+    /// Versions dropped by the sibling cap.
+    siblings_collapsed: AtomicU64,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Records one finished request.
+    pub fn request(&self, op: &'static str, level: &str, code: &'static str, elapsed: Duration) {
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((op, code))
+            .or_default() += 1;
+        self.latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((op, level.to_string()))
+            .or_default()
+            .observe(elapsed.as_secs_f64());
+        if code == "UNAVAILABLE" || code == "DEADLINE_EXCEEDED" {
+            self.quorum_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn overloaded(&self) {
+        self.overloaded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn siblings_collapsed(&self, n: usize) {
+        self.siblings_collapsed.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render(&self, engine: &dyn Engine) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP ringkv_requests_total Requests served, by operation and gRPC status.\n");
+        out.push_str("# TYPE ringkv_requests_total counter\n");
+        for ((op, code), n) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(out, "ringkv_requests_total{{op=\"{op}\",code=\"{code}\"}} {n}");
+        }
+        out.push_str("# HELP ringkv_request_duration_seconds Request latency, by operation and consistency level.\n");
+        out.push_str("# TYPE ringkv_request_duration_seconds histogram\n");
+        for ((op, level), h) in self.latency.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let mut cumulative = 0;
+            for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+                cumulative += h.buckets.get(i).copied().unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "ringkv_request_duration_seconds_bucket{{op=\"{op}\",level=\"{level}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "ringkv_request_duration_seconds_bucket{{op=\"{op}\",level=\"{level}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "ringkv_request_duration_seconds_sum{{op=\"{op}\",level=\"{level}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "ringkv_request_duration_seconds_count{{op=\"{op}\",level=\"{level}\"}} {}",
+                h.count
+            );
+        }
+        let counters = [
+            ("ringkv_quorum_failures_total", "Requests that could not reach their replica count.", &self.quorum_failures),
+            ("ringkv_overloaded_total", "Requests refused by the concurrency limit.", &self.overloaded),
+            ("ringkv_siblings_collapsed_total", "Versions dropped by the sibling cap.", &self.siblings_collapsed),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ringkv_storage_bytes Approximate bytes stored by the engine.\n# TYPE ringkv_storage_bytes gauge\nringkv_storage_bytes {}",
+            engine.approximate_size_bytes()
+        );
+        out
+    }
+}
+
+/// Serves `/metrics` until `shutdown` fires.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    engine: Arc<dyn Engine>,
+    mut shutdown: Shutdown,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.recv() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((mut stream, _)) = accepted else { continue };
+        let metrics = metrics.clone();
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; MAX_HTTP_REQUEST_BYTES];
+            let mut len = 0;
+            let read = tokio::time::timeout(HTTP_READ_TIMEOUT, async {
+                while len < buf.len() {
+                    let n = stream.read(&mut buf[len..]).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    len += n;
+                    if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await;
+            if !matches!(read, Ok(Ok(()))) {
+                return;
+            }
+            let head = String::from_utf8_lossy(&buf[..len]);
+            let (status, body) = if head.starts_with("GET /metrics ") || head.starts_with("GET / ") {
+                let body = tokio::task::spawn_blocking(move || metrics.render(engine.as_ref()))
+                    .await
+                    .unwrap_or_default();
+                ("200 OK", body)
+            } else {
+                ("404 Not Found", "not found: metrics are at /metrics\n".to_string())
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryEngine;
+
+    #[test]
+    fn renders_counters_and_cumulative_buckets() {
+        let m = Metrics::new();
+        m.request("put", "quorum", "OK", Duration::from_micros(300));
+        m.request("put", "quorum", "OK", Duration::from_millis(3));
+        m.request("get", "one", "UNAVAILABLE", Duration::from_millis(1));
+        let text = m.render(&MemoryEngine::new());
+        assert!(text.contains("ringkv_requests_total{op=\"put\",code=\"OK\"} 2"), "{text}");
+        assert!(text.contains("ringkv_quorum_failures_total 1"), "{text}");
+        assert!(text.contains(
+            "ringkv_request_duration_seconds_bucket{op=\"put\",level=\"quorum\",le=\"0.0005\"} 1"
+        ));
+        assert!(text.contains(
+            "ringkv_request_duration_seconds_bucket{op=\"put\",level=\"quorum\",le=\"0.005\"} 2"
+        ));
+        assert!(text.contains("ringkv_request_duration_seconds_count{op=\"put\",level=\"quorum\"} 2"));
+    }
+}

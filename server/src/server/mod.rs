@@ -1,0 +1,232 @@
+//! Wiring a node together: storage, replica, coordinator, gRPC services,
+//! metrics, and the shutdown sequence.
+//!
+//! [`Node::start`] opens storage, loads the node's identity, binds the gRPC
+//! and metrics listeners and spawns the servers; [`Node::stop`] (or a
+//! SIGINT/SIGTERM through [`run`]) shuts down in order: stop accepting,
+//! let in-flight requests finish, stop background tasks, flush storage.
+
+mod identity;
+mod shutdown;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ringkv_proto::v1::admin_server::AdminServer;
+use ringkv_proto::v1::internal_server::InternalServer;
+use ringkv_proto::v1::kv_server::KvServer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{info, warn};
+
+pub use shutdown::{Shutdown, ShutdownTrigger};
+
+use crate::api::{AdminService, Gate, InternalService, KvService};
+use crate::config::{Config, EngineKind};
+use crate::coordinator::Coordinator;
+use crate::error::{Error, Result};
+use crate::metrics::{self, Metrics};
+use crate::replica::Replica;
+use crate::storage::{Engine, MemoryEngine, RocksEngine};
+use crate::version::NodeId;
+
+/// Subdirectory of `node.data_dir` holding the RocksDB files.
+const DB_DIR: &str = "db";
+
+/// A running node.
+pub struct Node {
+    pub node_id: NodeId,
+    /// Bound gRPC address (differs from the configured one when it asked for port 0).
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    trigger: ShutdownTrigger,
+    grpc: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
+    metrics_task: Option<JoinHandle<()>>,
+    replica: Arc<Replica>,
+}
+
+impl Node {
+    pub async fn start(config: Config) -> Result<Node> {
+        let config = Arc::new(config);
+        let engine = open_engine(&config)?;
+        let node_id = match config.storage.engine {
+            EngineKind::Rocksdb => identity::load_or_create_node_id(&config.node.data_dir)?,
+            // Memory loses everything at exit, so each start is a new node.
+            EngineKind::Memory => NodeId::random(),
+        };
+        let generation = identity::bump_generation(engine.as_ref())?;
+        let replica = Arc::new(Replica::new(
+            node_id,
+            engine.clone(),
+            config.cluster.partitions,
+            config.limits.max_siblings,
+        ));
+        let coordinator = Arc::new(Coordinator::new(replica.clone(), config.clone()));
+        let metrics = Metrics::new();
+        let gate = Gate::new(config.limits.max_concurrent_requests, metrics.clone());
+        let (trigger, _) = shutdown::channel();
+
+        let listener = TcpListener::bind(config.node.listen)
+            .await
+            .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.node.listen)))?;
+        let grpc_addr = listener
+            .local_addr()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+
+        let (metrics_addr, metrics_task) = if config.metrics.enabled {
+            let l = TcpListener::bind(config.metrics.listen).await.map_err(|e| {
+                Error::Config(format!("cannot listen on {} for metrics: {e}", config.metrics.listen))
+            })?;
+            let addr = l.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
+            let task = tokio::spawn(metrics::serve(
+                l,
+                metrics.clone(),
+                engine.clone(),
+                trigger.subscribe(),
+            ));
+            (Some(addr), Some(task))
+        } else {
+            (None, None)
+        };
+
+        let max_message = config.limits.max_message_bytes();
+        let kv = KvServer::new(KvService::new(coordinator, gate.clone()))
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message);
+        let info = crate::api::admin::NodeInfo {
+            config: config.clone(),
+            generation,
+            started: Instant::now(),
+        };
+        let admin = AdminServer::new(AdminService::new(replica.clone(), info, gate.clone()))
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message);
+        let internal = InternalServer::new(InternalService::new(
+            replica.clone(),
+            gate,
+            config.limits.max_key_bytes,
+        ))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter.set_serving::<KvServer<KvService>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ringkv_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| Error::Internal(format!("reflection service: {e}")))?;
+
+        let mut stop = trigger.subscribe();
+        let grpc = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(kv)
+                .add_service(admin)
+                .add_service(internal)
+                .add_service(health)
+                .add_service(reflection)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                    stop.recv().await
+                }),
+        );
+        info!(
+            node_id = %node_id,
+            name = %config.node.name,
+            grpc = %grpc_addr,
+            metrics = ?metrics_addr,
+            generation,
+            engine = engine.name(),
+            sync = ?config.storage.sync,
+            "ringkv node serving"
+        );
+        Ok(Node {
+            node_id,
+            grpc_addr,
+            metrics_addr,
+            trigger,
+            grpc,
+            metrics_task,
+            replica,
+        })
+    }
+
+    /// A handle that stops the node when triggered (signal handlers, tests).
+    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
+        self.trigger.clone()
+    }
+
+    /// Runs until the shutdown signal fires, then stops in order.
+    pub async fn wait(self) -> Result<()> {
+        let Node {
+            trigger,
+            grpc,
+            metrics_task,
+            replica,
+            ..
+        } = self;
+        // The gRPC server returns once shutdown fired and in-flight requests drained.
+        let served = grpc.await;
+        trigger.trigger();
+        if let Some(task) = metrics_task {
+            let _ = task.await;
+        }
+        replica.flush().await?;
+        info!("storage flushed; node stopped");
+        match served {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::Internal(format!("gRPC server failed: {e}"))),
+            Err(e) => Err(Error::Internal(format!("gRPC server task failed: {e}"))),
+        }
+    }
+
+    /// Triggers shutdown and waits for it to complete.
+    pub async fn stop(self) -> Result<()> {
+        self.trigger.trigger();
+        self.wait().await
+    }
+}
+
+fn open_engine(config: &Config) -> Result<Arc<dyn Engine>> {
+    match config.storage.engine {
+        EngineKind::Memory => Ok(Arc::new(MemoryEngine::new())),
+        EngineKind::Rocksdb => {
+            let dir = &config.node.data_dir;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::Storage(format!("cannot create data directory {}: {e}", dir.display()))
+            })?;
+            Ok(Arc::new(RocksEngine::open(
+                &dir.join(DB_DIR),
+                &config.storage.options(),
+            )?))
+        }
+    }
+}
+
+/// Runs a node until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<()> {
+    let node = Node::start(config).await?;
+    let trigger = node.shutdown_trigger();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutdown signal received: draining requests");
+        trigger.trigger();
+    });
+    node.wait().await
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => {
+            warn!("cannot install signal handlers; stopping on ctrl-c only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! [`VersionSet`]: a key's stored state as a dotted version vector set, and
+//! the two operations that change it, write and merge.
+
+use std::cmp::Ordering;
+
+use bytes::Bytes;
+
+use super::clock::Timestamp;
+use super::dot::{Dot, VersionVector};
+use super::NodeId;
+
+/// What a version says about its key.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Value {
+    /// The value a client put.
+    Data(Bytes),
+    /// A delete. Kept as a version (not as the absence of one) so that it
+    /// supersedes, through merges, the versions it deleted on replicas that
+    /// have not heard of the delete yet.
+    Tombstone,
+}
+
+/// One write: a value (or tombstone) named by its dot.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Version {
+    /// Names the write; unique among every version of the key.
+    pub dot: Dot,
+    /// HLC time of the write, used to order siblings for `resolve = LWW`,
+    /// to pick which siblings the cap collapses, and for TTL bookkeeping.
+    pub timestamp: Timestamp,
+    pub value: Value,
+    /// Unix ms after which the value reads as absent (TTL); None = never.
+    pub expires_at_ms: Option<u64>,
+}
+
+impl Version {
+    pub fn is_tombstone(&self) -> bool {
+        matches!(self.value, Value::Tombstone)
+    }
+
+    /// Whether a read at `now_ms` returns this version: it holds data and
+    /// has not expired. A version expires *at* `expires_at_ms`, so a TTL of
+    /// `t` ms written at `w` is readable for exactly `[w, w + t)`.
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        !self.is_tombstone() && self.expires_at_ms.is_none_or(|at| now_ms < at)
+    }
+
+    /// The read-side order of versions: by HLC time, ties (which only
+    /// happen across nodes) broken by dot so every replica agrees.
+    fn age_key(&self) -> (Timestamp, Dot) {
+        (self.timestamp, self.dot)
+    }
+}
+
+/// Result of [`VersionSet::write`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct WriteOutcome {
+    /// The dot given to the new version; the client's next context covers it.
+    pub dot: Dot,
+    /// How many older siblings the cap collapsed (for the metric).
+    pub collapsed: usize,
+}
+
+/// A key's stored state: the causal context plus the concurrent versions
+/// (siblings), each with its own dot. See the module docs for the model and
+/// its invariants; every method here preserves them.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct VersionSet {
+    /// Every dot this state accounts for: each is either held in `versions`
+    /// or was superseded by something held (or seen by a client who wrote).
+    context: VersionVector,
+    /// The siblings, sorted by dot, no two with the same dot, every dot
+    /// covered by `context`.
+    versions: Vec<Version>,
+}
+
+impl VersionSet {
+    pub fn new() -> Self {
+        VersionSet::default()
+    }
+
+    /// Assembles a set from parts the codec has already validated against
+    /// the invariants.
+    pub(super) fn from_validated(context: VersionVector, versions: Vec<Version>) -> Self {
+        VersionSet { context, versions }
+    }
+
+    /// The causal context. A client that reads this key gets the context of
+    /// the merged replies back (encoded) and passes it to its next write so
+    /// that write supersedes exactly what the client saw.
+    pub fn context(&self) -> &VersionVector {
+        &self.context
+    }
+
+    /// All versions, tombstones and expired ones included, sorted by dot.
+    pub fn versions(&self) -> &[Version] {
+        &self.versions
+    }
+
+    /// No versions at all (tombstones count as versions): nothing was ever
+    /// written, as far as this state knows.
+    pub fn is_empty(&self) -> bool {
+        self.versions.is_empty()
+    }
+
+    /// DVV sync: afterwards `self` is the join of both states.
+    ///
+    /// A version of `self` survives if `other` holds the same dot or has
+    /// never seen it (`other`'s context does not cover it); a version of
+    /// `other` survives if `self` has never seen it. A version dropped here
+    /// was therefore seen *and superseded* by the other side. The contexts
+    /// join pointwise.
+    ///
+    /// Commutative, associative and idempotent, so replicas converge
+    /// whatever the order of exchanges. It never applies the sibling cap:
+    /// capping is a local decision of the coordinator, and doing it inside
+    /// merge would break those laws.
+    pub fn merge(&mut self, other: &VersionSet) {
+        let mine = std::mem::take(&mut self.versions);
+        let theirs = &other.versions;
+        let mut kept = Vec::with_capacity(mine.len() + theirs.len());
+        for v in mine {
+            match theirs.binary_search_by(|o| o.dot.cmp(&v.dot)) {
+                Ok(i) => match theirs.get(i) {
+                    Some(o) if newer_content(o, &v) => kept.push(o.clone()),
+                    _ => kept.push(v),
+                },
+                Err(_) if !other.context.covers(&v.dot) => kept.push(v),
+                Err(_) => {}
+            }
+        }
+        // A dot of `other` not covered by our context cannot be one we hold
+        // (we cover all we hold), so this adds no duplicates.
+        kept.extend(
+            theirs
+                .iter()
+                .filter(|o| !self.context.covers(&o.dot))
+                .cloned(),
+        );
+        kept.sort_unstable_by_key(|v| v.dot);
+        self.versions = kept;
+        self.context.merge(&other.context);
+    }
+
+    /// [`merge`](Self::merge) without modifying either input.
+    pub fn merged(&self, other: &VersionSet) -> VersionSet {
+        let mut out = self.clone();
+        out.merge(other);
+        out
+    }
+
+    /// Applies a write coordinated by `node`.
+    ///
+    /// - With `client_context` (from an earlier read), the write supersedes
+    ///   exactly the versions that context covers and stays a sibling of the
+    ///   rest. The client context is also joined into the set's context:
+    ///   the client saw those dots, so versions with them that this
+    ///   coordinator has not received yet are superseded too and are dropped
+    ///   when they arrive by merge (as in Riak's `dvvset:update/3`). Contexts
+    ///   must therefore come from a read of the *same key*; a context from
+    ///   elsewhere can hide concurrent writes.
+    /// - Without one (a blind overwrite), it supersedes every version this
+    ///   coordinator holds, so plain overwrites never create siblings.
+    ///
+    /// The new dot is `(node, context().get(node) + 1)`, taken after joining
+    /// the client context: one past every counter for `node` that this state
+    /// or the client has seen, so it is not covered by any context that
+    /// existed before. Finally the sibling cap is enforced, never dropping
+    /// the new version itself (an acknowledged write must be readable).
+    pub fn write(
+        &mut self,
+        node: NodeId,
+        client_context: Option<&VersionVector>,
+        timestamp: Timestamp,
+        value: Value,
+        expires_at_ms: Option<u64>,
+        max_siblings: usize,
+    ) -> WriteOutcome {
+        match client_context {
+            Some(seen) => {
+                self.versions.retain(|v| !seen.covers(&v.dot));
+                self.context.merge(seen);
+            }
+            None => self.versions.clear(),
+        }
+        let dot = Dot {
+            node,
+            counter: self.context.get(node).saturating_add(1),
+        };
+        // Only a forged context holding u64::MAX can make the counter
+        // saturate onto a held dot; replacing it keeps dots unique.
+        self.versions.retain(|v| v.dot != dot);
+        self.context.insert(node, dot.counter);
+        let at = self.versions.partition_point(|v| v.dot < dot);
+        self.versions.insert(
+            at,
+            Version {
+                dot,
+                timestamp,
+                value,
+                expires_at_ms,
+            },
+        );
+        let collapsed = self.collapse_oldest(max_siblings, Some(dot));
+        WriteOutcome { dot, collapsed }
+    }
+
+    /// If more than `max_siblings` versions are held, drops the oldest by
+    /// (timestamp, dot) until `max_siblings` remain. Their dots stay covered
+    /// by the context, so every replica that merges this state treats them
+    /// as superseded. Returns how many were dropped. A cap of 0 is treated as
+    /// 1: a key never loses all its versions to the cap.
+    pub fn enforce_cap(&mut self, max_siblings: usize) -> usize {
+        self.collapse_oldest(max_siblings, None)
+    }
+
+    /// The cap, sparing `keep` (the version a write just added).
+    fn collapse_oldest(&mut self, max_siblings: usize, keep: Option<Dot>) -> usize {
+        let max = max_siblings.max(1);
+        let excess = self.versions.len().saturating_sub(max);
+        if excess == 0 {
+            return 0;
+        }
+        let mut by_age: Vec<(Timestamp, Dot)> = self
+            .versions
+            .iter()
+            .filter(|v| Some(v.dot) != keep)
+            .map(Version::age_key)
+            .collect();
+        by_age.sort_unstable();
+        let mut doomed: Vec<Dot> = by_age.into_iter().take(excess).map(|(_, d)| d).collect();
+        doomed.sort_unstable();
+        let before = self.versions.len();
+        self.versions.retain(|v| doomed.binary_search(&v.dot).is_err());
+        before - self.versions.len()
+    }
+
+    /// The versions a read returns at `now_ms`: data that has not expired,
+    /// oldest first by (timestamp, dot).
+    pub fn visible(&self, now_ms: u64) -> Vec<&Version> {
+        let mut live: Vec<&Version> = self.versions.iter().filter(|v| v.is_live(now_ms)).collect();
+        live.sort_unstable_by_key(|v| v.age_key());
+        live
+    }
+
+    /// The visible version with the greatest (timestamp, dot): the answer
+    /// for `resolve = LWW`. None when nothing is visible.
+    pub fn lww(&self, now_ms: u64) -> Option<&Version> {
+        self.versions
+            .iter()
+            .filter(|v| v.is_live(now_ms))
+            .max_by_key(|v| v.age_key())
+    }
+
+    /// The largest timestamp held, to feed [`HybridClock::observe`] so the
+    /// next local write orders after everything this key already holds.
+    ///
+    /// [`HybridClock::observe`]: super::HybridClock::observe
+    pub fn max_timestamp(&self) -> Option<Timestamp> {
+        self.versions.iter().map(|v| v.timestamp).max()
+    }
+
+    /// True when every version is a tombstone: the whole key is deleted.
+    /// Vacuously true for an empty set.
+    pub fn all_tombstones(&self) -> bool {
+        self.versions.iter().all(Version::is_tombstone)
+    }
+}
+
+/// Whether `a` should replace `b` when both carry the same dot.
+///
+/// A dot names one write, so two replicas holding it normally hold equal
+/// versions. Only a node that lost acknowledged data without changing its
+/// id (e.g. unsynced WAL on power loss) can reissue a dot with other
+/// contents; then any fixed total order keeps merge commutative and
+/// associative, and "latest timestamp wins" is the least surprising one.
+fn newer_content(a: &Version, b: &Version) -> bool {
+    content_cmp(a, b) == Ordering::Greater
+}
+
+fn content_cmp(a: &Version, b: &Version) -> Ordering {
+    fn payload(v: &Version) -> Option<&[u8]> {
+        match &v.value {
+            Value::Data(bytes) => Some(bytes),
+            Value::Tombstone => None,
+        }
+    }
+    (a.timestamp, a.expires_at_ms, payload(a)).cmp(&(b.timestamp, b.expires_at_ms, payload(b)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: NodeId = NodeId(0xa);
+    const B: NodeId = NodeId(0xb);
+    const CAP: usize = 32;
+
+    fn data(s: &str) -> Value {
+        Value::Data(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    fn ts(ms: u64) -> Timestamp {
+        Timestamp::new(ms, 0)
+    }
+
+    fn values(set: &VersionSet, now: u64) -> Vec<Value> {
+        set.visible(now).into_iter().map(|v| v.value.clone()).collect()
+    }
+
+    #[test]
+    fn blind_overwrite_leaves_one_version() {
+        let mut s = VersionSet::new();
+        let first = s.write(A, None, ts(1), data("a"), None, CAP);
+        assert_eq!(first.dot, Dot::new(A, 1));
+        let second = s.write(A, None, ts(2), data("b"), None, CAP);
+        assert_eq!(second.dot, Dot::new(A, 2));
+        assert_eq!(s.versions().len(), 1);
+        assert_eq!(values(&s, 0), [data("b")]);
+        assert_eq!(s.context().get(A), 2);
+    }
+
+    #[test]
+    fn concurrent_writes_with_the_same_context_become_siblings() {
+        let mut base = VersionSet::new();
+        base.write(A, None, ts(1), data("v0"), None, CAP);
+        let ctx = base.context().clone();
+        let mut at_a = base.clone();
+        let mut at_b = base.clone();
+        at_a.write(A, Some(&ctx), ts(2), data("from a"), None, CAP);
+        at_b.write(B, Some(&ctx), ts(3), data("from b"), None, CAP);
+        let merged = at_a.merged(&at_b);
+        assert_eq!(merged, at_b.merged(&at_a));
+        assert_eq!(values(&merged, 0), [data("from a"), data("from b")]);
+        assert_eq!(merged.lww(0).unwrap().value, data("from b"));
+    }
+
+    #[test]
+    fn same_coordinator_keeps_concurrent_writes_apart() {
+        // Two clients read the same state and both write through A: the
+        // second write did not see the first, so both stay.
+        let mut s = VersionSet::new();
+        s.write(A, None, ts(1), data("v0"), None, CAP);
+        let ctx = s.context().clone();
+        s.write(A, Some(&ctx), ts(2), data("x"), None, CAP);
+        s.write(A, Some(&ctx), ts(3), data("y"), None, CAP);
+        assert_eq!(values(&s, 0), [data("x"), data("y")]);
+    }
+
+    #[test]
+    fn write_with_merged_context_resolves_siblings() {
+        let mut at_a = VersionSet::new();
+        at_a.write(A, Some(&VersionVector::new()), ts(1), data("a"), None, CAP);
+        let mut at_b = VersionSet::new();
+        at_b.write(B, Some(&VersionVector::new()), ts(2), data("b"), None, CAP);
+        let read = at_a.merged(&at_b);
+        assert_eq!(read.visible(0).len(), 2);
+        // The client resolves through A, which has not received B's sibling.
+        let out = at_a.write(A, Some(read.context()), ts(3), data("c"), None, CAP);
+        assert_eq!(out.dot, Dot::new(A, 2));
+        assert_eq!(values(&at_a, 0), [data("c")]);
+        // When B's state arrives, its sibling is recognised as superseded.
+        at_a.merge(&at_b);
+        assert_eq!(values(&at_a, 0), [data("c")]);
+        at_b.merge(&at_a);
+        assert_eq!(at_a, at_b);
+    }
+
+    #[test]
+    fn delete_hides_the_value() {
+        let mut s = VersionSet::new();
+        s.write(A, None, ts(1), data("a"), None, CAP);
+        let ctx = s.context().clone();
+        s.write(A, Some(&ctx), ts(2), Value::Tombstone, None, CAP);
+        assert!(s.visible(0).is_empty());
+        assert!(s.lww(0).is_none());
+        assert!(!s.is_empty(), "the tombstone is still a version");
+        assert!(s.all_tombstones());
+        assert!(s.versions()[0].is_tombstone());
+    }
+
+    #[test]
+    fn delete_of_a_concurrent_sibling_leaves_the_other() {
+        let mut s = VersionSet::new();
+        s.write(A, Some(&VersionVector::new()), ts(1), data("a"), None, CAP);
+        let saw_a = s.context().clone();
+        s.write(A, Some(&VersionVector::new()), ts(2), data("b"), None, CAP);
+        s.write(A, Some(&saw_a), ts(3), Value::Tombstone, None, CAP);
+        assert_eq!(values(&s, 0), [data("b")]);
+        assert!(!s.all_tombstones());
+    }
+
+    #[test]
+    fn ttl_hides_at_and_after_expiry() {
+        let mut s = VersionSet::new();
+        s.write(A, None, ts(1_000), data("a"), Some(1_500), CAP);
+        assert_eq!(values(&s, 1_499), [data("a")]);
+        assert!(s.visible(1_500).is_empty());
+        assert!(s.visible(9_999).is_empty());
+        assert!(s.lww(1_500).is_none());
+        assert!(!s.all_tombstones(), "expired data is not a tombstone");
+    }
+
+    #[test]
+    fn cap_collapses_the_oldest_and_reports_it() {
+        let mut s = VersionSet::new();
+        let empty = VersionVector::new();
+        for i in 0..5u64 {
+            let out = s.write(A, Some(&empty), ts(10 - i), data(&i.to_string()), None, 3);
+            assert_eq!(out.collapsed, usize::from(i >= 3));
+        }
+        // Timestamps ran backwards, yet each write survived its own cap.
+        assert_eq!(s.versions().len(), 3);
+        assert!(s.versions().iter().any(|v| v.dot == Dot::new(A, 5)));
+        assert_eq!(values(&s, 0), [data("4"), data("1"), data("0")]);
+        // Collapsed dots stay in the context: they count as superseded.
+        assert_eq!(s.context().get(A), 5);
+        assert_eq!(s.enforce_cap(1), 2);
+        assert_eq!(values(&s, 0), [data("0")]);
+        assert_eq!(s.enforce_cap(0), 0, "a cap of 0 still keeps one");
+        assert_eq!(s.enforce_cap(5), 0);
+    }
+
+    #[test]
+    fn collapsed_siblings_do_not_come_back_by_merge() {
+        let empty = VersionVector::new();
+        let mut a = VersionSet::new();
+        a.write(A, Some(&empty), ts(1), data("old"), None, CAP);
+        let mut b = VersionSet::new();
+        b.write(B, Some(&empty), ts(2), data("new"), None, CAP);
+        let mut capped = a.merged(&b);
+        assert_eq!(capped.enforce_cap(1), 1);
+        assert_eq!(capped.merged(&a), capped);
+        assert_eq!(capped.merged(&b), capped);
+    }
+
+    #[test]
+    fn merge_is_idempotent_and_keeps_unseen_versions() {
+        let mut a = VersionSet::new();
+        a.write(A, None, ts(1), data("a"), None, CAP);
+        let mut newer = a.clone();
+        newer.write(B, Some(a.context()), ts(2), data("b"), None, CAP);
+        assert_eq!(a.merged(&a), a);
+        assert_eq!(a.merged(&newer), newer, "a's version was superseded");
+        assert_eq!(newer.merged(&a), newer);
+        assert_eq!(VersionSet::new().merged(&a), a);
+    }
+
+    #[test]
+    fn same_dot_with_different_contents_merges_deterministically() {
+        let mut a = VersionSet::new();
+        a.write(A, None, ts(1), data("x"), None, CAP);
+        let mut b = VersionSet::new();
+        b.write(A, None, ts(2), data("y"), None, CAP);
+        let ab = a.merged(&b);
+        assert_eq!(ab, b.merged(&a));
+        assert_eq!(values(&ab, 0), [data("y")]);
+    }
+
+    #[test]
+    fn forged_saturated_context_keeps_dots_unique() {
+        let forged: VersionVector = [(A, u64::MAX)].into_iter().collect();
+        let mut s = VersionSet::new();
+        s.write(A, Some(&forged), ts(1), data("a"), None, CAP);
+        s.write(A, Some(&VersionVector::new()), ts(2), data("b"), None, CAP);
+        assert_eq!(s.versions().len(), 1);
+        assert_eq!(values(&s, 0), [data("b")]);
+    }
+
+    #[test]
+    fn max_timestamp_and_lww_order() {
+        let empty = VersionVector::new();
+        let mut s = VersionSet::new();
+        assert_eq!(s.max_timestamp(), None);
+        s.write(B, Some(&empty), ts(7), data("b"), None, CAP);
+        s.write(A, Some(&empty), ts(7), data("a"), None, CAP);
+        s.write(A, Some(&empty), ts(3), data("old"), None, CAP);
+        assert_eq!(s.max_timestamp(), Some(ts(7)));
+        // Equal timestamps: the greater dot (node B) wins.
+        assert_eq!(s.lww(0).unwrap().value, data("b"));
+        assert_eq!(values(&s, 0), [data("old"), data("a"), data("b")]);
+    }
+}
