@@ -113,7 +113,7 @@ pub enum Output {
 
 /// Closed-loop load generator for a ringkv cluster.
 #[derive(Parser, Debug)]
-#[command(name = "ringkv-bench", version, about)]
+#[command(name = "ringkv-bench", version)]
 struct Args {
     /// Nodes to send requests to, comma separated; any node coordinates any key.
     #[arg(long, env = "RINGKV_ENDPOINTS", value_delimiter = ',', default_value = DEFAULT_ENDPOINT)]
@@ -331,4 +331,75 @@ async fn run(args: Args) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<Config> {
+        let argv = std::iter::once("ringkv-bench").chain(args.iter().copied());
+        Config::from_args(Args::try_parse_from(argv)?)
+    }
+
+    #[test]
+    fn workloads_set_the_read_ratio() {
+        assert_eq!(config(&[]).unwrap().read_ratio, DEFAULT_READ_RATIO);
+        assert_eq!(config(&["--workload", "a"]).unwrap().read_ratio, 0.5);
+        assert_eq!(config(&["--workload", "b"]).unwrap().read_ratio, 0.95);
+        assert_eq!(config(&["--workload", "c"]).unwrap().read_ratio, 1.0);
+        assert_eq!(config(&["--read-ratio", "0.25"]).unwrap().read_ratio, 0.25);
+        assert!(config(&["--read-ratio", "0.2", "--workload", "c"]).is_err());
+    }
+
+    #[test]
+    fn out_of_range_settings_are_rejected() {
+        for bad in [
+            &["--read-ratio", "1.5"][..],
+            &["--read-ratio", "NaN"],
+            &["--concurrency", "0"],
+            &["--keys", "0"],
+            &["--value-size", "0"],
+            &["--duration", "0s"],
+            &["--duration", "2days"],
+            &["--max-ops", "0"],
+            &["-w", "zero"],
+        ] {
+            assert!(config(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn smoke_mode_is_short_and_preloaded() {
+        let c = config(&[
+            "--smoke",
+            "--duration",
+            "1h",
+            "--keys",
+            "5",
+            "--concurrency",
+            "64",
+        ])
+        .unwrap();
+        assert_eq!(c.duration, SMOKE_DURATION);
+        assert_eq!(c.warmup, Duration::ZERO);
+        assert_eq!(c.keys, SMOKE_KEYS);
+        assert_eq!(c.concurrency, SMOKE_CONCURRENCY);
+        assert_eq!(c.max_ops, Some(SMOKE_MAX_OPS));
+        assert!(c.preload);
+    }
+
+    #[test]
+    fn levels_appear_as_typed() {
+        let c = config(&["-r", "ALL", "-w", "2"]).unwrap();
+        assert_eq!(c.read_level, Some(Level::All));
+        assert_eq!(c.write_level, Some(Level::Count(2)));
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["read_level"], "all");
+        assert_eq!(json["write_level"], "2");
+        assert_eq!(
+            serde_json::to_value(config(&[]).unwrap()).unwrap()["read_level"],
+            "default"
+        );
+    }
 }

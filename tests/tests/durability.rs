@@ -75,7 +75,7 @@ async fn ten_thousand_acknowledged_writes_survive_sigkill() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_cleanly_and_keeps_data() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = ServerProcess::start(&dir.path().join("node"), &[]).unwrap();

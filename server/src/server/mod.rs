@@ -11,7 +11,7 @@ mod shutdown;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ringkv_proto::v1::admin_server::AdminServer;
 use ringkv_proto::v1::internal_server::InternalServer;
@@ -34,6 +34,10 @@ use crate::version::NodeId;
 
 /// Subdirectory of `node.data_dir` holding the RocksDB files.
 const DB_DIR: &str = "db";
+
+/// How long shutdown waits for in-flight requests and open connections
+/// before closing them.
+pub const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running node.
 pub struct Node {
@@ -156,17 +160,36 @@ impl Node {
         self.trigger.clone()
     }
 
-    /// Runs until the shutdown signal fires, then stops in order.
+    /// Runs until the shutdown signal fires, then stops in order: the gRPC
+    /// server stops accepting and drains in-flight requests (for at most
+    /// [`SHUTDOWN_DRAIN_TIMEOUT`], so a stuck client cannot hold the node
+    /// up), the metrics endpoint stops, and storage is flushed.
     pub async fn wait(self) -> Result<()> {
         let Node {
             trigger,
-            grpc,
+            mut grpc,
             metrics_task,
             replica,
             ..
         } = self;
-        // The gRPC server returns once shutdown fired and in-flight requests drained.
-        let served = grpc.await;
+        let mut stop = trigger.subscribe();
+        let served = tokio::select! {
+            served = &mut grpc => Some(served),
+            _ = stop.recv() => None,
+        };
+        let served = match served {
+            Some(served) => Some(served),
+            None => match tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, &mut grpc).await {
+                Ok(served) => Some(served),
+                Err(_) => {
+                    warn!(
+                        "requests still open after {SHUTDOWN_DRAIN_TIMEOUT:?}; closing them"
+                    );
+                    grpc.abort();
+                    None
+                }
+            },
+        };
         trigger.trigger();
         if let Some(task) = metrics_task {
             let _ = task.await;
@@ -174,9 +197,9 @@ impl Node {
         replica.flush().await?;
         info!("storage flushed; node stopped");
         match served {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::Internal(format!("gRPC server failed: {e}"))),
-            Err(e) => Err(Error::Internal(format!("gRPC server task failed: {e}"))),
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(Error::Internal(format!("gRPC server failed: {e}"))),
+            Some(Err(e)) => Err(Error::Internal(format!("gRPC server task failed: {e}"))),
         }
     }
 

@@ -45,9 +45,8 @@ const WAL_SYNC_THREAD_NAME: &str = "ringkv-wal-sync";
 
 /// An [`Engine`] backed by RocksDB.
 pub struct RocksEngine {
-    /// The periodic WAL sync thread, if the mode has one. Declared before
-    /// `db` on purpose: fields drop in order, so the thread is stopped and
-    /// joined before the engine lets go of the database.
+    /// The periodic WAL sync thread, if the mode has one. Stopped and
+    /// joined first thing in `drop`, so it never outlives the engine.
     syncer: Option<WalSyncer>,
     /// Shared with the sync thread, which must be able to call `flush_wal`
     /// while requests use the database.
@@ -110,6 +109,15 @@ impl RocksEngine {
         self.db
             .cf_handle(cf.name())
             .ok_or_else(|| Error::Internal(format!("column family {} is not open", cf.name())))
+    }
+}
+
+impl Drop for RocksEngine {
+    fn drop(&mut self) {
+        // Join the sync thread before the database goes: the thread holds
+        // its own `Arc`, and the database should close here, on the owner's
+        // thread, not whenever the sync thread happens to finish.
+        drop(self.syncer.take());
     }
 }
 
@@ -239,11 +247,9 @@ impl WalSyncer {
         let thread = std::thread::Builder::new()
             .name(WAL_SYNC_THREAD_NAME.to_string())
             .spawn(move || {
-                loop {
-                    match stopped.recv_timeout(interval) {
-                        Err(RecvTimeoutError::Timeout) => sync_wal(&db),
-                        Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
-                    }
+                // Anything but a timeout (the sender dropped) means stop.
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                    sync_wal(&db);
                 }
                 // One last sync so a clean stop loses nothing, even if the
                 // owner never called `flush`.

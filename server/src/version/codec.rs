@@ -175,7 +175,8 @@ impl VersionSet {
     /// version's dot, timestamp, expiry and kind, and a hash of its value
     /// (fixed-width fields, so no two states share an input).
     pub fn digest(&self) -> u64 {
-        let mut buf = Vec::with_capacity(8 + self.context().len() * 16 + self.versions().len() * 41);
+        let mut buf =
+            Vec::with_capacity(8 + self.context().len() * 16 + self.versions().len() * 41);
         buf.extend_from_slice(&len_u64(self.context().len()).to_le_bytes());
         for (node, counter) in self.context().iter() {
             buf.extend_from_slice(&node.0.to_le_bytes());
@@ -244,7 +245,11 @@ impl<'a> Reader<'a> {
     }
 
     fn error(&self, msg: String) -> Error {
-        (self.error)(format!("{msg} (at byte {} of {})", self.pos, self.bytes.len()))
+        (self.error)(format!(
+            "{msg} (at byte {} of {})",
+            self.pos,
+            self.bytes.len()
+        ))
     }
 
     fn format(&mut self, expected: u8) -> Result<()> {
@@ -336,10 +341,7 @@ impl<'a> Reader<'a> {
         if self.pos == self.bytes.len() {
             Ok(())
         } else {
-            Err(self.error(format!(
-                "{} trailing bytes",
-                self.bytes.len() - self.pos
-            )))
+            Err(self.error(format!("{} trailing bytes", self.bytes.len() - self.pos)))
         }
     }
 }
@@ -354,12 +356,33 @@ mod tests {
     fn sample() -> VersionSet {
         let empty = VersionVector::new();
         let mut s = VersionSet::new();
-        s.write(A, Some(&empty), Timestamp::new(10, 1), Value::Tombstone, None, 32);
+        s.write(
+            A,
+            Some(&empty),
+            Timestamp::new(10, 1),
+            Value::Tombstone,
+            None,
+            32,
+        );
         let data = Value::Data(Bytes::from_static(b"hello"));
         s.write(B, Some(&empty), Timestamp::new(11, 0), data, Some(99), 32);
         let big = Value::Data(Bytes::from(vec![7u8; 300]));
-        s.write(B, Some(&empty), Timestamp(u64::MAX), big, Some(u64::MAX), 32);
-        s.write(A, Some(&empty), Timestamp(0), Value::Data(Bytes::new()), None, 32);
+        s.write(
+            B,
+            Some(&empty),
+            Timestamp(u64::MAX),
+            big,
+            Some(u64::MAX),
+            32,
+        );
+        s.write(
+            A,
+            Some(&empty),
+            Timestamp(0),
+            Value::Data(Bytes::new()),
+            None,
+            32,
+        );
         s
     }
 
@@ -392,7 +415,10 @@ mod tests {
             &[0x80; 11],
             &[0x80],
         ] {
-            assert!(Reader::new(bad, Error::Corrupt).varint("n").is_err(), "{bad:?}");
+            assert!(
+                Reader::new(bad, Error::Corrupt).varint("n").is_err(),
+                "{bad:?}"
+            );
         }
     }
 
@@ -406,14 +432,23 @@ mod tests {
         assert_eq!(VersionVector::decode_context(&bytes).unwrap(), vv);
         let empty = VersionVector::new().encode_context();
         assert_eq!(empty, [1, 0]);
-        assert_eq!(VersionVector::decode_context(&empty).unwrap(), VersionVector::new());
+        assert_eq!(
+            VersionVector::decode_context(&empty).unwrap(),
+            VersionVector::new()
+        );
     }
 
     #[test]
     fn context_decode_rejects_bad_input() {
-        let good = [(A, 1), (B, 2)].into_iter().collect::<VersionVector>().encode_context();
+        let good = [(A, 1), (B, 2)]
+            .into_iter()
+            .collect::<VersionVector>()
+            .encode_context();
         for len in 0..good.len() {
-            assert!(is_malformed(VersionVector::decode_context(&good[..len])), "prefix {len}");
+            assert!(
+                is_malformed(VersionVector::decode_context(&good[..len])),
+                "prefix {len}"
+            );
         }
         let mut trailing = good.clone();
         trailing.push(0);
@@ -433,7 +468,9 @@ mod tests {
             b
         };
         assert!(VersionVector::decode_context(&build(&[entry(1, 1), entry(2, 1)])).is_ok());
-        assert!(is_malformed(VersionVector::decode_context(&build(&[entry(1, 0)]))));
+        assert!(is_malformed(VersionVector::decode_context(&build(&[
+            entry(1, 0)
+        ]))));
         let dup = build(&[entry(1, 1), entry(1, 2)]);
         assert!(is_malformed(VersionVector::decode_context(&dup)));
         let unsorted = build(&[entry(2, 1), entry(1, 1)]);
@@ -442,11 +479,15 @@ mod tests {
 
     #[test]
     fn context_entry_limit() {
-        let at_limit: VersionVector = (1..=MAX_CONTEXT_ENTRIES as u64).map(|n| (NodeId(n), 1)).collect();
+        let at_limit: VersionVector = (1..=MAX_CONTEXT_ENTRIES as u64)
+            .map(|n| (NodeId(n), 1))
+            .collect();
         assert!(VersionVector::decode_context(&at_limit.encode_context()).is_ok());
         let mut over = at_limit.clone();
         over.insert(NodeId(u64::MAX), 1);
-        assert!(is_malformed(VersionVector::decode_context(&over.encode_context())));
+        assert!(is_malformed(VersionVector::decode_context(
+            &over.encode_context()
+        )));
         // A huge claimed length fails on the count, before any allocation.
         let mut huge = vec![1];
         put_varint(&mut huge, u64::MAX);
@@ -469,7 +510,10 @@ mod tests {
     fn set_decode_rejects_every_prefix_and_trailing_bytes() {
         let bytes = sample().encode();
         for len in 0..bytes.len() {
-            assert!(is_corrupt(VersionSet::decode(&bytes[..len])), "prefix {len}");
+            assert!(
+                is_corrupt(VersionSet::decode(&bytes[..len])),
+                "prefix {len}"
+            );
         }
         let mut trailing = bytes.clone();
         trailing.push(0);
@@ -527,12 +571,27 @@ mod tests {
         t.enforce_cap(3);
         assert_ne!(s.digest(), t.digest());
         let mut u = VersionSet::new();
-        u.write(A, None, Timestamp(1), Value::Data(Bytes::from_static(b"x")), None, 1);
+        u.write(
+            A,
+            None,
+            Timestamp(1),
+            Value::Data(Bytes::from_static(b"x")),
+            None,
+            1,
+        );
         let mut w = VersionSet::new();
-        w.write(A, None, Timestamp(1), Value::Data(Bytes::from_static(b"y")), None, 1);
+        w.write(
+            A,
+            None,
+            Timestamp(1),
+            Value::Data(Bytes::from_static(b"y")),
+            None,
+            1,
+        );
         assert_ne!(u.digest(), w.digest());
         assert_eq!(VersionSet::new().digest(), VersionSet::new().digest());
-        // Pinned: the digest is part of the anti-entropy protocol.
-        assert_eq!(u.digest(), u.clone().digest());
+        // Pinned: the digest is part of the anti-entropy protocol, so a
+        // change here means nodes of different releases disagree.
+        assert_eq!(u.digest(), 263_786_602_292_451_144);
     }
 }

@@ -115,7 +115,9 @@ impl VersionVector {
     /// Whether this vector covers every dot `other` covers (`self >= other`
     /// pointwise). Equal vectors descend from each other.
     pub fn descends(&self, other: &VersionVector) -> bool {
-        other.iter().all(|(node, counter)| self.get(node) >= counter)
+        other
+            .iter()
+            .all(|(node, counter)| self.get(node) >= counter)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -206,7 +208,10 @@ mod tests {
         v.insert(NodeId(2), 0);
         assert_eq!(v.len(), 1, "zero entries are not stored");
         v.insert(NodeId(2), 5);
-        assert_eq!(v.iter().collect::<Vec<_>>(), [(NodeId(1), 3), (NodeId(2), 5)]);
+        assert_eq!(
+            v.iter().collect::<Vec<_>>(),
+            [(NodeId(1), 3), (NodeId(2), 5)]
+        );
     }
 
     #[test]

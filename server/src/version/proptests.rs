@@ -72,7 +72,8 @@ fn run(steps: Vec<Step>) -> Vec<VersionSet> {
                 small_cap,
             } => {
                 let context = context.map(|i| i.get(&seen).context().clone());
-                let (Some(state), Some(clock)) = (replicas.get_mut(replica), clocks.get_mut(replica))
+                let (Some(state), Some(clock)) =
+                    (replicas.get_mut(replica), clocks.get_mut(replica))
                 else {
                     continue;
                 };
@@ -126,6 +127,27 @@ fn assert_no_loss(
     }
     prop_assert!(merged.context().descends(from.context()));
     Ok(())
+}
+
+/// Guards against a vacuous generator: the histories must actually reach
+/// siblings, tombstones, expiring values and multi-node contexts.
+#[test]
+fn histories_reach_interesting_states() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+
+    let mut runner = TestRunner::deterministic();
+    let (mut siblings, mut tombstones, mut ttl, mut wide) = (0, 0, 0, 0);
+    for _ in 0..200 {
+        let states = history().new_tree(&mut runner).unwrap().current();
+        for s in &states {
+            siblings += usize::from(s.versions().len() >= 2);
+            tombstones += usize::from(s.versions().iter().any(Version::is_tombstone));
+            ttl += usize::from(s.versions().iter().any(|v| v.expires_at_ms.is_some()));
+            wide += usize::from(s.context().len() == REPLICAS);
+        }
+    }
+    assert!(siblings > 100 && tombstones > 100 && ttl > 100 && wide > 100);
 }
 
 proptest! {

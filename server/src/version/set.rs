@@ -231,7 +231,8 @@ impl VersionSet {
         let mut doomed: Vec<Dot> = by_age.into_iter().take(excess).map(|(_, d)| d).collect();
         doomed.sort_unstable();
         let before = self.versions.len();
-        self.versions.retain(|v| doomed.binary_search(&v.dot).is_err());
+        self.versions
+            .retain(|v| doomed.binary_search(&v.dot).is_err());
         before - self.versions.len()
     }
 
@@ -305,7 +306,10 @@ mod tests {
     }
 
     fn values(set: &VersionSet, now: u64) -> Vec<Value> {
-        set.visible(now).into_iter().map(|v| v.value.clone()).collect()
+        set.visible(now)
+            .into_iter()
+            .map(|v| v.value.clone())
+            .collect()
     }
 
     #[test]
