@@ -2,14 +2,16 @@
 # Starts, stops or shows a local ringkv cluster of separate processes on
 # loopback ports, with all data and logs under one directory.
 #
-#   deploy/local-cluster.sh start [N]   start N nodes (default 1)
+#   deploy/local-cluster.sh start [N]   start N nodes (default 3) as one cluster
 #   deploy/local-cluster.sh stop        stop the nodes this script started
 #   deploy/local-cluster.sh status      show which nodes run
 #
 # Node i (1-based) listens on 127.0.0.1:$((RINGKV_BASE_PORT + i - 1)) for gRPC
 # (default base 7379) and on 127.0.0.1:$((RINGKV_METRICS_BASE_PORT + i - 1))
 # for metrics (default 9379). Data and logs live in $RINGKV_CLUSTER_DIR
-# (default ./.cluster). Running `start` again leaves running nodes alone.
+# (default ./.cluster). The nodes seed each other and form the cluster
+# together (cluster.bootstrap_expect = N). Running `start` again leaves
+# running nodes alone; data survives stop/start.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,8 +38,12 @@ running_pid() {
 }
 
 start() {
-    local n="${1:-1}"
+    local n="${1:-3}"
     [ -x "$BIN/ringkv-server" ] || { echo "ringkv-server not built in $BIN" >&2; exit 1; }
+    local seeds=""
+    for i in $(seq 1 "$n"); do
+        seeds="${seeds:+$seeds,}127.0.0.1:$((BASE_PORT + i - 1))"
+    done
     for i in $(seq 1 "$n"); do
         local dir port mport
         dir="$(node_dir "$i")"
@@ -53,13 +59,15 @@ start() {
             --listen "127.0.0.1:$port" \
             --metrics-listen "127.0.0.1:$mport" \
             --data-dir "$dir/data" \
+            --seeds "$seeds" \
+            --bootstrap-expect "$n" \
             >"$dir/stdout.log" 2>"$dir/server.log" </dev/null &
         echo $! >"$dir/pid"
         echo "node$i started (pid $!) on 127.0.0.1:$port, metrics 127.0.0.1:$mport, log $dir/server.log"
     done
     for i in $(seq 1 "$n"); do
         local port=$((BASE_PORT + i - 1)) waited=0
-        until "$BIN/ringkv" --endpoints "127.0.0.1:$port" cluster status >/dev/null 2>&1; do
+        until "$BIN/ringkv" --endpoints "127.0.0.1:$port" cluster layout >/dev/null 2>&1; do
             if ! running_pid "$i" >/dev/null; then
                 echo "node$i exited; its log:" >&2
                 tail -20 "$(node_dir "$i")/server.log" >&2
@@ -104,7 +112,7 @@ status() {
 }
 
 case "${1:-}" in
-    start) start "${2:-1}" ;;
+    start) start "${2:-3}" ;;
     stop) stop ;;
     status) status ;;
     *) echo "usage: $0 start [N] | stop | status" >&2; exit 2 ;;

@@ -1,7 +1,9 @@
 //! ringkv-client: the Rust client library for ringkv.
 //!
-//! A [`Client`] holds a list of node endpoints and sends each request to one
-//! of them; any node coordinates any key. Consistency is chosen per request
+//! A [`Client`] holds a list of node endpoints. It learns the cluster's
+//! layout from any of them and sends each request straight to a replica
+//! of the key (partition-aware routing); any node also accepts any key and
+//! forwards it, so a client without a layout still works. Consistency is chosen per request
 //! ([`RequestOptions`]). Errors are typed ([`Error`]) and say whether a retry
 //! is safe ([`Error::is_retryable`]) and whether a failed write may still
 //! have been applied ([`Error::is_indeterminate`]).
@@ -16,7 +18,7 @@ mod error;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -151,6 +153,8 @@ pub struct ReplyMeta {
     pub replication: u32,
     pub replication_capped: bool,
     pub required: u32,
+    /// Layout version the coordinator routed with.
+    pub layout_version: u64,
 }
 
 impl From<Option<pb::ReplyMeta>> for ReplyMeta {
@@ -168,6 +172,7 @@ impl From<Option<pb::ReplyMeta>> for ReplyMeta {
             replication: m.replication,
             replication_capped: m.replication_capped,
             required: m.required,
+            layout_version: m.layout_version,
         }
     }
 }
@@ -218,15 +223,51 @@ pub struct LocalCopy {
     pub context: Context,
 }
 
+/// How keys map to replicas, learned from a node (Admin.Layout).
+#[derive(Debug)]
+struct Routing {
+    version: u64,
+    partitions: u32,
+    hash_seed: u64,
+    /// Per partition, the replicas' addresses in preference order.
+    replicas: Vec<Vec<String>>,
+}
+
+impl Routing {
+    fn partition_of(&self, key: &[u8]) -> u32 {
+        let bits = self.partitions.trailing_zeros();
+        if bits == 0 {
+            return 0;
+        }
+        (twox_hash::XxHash3_64::oneshot_with_seed(self.hash_seed, key) >> (64 - bits)) as u32
+    }
+}
+
+/// How long a client keeps using a layout before it asks again, even when
+/// no reply said it changed.
+const LAYOUT_REFRESH: Duration = Duration::from_secs(30);
+
 /// A connection to a ringkv cluster through one or more endpoints.
+///
+/// With routing on (the default), the client learns the layout from any
+/// node and sends each request straight to a replica of its key, as
+/// token-aware drivers do, so no request pays an extra forwarding hop. It
+/// refreshes the layout when a reply names a newer layout version, after a
+/// replica was unreachable, and every [`LAYOUT_REFRESH`].
 pub struct Client {
     endpoints: Vec<String>,
-    /// One lazily opened channel per endpoint; dropped after a transport
+    /// Lazily opened channels by address; dropped after a transport
     /// failure so the next request reconnects.
-    channels: Vec<Mutex<Option<Channel>>>,
+    channels: Mutex<std::collections::HashMap<String, Channel>>,
     /// Round-robin start point for spreading requests over endpoints.
     next: AtomicUsize,
     connect_timeout: Duration,
+    routing_enabled: bool,
+    routing: std::sync::RwLock<Option<Arc<Routing>>>,
+    /// When the layout was last fetched (or a fetch attempted).
+    routing_fetched: Mutex<Option<std::time::Instant>>,
+    /// A reply named a newer layout than the one held.
+    routing_stale: std::sync::atomic::AtomicBool,
 }
 
 impl Client {
@@ -248,11 +289,116 @@ impl Client {
                 .map_err(|err| Error::InvalidArgument(format!("bad endpoint {e:?}: {err}")))?;
         }
         Ok(Client {
-            channels: endpoints.iter().map(|_| Mutex::new(None)).collect(),
+            channels: Mutex::new(std::collections::HashMap::new()),
             endpoints,
             next: AtomicUsize::new(0),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            routing_enabled: true,
+            routing: std::sync::RwLock::new(None),
+            routing_fetched: Mutex::new(None),
+            routing_stale: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Turns partition-aware routing on or off. Off, every request goes to
+    /// the endpoints in turn and the node forwards it to a replica.
+    pub fn with_routing(mut self, enabled: bool) -> Self {
+        self.routing_enabled = enabled;
+        self
+    }
+
+    /// The layout version the client routes with (0: none yet).
+    pub fn layout_version(&self) -> u64 {
+        self.routing
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|r| r.version)
+            .unwrap_or(0)
+    }
+
+    /// Fetches the layout from the first endpoint that answers.
+    pub async fn refresh_layout(&self) -> Result<()> {
+        *self.routing_fetched.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(std::time::Instant::now());
+        let resp = self
+            .with_failover(None, true, DEFAULT_CLIENT_DEADLINE, |ch| async move {
+                AdminClient::new(ch).layout(pb::LayoutRequest {}).await
+            })
+            .await?;
+        if resp.version == 0 || resp.partitions == 0 || !resp.partitions.is_power_of_two() {
+            return Ok(());
+        }
+        let address: std::collections::HashMap<&str, &str> = resp
+            .members
+            .iter()
+            .map(|m| (m.node_id.as_str(), m.address.as_str()))
+            .collect();
+        let mut replicas = vec![Vec::new(); resp.partitions as usize];
+        for a in &resp.assignments {
+            if let Some(slot) = replicas.get_mut(a.partition as usize) {
+                *slot = a
+                    .replicas
+                    .iter()
+                    .filter_map(|id| address.get(id.as_str()).map(|s| s.to_string()))
+                    .collect();
+            }
+        }
+        *self.routing.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(Routing {
+            version: resp.version,
+            partitions: resp.partitions,
+            hash_seed: resp.hash_seed,
+            replicas,
+        }));
+        self.routing_stale.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Refreshes the layout when it is missing, stale or old; failures
+    /// only mean requests go through the endpoints.
+    async fn ensure_routing(&self) {
+        if !self.routing_enabled {
+            return;
+        }
+        let due = match *self.routing_fetched.lock().unwrap_or_else(|p| p.into_inner()) {
+            None => true,
+            Some(at) => {
+                at.elapsed() > LAYOUT_REFRESH
+                    || (self.routing_stale.load(Ordering::Relaxed)
+                        && at.elapsed() > Duration::from_millis(200))
+            }
+        };
+        if due {
+            let _ = self.refresh_layout().await;
+        }
+    }
+
+    /// Notes the layout version a reply was routed with.
+    fn saw_layout(&self, meta: &ReplyMeta) {
+        if meta.layout_version > self.layout_version() {
+            self.routing_stale.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Addresses to try for a key: its replicas first (when routing knows
+    /// them), then the configured endpoints from a rotating start.
+    fn targets(&self, key: Option<&[u8]>) -> Vec<String> {
+        let mut out = Vec::new();
+        if let (Some(key), true) = (key, self.routing_enabled) {
+            if let Some(r) = self.routing.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                if let Some(replicas) = r.replicas.get(r.partition_of(key) as usize) {
+                    out.extend(replicas.iter().cloned());
+                }
+            }
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..self.endpoints.len() {
+            let e = &self.endpoints[(start + i) % self.endpoints.len()];
+            if !out.contains(e) {
+                out.push(e.clone());
+            }
+        }
+        out
     }
 
     pub fn endpoints(&self) -> &[String] {
@@ -265,13 +411,18 @@ impl Client {
             consistency: Some(opts.to_proto()),
             resolve: if lww { pb::Resolve::Lww } else { pb::Resolve::AllSiblings } as i32,
         };
+        self.ensure_routing().await;
+        let key_bytes = req.key.clone();
         // Reads are idempotent: any failure that says "retry" may go to the next node.
-        self.with_failover(true, opts.client_deadline(), |ch| {
+        self.with_failover(Some(&key_bytes), true, opts.client_deadline(), |ch| {
             let req = req.clone();
             async move { KvClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES).get(req).await }
         })
         .await
-        .map(|r| GetResult {
+        .map(|r| {
+            let meta: ReplyMeta = r.meta.into();
+            self.saw_layout(&meta);
+            GetResult {
             siblings: r
                 .siblings
                 .into_iter()
@@ -282,8 +433,8 @@ impl Client {
                 })
                 .collect(),
             context: Context(r.context),
-            meta: r.meta.into(),
-        })
+            meta,
+        }})
     }
 
     pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>, opts: PutOptions) -> Result<PutResult> {
@@ -294,7 +445,9 @@ impl Client {
             consistency: Some(opts.consistency.to_proto()),
             ttl_ms: opts.ttl.map(|t| t.as_millis().max(1) as u64),
         };
-        self.with_failover(false, opts.consistency.client_deadline(), |ch| {
+        self.ensure_routing().await;
+        let key_bytes = req.key.clone();
+        self.with_failover(Some(&key_bytes), false, opts.consistency.client_deadline(), |ch| {
             let req = req.clone();
             async move {
                 KvClient::new(ch)
@@ -304,9 +457,13 @@ impl Client {
             }
         })
         .await
-        .map(|r| PutResult {
-            context: Context(r.context),
-            meta: r.meta.into(),
+        .map(|r| {
+            let meta: ReplyMeta = r.meta.into();
+            self.saw_layout(&meta);
+            PutResult {
+                context: Context(r.context),
+                meta,
+            }
         })
     }
 
@@ -321,22 +478,30 @@ impl Client {
             context: context.map(|c| c.0).unwrap_or_default(),
             consistency: Some(opts.to_proto()),
         };
-        self.with_failover(false, opts.client_deadline(), |ch| {
+        self.ensure_routing().await;
+        let key_bytes = req.key.clone();
+        self.with_failover(Some(&key_bytes), false, opts.client_deadline(), |ch| {
             let req = req.clone();
             async move { KvClient::new(ch).delete(req).await }
         })
         .await
-        .map(|r| r.meta.into())
+        .map(|r| {
+            let meta: ReplyMeta = r.meta.into();
+            self.saw_layout(&meta);
+            meta
+        })
     }
 
-    /// The stored copy of a key on the node at `endpoint` (no coordination).
+    /// The stored copy of a key on the node at `endpoint` (an index into
+    /// the endpoints), without coordination.
     pub async fn local_get(&self, endpoint: usize, key: impl Into<Bytes>) -> Result<LocalCopy> {
-        let ch = self.channel(endpoint).await?;
+        let address = self.endpoint(endpoint)?;
+        let ch = self.channel(&address).await?;
         let r = AdminClient::new(ch)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .local_get(pb::LocalGetRequest { key: key.into() })
             .await
-            .map_err(|s| self.transport_failed(endpoint, s, true))?
+            .map_err(|s| self.transport_failed(&address, s, true))?
             .into_inner();
         Ok(LocalCopy {
             found: r.found,
@@ -348,52 +513,100 @@ impl Client {
 
     /// Status of the node at `endpoint`.
     pub async fn node_status(&self, endpoint: usize) -> Result<pb::NodeStatusResponse> {
-        let ch = self.channel(endpoint).await?;
+        let address = self.endpoint(endpoint)?;
+        let ch = self.channel(&address).await?;
         AdminClient::new(ch)
             .node_status(pb::NodeStatusRequest {})
             .await
             .map(|r| r.into_inner())
-            .map_err(|s| self.transport_failed(endpoint, s, true))
+            .map_err(|s| self.transport_failed(&address, s, true))
+    }
+
+    /// The layout as the first reachable node holds it.
+    pub async fn layout(&self) -> Result<pb::LayoutResponse> {
+        self.with_failover(None, true, DEFAULT_CLIENT_DEADLINE, |ch| async move {
+            AdminClient::new(ch).layout(pb::LayoutRequest {}).await
+        })
+        .await
+    }
+
+    /// Test fault switch on the node at `endpoint`: it stops sending
+    /// internal traffic to `block_outgoing` and refuses it from
+    /// `block_incoming` (node ids). Refused unless the node runs with
+    /// `debug.fault_injection = true`.
+    pub async fn set_faults(
+        &self,
+        endpoint: usize,
+        block_outgoing: Vec<String>,
+        block_incoming: Vec<String>,
+    ) -> Result<()> {
+        let address = self.endpoint(endpoint)?;
+        let ch = self.channel(&address).await?;
+        AdminClient::new(ch)
+            .set_faults(pb::SetFaultsRequest {
+                block_outgoing,
+                block_incoming,
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| self.transport_failed(&address, s, true))
+    }
+
+    fn endpoint(&self, idx: usize) -> Result<String> {
+        self.endpoints.get(idx).cloned().ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "endpoint {idx} out of range: the client has {}",
+                self.endpoints.len()
+            ))
+        })
     }
 
     /// Members as seen by the first reachable node.
     pub async fn members(&self) -> Result<Vec<pb::Member>> {
-        self.with_failover(true, DEFAULT_CLIENT_DEADLINE, |ch| async move {
+        self.with_failover(None, true, DEFAULT_CLIENT_DEADLINE, |ch| async move {
             AdminClient::new(ch).members(pb::MembersRequest {}).await
         })
         .await
         .map(|r| r.members)
     }
 
-    /// Sends a request to one endpoint after another (round robin start)
-    /// until one answers. Moves on when the node cannot be reached; with
+    /// Sends a request to one target after another until one answers:
+    /// the key's replicas first (with routing), then the endpoints. Moves
+    /// on when a node cannot be reached, so nothing was sent; with
     /// `idempotent`, also after any retryable error.
-    async fn with_failover<T, F, Fut>(&self, idempotent: bool, deadline: Duration, call: F) -> Result<T>
+    async fn with_failover<T, F, Fut>(
+        &self,
+        key: Option<&[u8]>,
+        idempotent: bool,
+        deadline: Duration,
+        call: F,
+    ) -> Result<T>
     where
         F: Fn(Channel) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut last = None;
-        for i in 0..self.endpoints.len() {
-            let idx = (start + i) % self.endpoints.len();
-            let ch = match self.channel(idx).await {
+        for address in self.targets(key) {
+            let ch = match self.channel(&address).await {
                 Ok(ch) => ch,
                 Err(e) => {
+                    self.routing_stale.store(true, Ordering::Relaxed);
                     last = Some(e);
                     continue;
                 }
             };
             let result = match tokio::time::timeout(deadline, call(ch)).await {
-                Ok(r) => r.map_err(|s| self.transport_failed(idx, s, idempotent)),
+                Ok(r) => r.map_err(|s| self.transport_failed(&address, s, idempotent)),
                 Err(_) => Err(Error::Timeout(format!(
-                    "no answer from {} within {deadline:?}; a write may have been applied",
-                    self.endpoints[idx]
+                    "no answer from {address} within {deadline:?}; a write may have been applied"
                 ))),
             };
             match result {
                 Ok(resp) => return Ok(resp.into_inner()),
-                Err(e @ Error::Unreachable(_)) => last = Some(e),
+                Err(e @ Error::Unreachable(_)) => {
+                    self.routing_stale.store(true, Ordering::Relaxed);
+                    last = Some(e)
+                }
                 Err(e) if idempotent && e.is_retryable() => last = Some(e),
                 Err(e) => return Err(e),
             }
@@ -401,31 +614,41 @@ impl Client {
         Err(last.unwrap_or_else(|| Error::Unreachable("no endpoints".into())))
     }
 
-    async fn channel(&self, idx: usize) -> Result<Channel> {
-        if let Some(ch) = self.channels[idx].lock().unwrap_or_else(|p| p.into_inner()).clone() {
-            return Ok(ch);
+    async fn channel(&self, address: &str) -> Result<Channel> {
+        if let Some(ch) = self
+            .channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(address)
+        {
+            return Ok(ch.clone());
         }
-        let endpoint = Endpoint::from_shared(uri(&self.endpoints[idx]))
+        let endpoint = Endpoint::from_shared(uri(address))
             .map_err(|e| Error::InvalidArgument(e.to_string()))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true);
         let ch = endpoint.connect().await.map_err(|e| {
             Error::Unreachable(format!(
-                "cannot connect to {}: {}; is ringkv-server running there?",
-                self.endpoints[idx],
+                "cannot connect to {address}: {}; is ringkv-server running there?",
                 error::root_cause(&e)
             ))
         })?;
-        *self.channels[idx].lock().unwrap_or_else(|p| p.into_inner()) = Some(ch.clone());
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(address.to_string(), ch.clone());
         Ok(ch)
     }
 
     /// Converts a status; a transport-level failure drops the cached channel
     /// so the next request reconnects.
-    fn transport_failed(&self, idx: usize, status: tonic::Status, idempotent: bool) -> Error {
+    fn transport_failed(&self, address: &str, status: tonic::Status, idempotent: bool) -> Error {
         let err = Error::from_status(status, idempotent);
         if matches!(err, Error::Unreachable(_) | Error::Indeterminate(_)) {
-            *self.channels[idx].lock().unwrap_or_else(|p| p.into_inner()) = None;
+            self.channels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(address);
         }
         err
     }

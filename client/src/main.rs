@@ -100,8 +100,11 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum ClusterCommand {
-    /// Members, their status and liveness as seen from the first reachable endpoint.
+    /// Members, their status, liveness (as the first reachable endpoint sees
+    /// them), partitions owned and share of the data.
     Status,
+    /// The layout: each partition's replicas in preference order.
+    Layout,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -288,17 +291,59 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         }
         Command::Cluster { command: ClusterCommand::Status } => {
             let members = client.members().await?;
+            let total: u32 = members.iter().map(|m| m.partitions_owned).sum();
+            let share = |owned: u32| {
+                if total == 0 {
+                    0.0
+                } else {
+                    100.0 * owned as f64 / total as f64
+                }
+            };
             if json {
                 let list: Vec<_> = members.iter().map(|m| json!({
                     "node_id": m.node_id, "name": m.name, "address": m.address, "zone": m.zone,
                     "weight": m.weight, "status": m.status, "liveness": m.liveness,
-                    "partitions_owned": m.partitions_owned,
+                    "partitions_owned": m.partitions_owned, "share_percent": share(m.partitions_owned),
+                    "generation": m.generation, "layout_version": m.layout_version,
                 })).collect();
                 let _ = writeln!(stdout, "{}", json!({ "members": list }));
             } else {
-                let _ = writeln!(stdout, "{:<18} {:<12} {:<22} {:<10} {:<8} {:<8} {:>10}", "NODE", "NAME", "ADDRESS", "ZONE", "STATUS", "LIVENESS", "PARTITIONS");
+                let _ = writeln!(stdout, "{:<18} {:<10} {:<22} {:<10} {:<8} {:<8} {:>10} {:>7}", "NODE", "NAME", "ADDRESS", "ZONE", "STATUS", "LIVENESS", "PARTITIONS", "SHARE");
                 for m in &members {
-                    let _ = writeln!(stdout, "{:<18} {:<12} {:<22} {:<10} {:<8} {:<8} {:>10}", m.node_id, m.name, m.address, m.zone, m.status, m.liveness, m.partitions_owned);
+                    let _ = writeln!(stdout, "{:<18} {:<10} {:<22} {:<10} {:<8} {:<8} {:>10} {:>6.1}%", m.node_id, m.name, m.address, m.zone, m.status, m.liveness, m.partitions_owned, share(m.partitions_owned));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cluster { command: ClusterCommand::Layout } => {
+            let layout = client.layout().await?;
+            if layout.version == 0 {
+                return Err(Error::Unavailable(
+                    "the cluster is still forming: no layout yet (waiting for cluster.bootstrap_expect members)".into(),
+                ));
+            }
+            let names: std::collections::HashMap<&str, &str> = layout
+                .members
+                .iter()
+                .map(|m| (m.node_id.as_str(), m.name.as_str()))
+                .collect();
+            if json {
+                let parts: Vec<_> = layout.assignments.iter().map(|a| json!({
+                    "partition": a.partition, "replicas": a.replicas,
+                })).collect();
+                let out = json!({
+                    "version": layout.version, "partitions": layout.partitions,
+                    "replication": layout.replication, "assignments": parts,
+                });
+                let _ = writeln!(stdout, "{out}");
+            } else {
+                let _ = writeln!(stdout, "layout v{}: {} partitions, {} replicas each", layout.version, layout.partitions, layout.replication);
+                for a in &layout.assignments {
+                    let replicas: Vec<String> = a.replicas.iter().map(|id| match names.get(id.as_str()) {
+                        Some(name) => format!("{name}({id})"),
+                        None => id.clone(),
+                    }).collect();
+                    let _ = writeln!(stdout, "{:>5}  {}", a.partition, replicas.join(" "));
                 }
             }
             Ok(ExitCode::SUCCESS)

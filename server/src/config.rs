@@ -25,6 +25,9 @@ pub const MAX_VALUE_LIMIT: usize = 64 * 1024 * 1024;
 /// Largest accepted `limits.max_key_bytes`.
 pub const MAX_KEY_LIMIT: usize = 64 * 1024;
 
+/// Keys whose environment or flag values are comma-separated lists.
+const LIST_KEYS: &[&str] = &["cluster.seeds"];
+
 /// Room in each gRPC message for everything that is not the key or value
 /// (context, metadata, framing).
 pub const MESSAGE_OVERHEAD_BYTES: usize = 64 * 1024;
@@ -36,8 +39,11 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
+    pub gossip: GossipConfig,
+    pub repair: RepairConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+    pub debug: DebugConfig,
 }
 
 /// This node's identity and where it listens.
@@ -85,6 +91,11 @@ pub struct ClusterConfig {
     pub read: Level,
     /// Default W when a request does not say.
     pub write: Level,
+    /// `host:port` of nodes to contact at start to find the cluster.
+    pub seeds: Vec<String>,
+    /// Fresh nodes wait until they see this many members, then the lowest
+    /// node id computes layout v1. 1 = a node alone forms its own cluster.
+    pub bootstrap_expect: usize,
 }
 
 impl Default for ClusterConfig {
@@ -95,6 +106,8 @@ impl Default for ClusterConfig {
             replication: 3,
             read: Level::Quorum,
             write: Level::Quorum,
+            seeds: Vec::new(),
+            bootstrap_expect: 1,
         }
     }
 }
@@ -187,6 +200,59 @@ impl LimitsConfig {
     }
 }
 
+/// Membership gossip and failure detection.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GossipConfig {
+    /// Time between gossip rounds; also the expected heartbeat interval.
+    pub interval_ms: u64,
+    /// Peers contacted per round.
+    pub fanout: usize,
+    /// Phi-accrual threshold above which a member is considered down.
+    pub phi_threshold: f64,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 1000,
+            fanout: 3,
+            phi_threshold: 8.0,
+        }
+    }
+}
+
+impl GossipConfig {
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
+}
+
+/// Replica convergence.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepairConfig {
+    /// How long a read keeps listening for the replicas that had not
+    /// answered when it replied, to repair those that are behind.
+    pub read_repair_wait_ms: u64,
+}
+
+impl Default for RepairConfig {
+    fn default() -> Self {
+        Self {
+            read_repair_wait_ms: 1000,
+        }
+    }
+}
+
+/// Switches for tests and debugging; never for production.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DebugConfig {
+    /// Allows Admin.SetFaults to cut internal traffic to chosen nodes.
+    pub fault_injection: bool,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
@@ -252,12 +318,22 @@ impl Config {
             config::Environment::with_prefix("RINGKV")
                 .prefix_separator("__")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key(LIST_KEYS[0]),
         );
         for (key, value) in overrides {
-            builder = builder
-                .set_override(key.as_str(), value.as_str())
-                .map_err(|e| Error::Config(format!("{key}: {e}")))?;
+            builder = if LIST_KEYS.contains(&key.as_str()) {
+                let items: Vec<String> = value
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                builder.set_override(key.as_str(), items)
+            } else {
+                builder.set_override(key.as_str(), value.as_str())
+            }
+            .map_err(|e| Error::Config(format!("{key}: {e}")))?;
         }
         let config: Config = builder
             .build()
@@ -292,6 +368,20 @@ impl Config {
                     ));
                 }
             }
+        }
+        if c.bootstrap_expect == 0 {
+            return fail("cluster.bootstrap_expect must be at least 1".to_string());
+        }
+        for seed in &c.seeds {
+            if seed.trim().is_empty() || !seed.contains(':') {
+                return fail(format!("cluster.seeds entry {seed:?} must be host:port"));
+            }
+        }
+        if self.gossip.interval_ms == 0 || self.gossip.fanout == 0 {
+            return fail("gossip.interval_ms and gossip.fanout must be at least 1".to_string());
+        }
+        if !(self.gossip.phi_threshold > 0.0) {
+            return fail("gossip.phi_threshold must be positive".to_string());
         }
         if self.node.weight == 0 {
             return fail("node.weight must be at least 1".to_string());

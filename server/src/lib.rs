@@ -11,11 +11,13 @@ pub mod api;
 pub mod config;
 pub mod coordinator;
 pub mod error;
+pub mod membership;
 pub mod metrics;
 pub mod replica;
 pub mod ring;
 pub mod server;
 pub mod storage;
+pub mod transport;
 pub mod version;
 
 pub use error::{Error, Result};

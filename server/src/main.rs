@@ -30,6 +30,12 @@ struct Args {
     /// node.data_dir
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// cluster.seeds: nodes to contact at start, comma separated host:port.
+    #[arg(long, value_delimiter = ',')]
+    seeds: Vec<String>,
+    /// cluster.bootstrap_expect: members to wait for before forming the cluster.
+    #[arg(long)]
+    bootstrap_expect: Option<usize>,
     /// metrics.listen: Prometheus endpoint address.
     #[arg(long)]
     metrics_listen: Option<String>,
@@ -63,10 +69,17 @@ impl Args {
             self.data_dir.as_ref().map(|p| p.display().to_string()),
         );
         add("metrics.listen", self.metrics_listen.clone());
+        add(
+            "cluster.bootstrap_expect",
+            self.bootstrap_expect.map(|n| n.to_string()),
+        );
         add("storage.engine", self.engine.clone());
         add("storage.sync", self.sync.clone());
         add("log.level", self.log_level.clone());
         add("log.format", self.log_format.clone());
+        if !self.seeds.is_empty() {
+            out.push(("cluster.seeds".to_string(), self.seeds.join(",")));
+        }
         out
     }
 }

@@ -64,6 +64,8 @@ pub struct Metrics {
     overloaded: AtomicU64,
     /// Versions dropped by the sibling cap.
     siblings_collapsed: AtomicU64,
+    /// Replicas sent the merged state by read repair.
+    read_repairs: AtomicU64,
 }
 
 impl Metrics {
@@ -92,6 +94,10 @@ impl Metrics {
 
     pub fn overloaded(&self) {
         self.overloaded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn read_repaired(&self, n: usize) {
+        self.read_repairs.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     pub fn siblings_collapsed(&self, n: usize) {
@@ -137,6 +143,7 @@ impl Metrics {
             ("ringkv_quorum_failures_total", "Requests that could not reach their replica count.", &self.quorum_failures),
             ("ringkv_overloaded_total", "Requests refused by the concurrency limit.", &self.overloaded),
             ("ringkv_siblings_collapsed_total", "Versions dropped by the sibling cap.", &self.siblings_collapsed),
+            ("ringkv_read_repairs_total", "Replicas sent the merged state by read repair.", &self.read_repairs),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));

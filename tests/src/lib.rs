@@ -84,10 +84,21 @@ impl ServerProcess {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<ServerProcess> {
+        Self::start_on(data_dir, &format!("127.0.0.1:{}", free_port()), extra_args, env)
+    }
+
+    /// Starts a server on a chosen gRPC address (a cluster's seeds must be
+    /// known before its nodes start).
+    pub fn start_on(
+        data_dir: &Path,
+        grpc: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<ServerProcess> {
         std::fs::create_dir_all(data_dir)?;
         let mut server = ServerProcess {
             child: None,
-            grpc: format!("127.0.0.1:{}", free_port()),
+            grpc: grpc.to_string(),
             metrics: format!("127.0.0.1:{}", free_port()),
             data_dir: data_dir.to_path_buf(),
             log_path: data_dir.with_extension("log"),
@@ -235,4 +246,180 @@ pub fn cli(endpoint: &str, args: &[&str]) -> Output {
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<File> {
     std::fs::write(path, bytes)?;
     Ok(File::open(path)?)
+}
+
+/// Gossip interval the test clusters run with, so liveness changes show
+/// within seconds.
+pub const TEST_GOSSIP_INTERVAL_MS: u64 = 200;
+
+/// How long a test cluster may take to form or to notice a change.
+pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Several `ringkv-server` processes forming one cluster on loopback,
+/// with the fault switch enabled and fast gossip.
+pub struct TestCluster {
+    pub nodes: Vec<ServerProcess>,
+    /// Node ids, by index.
+    pub ids: Vec<String>,
+    /// Per node, the node ids it is currently cut off from.
+    cuts: Vec<std::collections::BTreeSet<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// Starts `n` nodes that bootstrap together (`bootstrap_expect = n`)
+    /// and waits until every node holds the same layout and sees every
+    /// other node alive.
+    pub async fn start(n: usize, extra_args: &[&str]) -> Result<TestCluster> {
+        let dir = tempfile::tempdir()?;
+        let addresses: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let seeds = addresses.join(",");
+        let expect = n.to_string();
+        let interval = TEST_GOSSIP_INTERVAL_MS.to_string();
+        let mut args: Vec<&str> = vec!["--seeds", &seeds, "--bootstrap-expect", &expect];
+        args.extend_from_slice(extra_args);
+        let env = [
+            ("RINGKV__GOSSIP__INTERVAL_MS", interval.as_str()),
+            ("RINGKV__DEBUG__FAULT_INJECTION", "true"),
+        ];
+        let mut nodes = Vec::with_capacity(n);
+        for (i, address) in addresses.iter().enumerate() {
+            nodes.push(ServerProcess::start_on(
+                &dir.path().join(format!("node{i}")),
+                address,
+                &args,
+                &env,
+            )?);
+        }
+        for node in nodes.iter_mut() {
+            node.wait_ready().await?;
+        }
+        let mut ids = Vec::with_capacity(n);
+        for node in &nodes {
+            ids.push(node.client().node_status(0).await?.node_id);
+        }
+        let cluster = TestCluster {
+            nodes,
+            ids,
+            cuts: vec![Default::default(); n],
+            _dir: dir,
+        };
+        cluster.wait_converged().await?;
+        Ok(cluster)
+    }
+
+    /// Waits until every running node holds the same layout (version ≥ 1)
+    /// and sees every other running node alive.
+    pub async fn wait_converged(&self) -> Result<()> {
+        let deadline = Instant::now() + CONVERGE_TIMEOUT;
+        loop {
+            match self.converged().await {
+                Ok(true) => return Ok(()),
+                Ok(false) | Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Ok(false) => bail!("cluster did not converge within {CONVERGE_TIMEOUT:?}"),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn converged(&self) -> Result<bool> {
+        let mut version = None;
+        for node in self.nodes.iter().filter(|n| n.pid().is_some()) {
+            let client = node.client();
+            let layout = client.layout().await?;
+            if layout.version == 0 || version.is_some_and(|v| v != layout.version) {
+                return Ok(false);
+            }
+            version = Some(layout.version);
+            for (j, other) in self.nodes.iter().enumerate() {
+                if other.pid().is_none() {
+                    continue;
+                }
+                let alive = layout
+                    .members
+                    .iter()
+                    .any(|m| m.node_id == self.ids[j] && m.liveness == "alive");
+                if !alive {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Waits until node `observer` sees node `target` with the given liveness.
+    pub async fn wait_liveness(&self, observer: usize, target: usize, liveness: &str) -> Result<Duration> {
+        let started = Instant::now();
+        let client = self.nodes[observer].client();
+        loop {
+            let members = client.members().await?;
+            if members
+                .iter()
+                .any(|m| m.node_id == self.ids[target] && m.liveness == liveness)
+            {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > CONVERGE_TIMEOUT {
+                bail!("node {observer} did not see node {target} {liveness} within {CONVERGE_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every node's gRPC address.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.grpc.clone()).collect()
+    }
+
+    /// A client over all endpoints, with partition-aware routing.
+    pub fn client(&self) -> Client {
+        Client::new(&self.endpoints()).expect("valid endpoints")
+    }
+
+    /// A client bound to node `i` only, without routing: node `i`
+    /// coordinates (or forwards) every request.
+    pub fn client_via(&self, i: usize) -> Client {
+        Client::new(&[self.nodes[i].grpc.as_str()])
+            .expect("valid endpoint")
+            .with_routing(false)
+    }
+
+    /// Cuts internal traffic between nodes `a` and `b`, both directions.
+    pub async fn cut(&mut self, a: usize, b: usize) -> Result<()> {
+        self.cuts[a].insert(self.ids[b].clone());
+        self.cuts[b].insert(self.ids[a].clone());
+        self.apply_faults(a).await?;
+        self.apply_faults(b).await
+    }
+
+    /// Restores all internal traffic.
+    pub async fn heal(&mut self) -> Result<()> {
+        for i in 0..self.nodes.len() {
+            if !self.cuts[i].is_empty() {
+                self.cuts[i].clear();
+                self.apply_faults(i).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_faults(&self, i: usize) -> Result<()> {
+        let blocked: Vec<String> = self.cuts[i].iter().cloned().collect();
+        self.nodes[i]
+            .client()
+            .set_faults(0, blocked.clone(), blocked)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The partition of `key` under a layout, computed as the nodes do.
+pub fn partition_of(key: &[u8], partitions: u32, hash_seed: u64) -> u32 {
+    let bits = partitions.trailing_zeros();
+    if bits == 0 {
+        return 0;
+    }
+    (twox_hash::XxHash3_64::oneshot_with_seed(hash_seed, key) >> (64 - bits)) as u32
 }

@@ -11,7 +11,10 @@ use tonic::{Request, Response, Status};
 use super::{convert, status, Gate};
 use crate::config::Config;
 use crate::error::Error;
+use crate::membership::Cluster;
 use crate::replica::Replica;
+use crate::ring::KEY_HASH_SEED;
+use crate::version::NodeId;
 
 /// What a node says about itself.
 pub struct NodeInfo {
@@ -23,17 +26,40 @@ pub struct NodeInfo {
 
 pub struct AdminService {
     replica: Arc<Replica>,
+    cluster: Arc<Cluster>,
     info: NodeInfo,
     gate: Gate,
 }
 
 impl AdminService {
-    pub fn new(replica: Arc<Replica>, info: NodeInfo, gate: Gate) -> Self {
+    pub fn new(replica: Arc<Replica>, cluster: Arc<Cluster>, info: NodeInfo, gate: Gate) -> Self {
         Self {
             replica,
+            cluster,
             info,
             gate,
         }
+    }
+
+    fn member_list(&self) -> Vec<pb::Member> {
+        let owned = self.cluster.partitions_owned();
+        self.cluster
+            .members()
+            .into_iter()
+            .map(|m| pb::Member {
+                node_id: m.info.id.to_string(),
+                name: m.info.name,
+                address: m.info.address,
+                zone: m.info.zone,
+                weight: m.info.weight,
+                status: m.info.status.to_string(),
+                liveness: m.liveness.to_string(),
+                partitions_owned: owned.get(&m.info.id).copied().unwrap_or(0) as u32,
+                generation: m.info.generation,
+                layout_version: m.info.layout_version,
+                phi: if m.phi.is_finite() { m.phi } else { f64::MAX },
+            })
+            .collect()
     }
 
     fn key(&self, key: Bytes) -> Result<Bytes, Status> {
@@ -83,19 +109,65 @@ impl Admin for AdminService {
         _request: Request<pb::MembersRequest>,
     ) -> Result<Response<pb::MembersResponse>, Status> {
         let admitted = self.gate.admit("members")?;
-        let c = &self.info.config;
-        // A single node is the whole cluster and owns every partition.
-        let me = pb::Member {
-            node_id: self.replica.node_id().to_string(),
-            name: c.node.name.clone(),
-            address: c.advertise_address(),
-            zone: c.node.zone.clone(),
-            weight: c.node.weight,
-            status: "up".to_string(),
-            liveness: "alive".to_string(),
-            partitions_owned: c.cluster.partitions,
+        let members = self.member_list();
+        admitted.finish("", Ok(Response::new(pb::MembersResponse { members })))
+    }
+
+    async fn layout(
+        &self,
+        _request: Request<pb::LayoutRequest>,
+    ) -> Result<Response<pb::LayoutResponse>, Status> {
+        let admitted = self.gate.admit("layout")?;
+        let members = self.member_list();
+        let reply = match self.cluster.layout() {
+            None => pb::LayoutResponse {
+                partitions: self.info.config.cluster.partitions,
+                members,
+                hash_seed: KEY_HASH_SEED,
+                ..Default::default()
+            },
+            Some(layout) => pb::LayoutResponse {
+                version: layout.version(),
+                partitions: layout.partitions(),
+                replication: layout.replication(),
+                assignments: (0..layout.partitions())
+                    .map(|p| pb::PartitionReplicas {
+                        partition: p,
+                        replicas: layout.replicas(p).iter().map(|n| n.to_string()).collect(),
+                    })
+                    .collect(),
+                members,
+                hash_seed: KEY_HASH_SEED,
+            },
         };
-        admitted.finish("", Ok(Response::new(pb::MembersResponse { members: vec![me] })))
+        admitted.finish("", Ok(Response::new(reply)))
+    }
+
+    async fn set_faults(
+        &self,
+        request: Request<pb::SetFaultsRequest>,
+    ) -> Result<Response<pb::SetFaultsResponse>, Status> {
+        let admitted = self.gate.admit("set_faults")?;
+        let result = (|| {
+            if !self.info.config.debug.fault_injection {
+                return Err(status(Error::FailedPrecondition(
+                    "the fault switch is off: start the node with debug.fault_injection = true (tests only)".into(),
+                )));
+            }
+            let req = request.into_inner();
+            let parse = |ids: Vec<String>| {
+                ids.iter()
+                    .map(|id| id.parse::<NodeId>())
+                    .collect::<Result<std::collections::HashSet<_>, _>>()
+                    .map_err(status)
+            };
+            let outgoing = parse(req.block_outgoing)?;
+            let incoming = parse(req.block_incoming)?;
+            tracing::warn!(?outgoing, ?incoming, "fault switch set");
+            self.cluster.transport.faults.set(outgoing, incoming);
+            Ok(Response::new(pb::SetFaultsResponse {}))
+        })();
+        admitted.finish("", result)
     }
 
     async fn local_get(

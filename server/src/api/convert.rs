@@ -122,6 +122,7 @@ pub fn meta(m: ReplyMeta) -> pb::ReplyMeta {
         replication: m.replication,
         replication_capped: m.replication_capped,
         required: m.required,
+        layout_version: m.layout_version,
     }
 }
 

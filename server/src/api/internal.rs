@@ -12,22 +12,38 @@ use tonic::{Request, Response, Status};
 
 use super::{status, Gate};
 use crate::error::Error;
+use crate::membership::Cluster;
 use crate::replica::Replica;
+use crate::transport;
 use crate::version::VersionSet;
 
 pub struct InternalService {
     replica: Arc<Replica>,
+    cluster: Arc<Cluster>,
     gate: Gate,
     max_key_bytes: usize,
 }
 
 impl InternalService {
-    pub fn new(replica: Arc<Replica>, gate: Gate, max_key_bytes: usize) -> Self {
+    pub fn new(replica: Arc<Replica>, cluster: Arc<Cluster>, gate: Gate, max_key_bytes: usize) -> Self {
         Self {
             replica,
+            cluster,
             gate,
             max_key_bytes,
         }
+    }
+
+    /// Refuses traffic from a node the fault switch cut off.
+    fn check_sender<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        if let Some(from) = transport::sender(request) {
+            if self.cluster.transport.faults.blocks_incoming(from) {
+                return Err(Status::unavailable(format!(
+                    "traffic from {from} is cut by the fault switch"
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn check_key(&self, key: &[u8]) -> Result<(), Status> {
@@ -50,6 +66,7 @@ impl Internal for InternalService {
     ) -> Result<Response<pb::ReplicateResponse>, Status> {
         let admitted = self.gate.admit("replicate")?;
         let result = async {
+            self.check_sender(&request)?;
             let req = request.into_inner();
             self.check_key(&req.key)?;
             let incoming = VersionSet::decode(&req.version_set).map_err(|e| {
@@ -68,6 +85,7 @@ impl Internal for InternalService {
     ) -> Result<Response<pb::LocalReadResponse>, Status> {
         let admitted = self.gate.admit("local_read")?;
         let result = async {
+            self.check_sender(&request)?;
             let req = request.into_inner();
             self.check_key(&req.key)?;
             let state = self.replica.read(req.key).await.map_err(status)?;
@@ -81,5 +99,29 @@ impl Internal for InternalService {
         }
         .await;
         admitted.finish("", result)
+    }
+
+    async fn gossip(
+        &self,
+        request: Request<pb::GossipRequest>,
+    ) -> Result<Response<pb::GossipResponse>, Status> {
+        self.check_sender(&request)?;
+        self.cluster
+            .handle_gossip(request.into_inner())
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn get_layout(
+        &self,
+        request: Request<pb::GetLayoutRequest>,
+    ) -> Result<Response<pb::GetLayoutResponse>, Status> {
+        self.check_sender(&request)?;
+        let layout = self
+            .cluster
+            .layout()
+            .map(|l| l.encode().into())
+            .unwrap_or_default();
+        Ok(Response::new(pb::GetLayoutResponse { layout }))
     }
 }

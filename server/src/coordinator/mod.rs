@@ -14,9 +14,15 @@
 //! * **get**: asks the replicas, waits for R answers, merges them (DVV sync)
 //!   and returns the live siblings with the merged context.
 //!
-//! The replica set of a key is its partition's replicas. On a one-node
-//! cluster that is this node alone: N is capped at the number of members
-//! and the reply meta says so.
+//! The replica set of a key is its partition's replicas in the current
+//! layout; a node that is not one of them forwards the request once to the
+//! first live replica ([`Coordinator::route`]), because only a replica may
+//! issue the key's dots. On a cluster with fewer members than N, N is
+//! capped at the member count and the reply meta says so.
+//!
+//! **Read repair**: after answering, a read keeps listening for the
+//! replicas that had not answered (up to `repair.read_repair_wait_ms`) and
+//! sends the merged state to every replica whose answer was behind it.
 
 mod consistency;
 pub mod quorum;
@@ -25,12 +31,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 
 pub use consistency::{Consistency, Level};
 
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, ReplicaError, Result};
+use crate::membership::Cluster;
+use crate::metrics::Metrics;
 use crate::replica::{wall_clock_ms, Applied, LocalWrite, Replica};
+use crate::ring::Layout;
+use crate::transport::is_unreachable;
 use crate::version::{NodeId, Value, Version, VersionSet, VersionVector};
 
 /// Per-request consistency as the client sent it; `None` fields take the
@@ -89,6 +100,8 @@ pub struct ReplyMeta {
     pub replication_capped: bool,
     /// R or W after resolving the level.
     pub required: u32,
+    /// Layout version the request was routed with.
+    pub layout_version: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -109,26 +122,104 @@ pub struct GetReply {
 
 /// The replicas a request runs against and its resolved consistency.
 struct Plan {
+    key: Bytes,
     replicas: Vec<NodeId>,
     consistency: Consistency,
     required: usize,
     configured_n: usize,
+    layout_version: u64,
+}
+
+/// Where a request for a key should run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// This node is one of the key's replicas: coordinate here.
+    Local,
+    /// Forward once to this replica, the first live one.
+    Forward { node: NodeId, address: String },
 }
 
 /// Runs client requests against the key's replicas.
 pub struct Coordinator {
     replica: Arc<Replica>,
+    cluster: Arc<Cluster>,
     /// Defaults and limits from configuration.
     config: Arc<Config>,
+    metrics: Arc<Metrics>,
 }
 
 impl Coordinator {
-    pub fn new(replica: Arc<Replica>, config: Arc<Config>) -> Self {
-        Self { replica, config }
+    pub fn new(
+        replica: Arc<Replica>,
+        cluster: Arc<Cluster>,
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            replica,
+            cluster,
+            config,
+            metrics,
+        }
     }
 
     pub fn node_id(&self) -> NodeId {
         self.replica.node_id()
+    }
+
+    /// Decides whether this node coordinates a request for `key` or
+    /// forwards it to the first live replica.
+    pub fn route(&self, key: &[u8]) -> Result<Route> {
+        let layout = self.layout()?;
+        let replicas = layout.replicas(self.replica.partition_of(key));
+        if replicas.contains(&self.node_id()) {
+            return Ok(Route::Local);
+        }
+        for node in replicas {
+            if self.cluster.is_alive(*node) {
+                if let Some(address) = self.cluster.address_of(*node) {
+                    return Ok(Route::Forward {
+                        node: *node,
+                        address,
+                    });
+                }
+            }
+        }
+        Err(Error::Unavailable {
+            needed: 1,
+            got: 0,
+            acked: Vec::new(),
+            failed: replicas
+                .iter()
+                .map(|n| ReplicaError {
+                    node: self.label(*n),
+                    error: "believed down by this node".into(),
+                })
+                .collect(),
+        })
+    }
+
+    fn layout(&self) -> Result<Arc<Layout>> {
+        self.cluster.layout().ok_or_else(|| Error::Unavailable {
+            needed: 1,
+            got: 0,
+            acked: Vec::new(),
+            failed: vec![ReplicaError {
+                node: self.node_id().to_string(),
+                error: format!(
+                    "the cluster is forming: no layout yet (waiting for cluster.bootstrap_expect = {} members)",
+                    self.config.cluster.bootstrap_expect
+                ),
+            }],
+        })
+    }
+
+    /// `id@address`, how replicas are named in replies and errors.
+    fn label(&self, node: NodeId) -> String {
+        match self.cluster.address_of(node) {
+            Some(a) => format!("{node}@{a}"),
+            None => node.to_string(),
+        }
     }
 
     pub async fn put(&self, cmd: PutCommand) -> Result<PutReply> {
@@ -143,7 +234,7 @@ impl Coordinator {
             }
             Some(ttl) => Some(wall_clock_ms().saturating_add(ttl.as_millis() as u64)),
         };
-        let plan = self.plan(cmd.consistency, self.config.cluster.write)?;
+        let plan = self.plan(&cmd.key, cmd.consistency, self.config.cluster.write)?;
         let client_context = cmd.context.clone();
         let write = LocalWrite {
             key: cmd.key,
@@ -167,7 +258,7 @@ impl Coordinator {
 
     pub async fn delete(&self, cmd: DeleteCommand) -> Result<ReplyMeta> {
         self.check_key(&cmd.key)?;
-        let plan = self.plan(cmd.consistency, self.config.cluster.write)?;
+        let plan = self.plan(&cmd.key, cmd.consistency, self.config.cluster.write)?;
         let write = LocalWrite {
             key: cmd.key,
             context: cmd.context,
@@ -180,25 +271,30 @@ impl Coordinator {
 
     pub async fn get(&self, cmd: GetCommand) -> Result<GetReply> {
         self.check_key(&cmd.key)?;
-        let plan = self.plan(cmd.consistency, self.config.cluster.read)?;
+        let plan = self.plan(&cmd.key, cmd.consistency, self.config.cluster.read)?;
         let calls = plan
             .replicas
             .iter()
-            .map(|node| {
-                let replica = self.replica.clone();
-                let key = cmd.key.clone();
-                quorum::call(node.to_string(), async move { replica.read(key).await })
-            })
+            .map(|node| self.read_call(*node, plan.key.clone(), plan.consistency.timeout))
             .collect();
-        let answers = quorum::quorum(calls, plan.required, Vec::new(), plan.consistency.timeout).await?;
+        let answers =
+            quorum::quorum(calls, plan.required, Vec::new(), plan.consistency.timeout).await?;
         let mut merged = VersionSet::new();
-        let mut replicas = Vec::with_capacity(answers.ok.len());
-        for (node, state) in answers.ok {
+        for (_, state) in &answers.ok {
             if let Some(state) = state {
-                merged.merge(&state);
+                merged.merge(state);
             }
-            replicas.push(node);
         }
+        let behind: Vec<(NodeId, String)> = answers
+            .ok
+            .iter()
+            .filter(|(_, state)| is_behind(state.as_ref(), &merged))
+            .map(|(label, _)| (node_of(label), label.clone()))
+            .collect();
+        let replicas: Vec<String> = answers.ok.iter().map(|(l, _)| l.clone()).collect();
+        let mut meta = self.meta(&plan, replicas);
+        meta.read_repaired = behind.len() as u32;
+        self.spawn_read_repair(plan.key.clone(), merged.clone(), answers, plan.consistency.timeout);
         let now = wall_clock_ms();
         let siblings: Vec<Version> = match cmd.resolve {
             Resolve::AllSiblings => merged.visible(now).into_iter().cloned().collect(),
@@ -207,7 +303,92 @@ impl Coordinator {
         Ok(GetReply {
             siblings,
             context: merged.context().clone(),
-            meta: self.meta(&plan, replicas),
+            meta,
+        })
+    }
+
+    /// Keeps listening for the replicas that had not answered, then sends
+    /// the merged state to every replica found behind it.
+    fn spawn_read_repair(
+        &self,
+        key: Bytes,
+        mut merged: VersionSet,
+        answers: quorum::Answers<Option<VersionSet>>,
+        timeout: Duration,
+    ) {
+        let quorum::Answers { ok, mut pending, .. } = answers;
+        if pending.is_empty() && !ok.iter().any(|(_, s)| is_behind(s.as_ref(), &merged)) {
+            return;
+        }
+        let wait = Duration::from_millis(self.config.repair.read_repair_wait_ms);
+        let replica = self.replica.clone();
+        let cluster = self.cluster.clone();
+        let metrics = self.metrics.clone();
+        let me = self.node_id();
+        tokio::spawn(async move {
+            let mut states = ok;
+            let deadline = tokio::time::sleep(wait);
+            tokio::pin!(deadline);
+            while !pending.is_empty() {
+                tokio::select! {
+                    next = pending.next() => match next {
+                        Some((label, Ok(state))) => {
+                            if let Some(s) = &state {
+                                merged.merge(s);
+                            }
+                            states.push((label, state));
+                        }
+                        Some((_, Err(_))) => {}
+                        None => break,
+                    },
+                    _ = &mut deadline => break,
+                }
+            }
+            for (label, state) in states {
+                if !is_behind(state.as_ref(), &merged) {
+                    continue;
+                }
+                let node = node_of(&label);
+                let repaired = if node == me {
+                    replica.merge(key.clone(), merged.clone()).await.is_ok()
+                } else {
+                    match cluster.address_of(node) {
+                        Some(address) => cluster
+                            .transport
+                            .replicate(node, &address, key.clone(), &merged, timeout)
+                            .await
+                            .is_ok(),
+                        None => false,
+                    }
+                };
+                if repaired {
+                    metrics.read_repaired(1);
+                }
+            }
+        });
+    }
+
+    fn read_call(
+        &self,
+        node: NodeId,
+        key: Bytes,
+        timeout: Duration,
+    ) -> quorum::Call<Option<VersionSet>> {
+        let label = self.label(node);
+        if node == self.node_id() {
+            let replica = self.replica.clone();
+            return quorum::call(label, async move { replica.read(key).await });
+        }
+        let cluster = self.cluster.clone();
+        quorum::call(label, async move {
+            let address = cluster
+                .address_of(node)
+                .ok_or_else(|| Error::Internal("address unknown".into()))?;
+            cluster
+                .transport
+                .local_read(node, &address, key, timeout)
+                .await
+                .map_err(|s| peer_failed(&cluster, node, s))
         })
     }
 
@@ -215,34 +396,62 @@ impl Coordinator {
     async fn write(&self, write: LocalWrite, plan: Plan) -> Result<(Applied, ReplyMeta)> {
         let me = self.node_id();
         let applied = self.replica.apply_write(write).await?;
-        // The other replicas of the key receive the whole resulting version
-        // set and merge it; on a one-node cluster there are none.
+        if applied.outcome.collapsed > 0 {
+            self.metrics.siblings_collapsed(applied.outcome.collapsed);
+        }
+        // The other replicas receive the whole resulting version set and
+        // merge it, so they converge on exactly the coordinator's state.
+        let state = Arc::new(applied.state.clone());
         let others: Vec<quorum::Call<()>> = plan
             .replicas
             .iter()
             .filter(|n| **n != me)
-            .map(|n| {
-                quorum::call(n.to_string(), async {
-                    Err(Error::Internal("no transport to other replicas".into()))
+            .map(|node| {
+                let node = *node;
+                let cluster = self.cluster.clone();
+                let state = state.clone();
+                let key = plan.key.clone();
+                let timeout = plan.consistency.timeout;
+                quorum::call(self.label(node), async move {
+                    let address = cluster
+                        .address_of(node)
+                        .ok_or_else(|| Error::Internal("address unknown".into()))?;
+                    cluster
+                        .transport
+                        .replicate(node, &address, key, &state, timeout)
+                        .await
+                        .map_err(|s| peer_failed(&cluster, node, s))
                 })
             })
             .collect();
         let answers = quorum::quorum(
             others,
             plan.required,
-            vec![me.to_string()],
+            vec![self.label(me)],
             plan.consistency.timeout,
         )
         .await?;
-        let mut acked = vec![me.to_string()];
+        let mut acked = vec![self.label(me)];
         acked.extend(answers.ok.into_iter().map(|(n, ())| n));
+        // Replicas that have not answered yet still get the write: drive
+        // their calls to completion in the background.
+        let mut pending = answers.pending;
+        if !pending.is_empty() {
+            tokio::spawn(async move { while pending.next().await.is_some() {} });
+        }
         let meta = self.meta(&plan, acked);
         Ok((applied, meta))
     }
 
-    fn plan(&self, requested: RequestConsistency, default_level: Level) -> Result<Plan> {
+    fn plan(&self, key: &Bytes, requested: RequestConsistency, default_level: Level) -> Result<Plan> {
+        let layout = self.layout()?;
         let configured_n = self.config.cluster.replication as usize;
-        let replicas = vec![self.node_id()];
+        let replicas = layout.replicas(self.replica.partition_of(key)).to_vec();
+        if !replicas.contains(&self.node_id()) {
+            return Err(Error::Internal(
+                "coordinating a key this node is not a replica of".into(),
+            ));
+        }
         let consistency = Consistency {
             level: requested.level.unwrap_or(default_level),
             sloppy: requested.sloppy.unwrap_or(true),
@@ -253,30 +462,33 @@ impl Coordinator {
         if consistency.timeout.is_zero() {
             return Err(Error::InvalidArgument("timeout must be positive".into()));
         }
-        let n = configured_n.min(replicas.len());
+        let n = replicas.len();
         let required = consistency.level.required(n, configured_n)?;
         Ok(Plan {
+            key: key.clone(),
             replicas,
             consistency,
             required,
             configured_n,
+            layout_version: layout.version(),
         })
     }
 
     fn meta(&self, plan: &Plan, replicas: Vec<String>) -> ReplyMeta {
-        let n = plan.configured_n.min(plan.replicas.len());
+        let n = plan.replicas.len();
         ReplyMeta {
-            coordinator: self.node_id().to_string(),
+            coordinator: self.label(self.node_id()),
             replicas,
             fallbacks: Vec::new(),
             read_repaired: 0,
             replication: n as u32,
             replication_capped: n < plan.configured_n,
             required: plan.required as u32,
+            layout_version: plan.layout_version,
         }
     }
 
-    fn check_key(&self, key: &[u8]) -> Result<()> {
+    pub fn check_key(&self, key: &[u8]) -> Result<()> {
         let max = self.config.limits.max_key_bytes;
         if key.is_empty() {
             return Err(Error::InvalidArgument("key must not be empty".into()));
@@ -305,4 +517,30 @@ impl Coordinator {
         }
         Ok(())
     }
+}
+
+/// Whether a replica's answer lacks something the merged state has.
+fn is_behind(state: Option<&VersionSet>, merged: &VersionSet) -> bool {
+    match state {
+        None => !merged.is_empty(),
+        Some(s) => s != merged,
+    }
+}
+
+/// The node id at the front of an `id@address` label.
+fn node_of(label: &str) -> NodeId {
+    label
+        .split('@')
+        .next()
+        .and_then(|id| id.parse().ok())
+        .unwrap_or(NodeId(0))
+}
+
+/// Turns a failed peer call into an error, telling the failure detector
+/// when the peer could not be reached at all.
+fn peer_failed(cluster: &Cluster, node: NodeId, status: tonic::Status) -> Error {
+    if is_unreachable(&status) {
+        cluster.rpc_failed(node);
+    }
+    Error::Internal(format!("{:?}: {}", status.code(), status.message()))
 }

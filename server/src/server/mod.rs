@@ -26,6 +26,9 @@ pub use shutdown::{Shutdown, ShutdownTrigger};
 use crate::api::{AdminService, Gate, InternalService, KvService};
 use crate::config::{Config, EngineKind};
 use crate::coordinator::Coordinator;
+use crate::membership::state::{MemberInfo, Status};
+use crate::membership::{self, Cluster};
+use crate::transport::Transport;
 use crate::error::{Error, Result};
 use crate::metrics::{self, Metrics};
 use crate::replica::Replica;
@@ -48,6 +51,7 @@ pub struct Node {
     trigger: ShutdownTrigger,
     grpc: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     metrics_task: Option<JoinHandle<()>>,
+    gossip: JoinHandle<()>,
     replica: Arc<Replica>,
 }
 
@@ -67,8 +71,27 @@ impl Node {
             config.cluster.partitions,
             config.limits.max_siblings,
         ));
-        let coordinator = Arc::new(Coordinator::new(replica.clone(), config.clone()));
         let metrics = Metrics::new();
+        let transport = Arc::new(Transport::new(node_id, config.limits.max_message_bytes()));
+        let me = MemberInfo {
+            id: node_id,
+            name: config.node.name.clone(),
+            address: config.advertise_address(),
+            zone: config.node.zone.clone(),
+            weight: config.node.weight,
+            generation,
+            heartbeat: 0,
+            status: Status::Joining,
+            layout_version: 0,
+        };
+        let cluster = Cluster::new(me, config.clone(), engine.clone(), transport.clone())?;
+        cluster.maybe_bootstrap();
+        let coordinator = Arc::new(Coordinator::new(
+            replica.clone(),
+            cluster.clone(),
+            config.clone(),
+            metrics.clone(),
+        ));
         let gate = Gate::new(config.limits.max_concurrent_requests, metrics.clone());
         let (trigger, _) = shutdown::channel();
 
@@ -96,7 +119,7 @@ impl Node {
         };
 
         let max_message = config.limits.max_message_bytes();
-        let kv = KvServer::new(KvService::new(coordinator, gate.clone()))
+        let kv = KvServer::new(KvService::new(coordinator, transport.clone(), gate.clone()))
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(max_message);
         let info = crate::api::admin::NodeInfo {
@@ -104,11 +127,17 @@ impl Node {
             generation,
             started: Instant::now(),
         };
-        let admin = AdminServer::new(AdminService::new(replica.clone(), info, gate.clone()))
+        let admin = AdminServer::new(AdminService::new(
+            replica.clone(),
+            cluster.clone(),
+            info,
+            gate.clone(),
+        ))
             .max_decoding_message_size(max_message)
             .max_encoding_message_size(max_message);
         let internal = InternalServer::new(InternalService::new(
             replica.clone(),
+            cluster.clone(),
             gate,
             config.limits.max_key_bytes,
         ))
@@ -134,6 +163,7 @@ impl Node {
                     stop.recv().await
                 }),
         );
+        let gossip = tokio::spawn(membership::run_gossip(cluster, trigger.subscribe()));
         info!(
             node_id = %node_id,
             name = %config.node.name,
@@ -151,6 +181,7 @@ impl Node {
             trigger,
             grpc,
             metrics_task,
+            gossip,
             replica,
         })
     }
@@ -169,6 +200,7 @@ impl Node {
             trigger,
             mut grpc,
             metrics_task,
+            gossip,
             replica,
             ..
         } = self;
@@ -194,6 +226,7 @@ impl Node {
         if let Some(task) = metrics_task {
             let _ = task.await;
         }
+        let _ = gossip.await;
         replica.flush().await?;
         info!("storage flushed; node stopped");
         match served {

@@ -1,0 +1,525 @@
+//! Membership: who is in the cluster, who is alive, and which layout routes
+//! requests.
+//!
+//! Each node gossips every `gossip.interval_ms` to `gossip.fanout` random
+//! peers (and to its seeds while it knows few peers or has no layout). A
+//! round is push-pull with deltas only: the sender sends the digests
+//! (id, generation, heartbeat) of every entry it holds plus its own entry;
+//! the receiver merges, answers with the entries the sender lacks and
+//! names the entries it wants; the sender then pushes those. A node bumps
+//! its own heartbeat each round and its generation at each start, so a
+//! restarted node's entry supersedes its old one everywhere.
+//!
+//! Liveness is a local opinion ([`detector::FailureDetector`]): phi-accrual
+//! on the arrival of fresh heartbeats, overridden by direct RPC failures.
+//! It changes routing, never membership.
+//!
+//! The layout travels beside gossip: entries carry the layout version each
+//! node holds, and a node that sees a higher version fetches that layout
+//! (`Internal.GetLayout`), checks it and stores it in the `meta` column
+//! family. The first layout comes from bootstrap: once a fresh node sees
+//! `cluster.bootstrap_expect` members, the lowest node id among them
+//! computes layout v1 and the others fetch it.
+//!
+//! Why not a gossip crate: `chitchat` and `foca` bring their own UDP
+//! transports, while ringkv's internal traffic goes over the nodes' gRPC
+//! channel so that one fault switch (and later TLS and auth) covers all of
+//! it. The state merge and the detector are small, pure and tested here.
+
+pub mod detector;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use rand::seq::SliceRandom;
+use ringkv_proto::v1 as pb;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::ring::{Layout, MemberSpec};
+use crate::server::Shutdown;
+use crate::storage::{Cf, Engine, WriteBatch};
+use crate::transport::{is_unreachable, Transport};
+use crate::version::NodeId;
+
+use detector::{FailureDetector, Liveness};
+use state::{Digest, MemberInfo, MembershipState, Status};
+
+/// `meta` column family key of the stored layout.
+const LAYOUT_KEY: &[u8] = b"layout";
+
+/// One member as this node sees it.
+#[derive(Clone, Debug)]
+pub struct MemberView {
+    pub info: MemberInfo,
+    pub liveness: Liveness,
+    pub phi: f64,
+}
+
+/// The node's view of the cluster, shared by the coordinator, the API and
+/// the gossip loop.
+pub struct Cluster {
+    me: NodeId,
+    config: Arc<Config>,
+    state: Mutex<MembershipState>,
+    detector: Mutex<FailureDetector>,
+    layout: RwLock<Option<Arc<Layout>>>,
+    /// Where the layout is persisted.
+    engine: Arc<dyn Engine>,
+    pub transport: Arc<Transport>,
+    /// Origin of the monotonic milliseconds fed to the detector.
+    started: Instant,
+}
+
+impl Cluster {
+    /// Builds the view, loading a stored layout if there is one.
+    pub fn new(
+        me: MemberInfo,
+        config: Arc<Config>,
+        engine: Arc<dyn Engine>,
+        transport: Arc<Transport>,
+    ) -> Result<Arc<Cluster>> {
+        let layout = match engine.get(Cf::Meta, LAYOUT_KEY)? {
+            None => None,
+            Some(bytes) => {
+                let layout = Layout::decode(&bytes)?;
+                if layout.partitions() != config.cluster.partitions {
+                    return Err(Error::Config(format!(
+                        "cluster.partitions = {} but this node's data was created with {}; partitions are fixed for a cluster's life",
+                        config.cluster.partitions,
+                        layout.partitions()
+                    )));
+                }
+                Some(Arc::new(layout))
+            }
+        };
+        let id = me.id;
+        let mut state = MembershipState::new(me);
+        if let Some(l) = &layout {
+            state.set_layout_version(l.version());
+        }
+        let detector = FailureDetector::new(
+            config.gossip.phi_threshold,
+            config.gossip.interval_ms as f64,
+        );
+        Ok(Arc::new(Cluster {
+            me: id,
+            config,
+            state: Mutex::new(state),
+            detector: Mutex::new(detector),
+            layout: RwLock::new(layout),
+            engine,
+            transport,
+            started: Instant::now(),
+        }))
+    }
+
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// The layout requests are routed with; `None` while the cluster forms.
+    pub fn layout(&self) -> Option<Arc<Layout>> {
+        self.layout.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn address_of(&self, node: NodeId) -> Option<String> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .map(|m| m.address.clone())
+    }
+
+    pub fn liveness(&self, node: NodeId) -> Liveness {
+        if node == self.me {
+            return Liveness::Alive;
+        }
+        let now = self.now_ms();
+        self.detector
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .liveness(node, now)
+    }
+
+    pub fn is_alive(&self, node: NodeId) -> bool {
+        self.liveness(node) == Liveness::Alive
+    }
+
+    /// Direct evidence from a failed call: the node is treated as down
+    /// until a fresh heartbeat arrives.
+    pub fn rpc_failed(&self, node: NodeId) {
+        let now = self.now_ms();
+        self.detector
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rpc_failed(node, now);
+    }
+
+    pub fn rpc_succeeded(&self, node: NodeId) {
+        let now = self.now_ms();
+        self.detector
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .rpc_succeeded(node, now);
+    }
+
+    /// Every known member with its liveness, sorted by id.
+    pub fn members(&self) -> Vec<MemberView> {
+        let infos: Vec<MemberInfo> = self
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .members()
+            .cloned()
+            .collect();
+        let now = self.now_ms();
+        let detector = self.detector.lock().unwrap_or_else(|p| p.into_inner());
+        infos
+            .into_iter()
+            .map(|info| {
+                let (liveness, phi) = if info.id == self.me {
+                    (Liveness::Alive, 0.0)
+                } else {
+                    (detector.liveness(info.id, now), detector.phi(info.id, now))
+                };
+                MemberView { info, liveness, phi }
+            })
+            .collect()
+    }
+
+    /// Answers a peer's gossip.
+    pub fn handle_gossip(&self, req: pb::GossipRequest) -> Result<pb::GossipResponse> {
+        if req.cluster_name != self.config.cluster.name {
+            return Err(Error::FailedPrecondition(format!(
+                "gossip from cluster {:?}, but this node belongs to {:?}; check cluster.name and cluster.seeds",
+                req.cluster_name, self.config.cluster.name
+            )));
+        }
+        let entries = req
+            .entries
+            .into_iter()
+            .map(entry_from_proto)
+            .collect::<Result<Vec<_>>>()?;
+        let digests = req
+            .digests
+            .iter()
+            .map(digest_from_proto)
+            .collect::<Result<Vec<_>>>()?;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let advanced = state.apply(entries);
+        let response = if digests.is_empty() {
+            pb::GossipResponse::default()
+        } else {
+            pb::GossipResponse {
+                entries: state
+                    .deltas_for(&digests)
+                    .into_iter()
+                    .map(entry_to_proto)
+                    .collect(),
+                wanted: state
+                    .wanted_from(&digests)
+                    .into_iter()
+                    .map(|id| id.to_string())
+                    .collect(),
+            }
+        };
+        drop(state);
+        self.heartbeats(&advanced);
+        Ok(response)
+    }
+
+    fn heartbeats(&self, ids: &[NodeId]) {
+        if ids.is_empty() {
+            return;
+        }
+        let now = self.now_ms();
+        let mut detector = self.detector.lock().unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            detector.heartbeat(*id, now);
+        }
+    }
+
+    /// One gossip round: tick, exchange with a few peers, then adopt a
+    /// newer layout or bootstrap one.
+    pub async fn gossip_round(self: &Arc<Self>) {
+        let (digests, me_entry, peers) = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.tick();
+            let peers: Vec<(NodeId, String)> = state
+                .members()
+                .filter(|m| m.id != self.me && m.status != Status::Left)
+                .map(|m| (m.id, m.address.clone()))
+                .collect();
+            (state.digests(), state.me().clone(), peers)
+        };
+        let fanout = self.config.gossip.fanout;
+        let mut targets: Vec<(Option<NodeId>, String)> = {
+            let mut rng = rand::rng();
+            let mut chosen = peers.clone();
+            chosen.shuffle(&mut rng);
+            chosen.truncate(fanout);
+            chosen.into_iter().map(|(id, a)| (Some(id), a)).collect()
+        };
+        if peers.len() < fanout || self.layout().is_none() {
+            let own = self.config.advertise_address();
+            for seed in &self.config.cluster.seeds {
+                let known = peers.iter().any(|(_, a)| a == seed);
+                if *seed != own && !known {
+                    targets.push((None, seed.clone()));
+                }
+            }
+        }
+        let request = pb::GossipRequest {
+            cluster_name: self.config.cluster.name.clone(),
+            digests: digests.iter().map(digest_to_proto).collect(),
+            entries: vec![entry_to_proto(me_entry)],
+        };
+        let timeout = self.config.gossip.interval();
+        let calls = targets.into_iter().map(|(id, address)| {
+            let this = self.clone();
+            let request = request.clone();
+            async move { this.gossip_with(id, &address, request, timeout).await }
+        });
+        futures::future::join_all(calls).await;
+        self.sync_layout().await;
+    }
+
+    async fn gossip_with(
+        &self,
+        id: Option<NodeId>,
+        address: &str,
+        request: pb::GossipRequest,
+        timeout: Duration,
+    ) {
+        match self.transport.gossip(id, address, request, timeout).await {
+            Ok(resp) => {
+                if let Some(id) = id {
+                    self.rpc_succeeded(id);
+                }
+                let entries: Vec<MemberInfo> = resp
+                    .entries
+                    .into_iter()
+                    .filter_map(|e| entry_from_proto(e).ok())
+                    .collect();
+                let wanted: Vec<NodeId> =
+                    resp.wanted.iter().filter_map(|w| w.parse().ok()).collect();
+                let (advanced, push) = {
+                    let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                    let advanced = state.apply(entries);
+                    (advanced, state.entries(&wanted))
+                };
+                self.heartbeats(&advanced);
+                if !push.is_empty() {
+                    let follow_up = pb::GossipRequest {
+                        cluster_name: self.config.cluster.name.clone(),
+                        digests: Vec::new(),
+                        entries: push.into_iter().map(entry_to_proto).collect(),
+                    };
+                    let _ = self.transport.gossip(id, address, follow_up, timeout).await;
+                }
+            }
+            Err(status) => {
+                debug!(peer = %address, error = %status.message(), "gossip failed");
+                if let Some(id) = id {
+                    if is_unreachable(&status) {
+                        self.rpc_failed(id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adopts a newer layout from a peer that advertises one, or
+    /// bootstraps layout v1 when this node is the one to compute it.
+    async fn sync_layout(self: &Arc<Self>) {
+        let current = self.layout().map(|l| l.version()).unwrap_or(0);
+        let newest = {
+            let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state
+                .members()
+                .filter(|m| m.id != self.me && m.layout_version > current)
+                .max_by_key(|m| m.layout_version)
+                .map(|m| (m.id, m.address.clone()))
+        };
+        if let Some((id, address)) = newest {
+            if !self.is_alive(id) {
+                return;
+            }
+            match self.fetch_layout(id, &address).await {
+                Ok(()) => {}
+                Err(e) => warn!(peer = %id, "fetching layout failed: {e}"),
+            }
+            return;
+        }
+        if current == 0 {
+            self.maybe_bootstrap();
+        }
+    }
+
+    async fn fetch_layout(&self, id: NodeId, address: &str) -> Result<()> {
+        let bytes = self
+            .transport
+            .get_layout(id, address, self.config.gossip.interval())
+            .await
+            .map_err(|s| Error::Internal(s.message().to_string()))?;
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let layout = Layout::decode(&bytes)?;
+        if layout.partitions() != self.config.cluster.partitions {
+            return Err(Error::Config(format!(
+                "peer {id} uses {} partitions, this node {}; partitions must match",
+                layout.partitions(),
+                self.config.cluster.partitions
+            )));
+        }
+        self.install_layout(layout)?;
+        Ok(())
+    }
+
+    /// Computes layout v1 once `bootstrap_expect` members are seen alive,
+    /// if this node has the lowest id among them.
+    pub fn maybe_bootstrap(&self) {
+        let alive: Vec<MemberInfo> = self
+            .members()
+            .into_iter()
+            .filter(|m| m.liveness == Liveness::Alive && m.info.status != Status::Left)
+            .map(|m| m.info)
+            .collect();
+        if alive.len() < self.config.cluster.bootstrap_expect {
+            return;
+        }
+        if alive.iter().map(|m| m.id).min() != Some(self.me) {
+            return;
+        }
+        let specs: Vec<MemberSpec> = alive
+            .iter()
+            .map(|m| MemberSpec {
+                id: m.id,
+                zone: m.zone.clone(),
+                weight: m.weight,
+            })
+            .collect();
+        match Layout::compute(
+            &specs,
+            self.config.cluster.replication,
+            self.config.cluster.partitions,
+            None,
+        ) {
+            Ok(layout) => {
+                info!(members = specs.len(), "bootstrapping the cluster: computed layout v1");
+                if let Err(e) = self.install_layout(layout) {
+                    warn!("storing layout v1 failed: {e}");
+                }
+            }
+            Err(e) => warn!("computing layout v1 failed: {e}"),
+        }
+    }
+
+    /// Stores and adopts a layout if it is newer than the current one.
+    pub fn install_layout(&self, layout: Layout) -> Result<bool> {
+        let mut current = self.layout.write().unwrap_or_else(|p| p.into_inner());
+        if current
+            .as_ref()
+            .is_some_and(|c| c.version() >= layout.version())
+        {
+            return Ok(false);
+        }
+        let mut batch = WriteBatch::new();
+        batch.put(Cf::Meta, LAYOUT_KEY, layout.encode());
+        self.engine.write(batch)?;
+        let version = layout.version();
+        info!(
+            version,
+            members = layout.members().len(),
+            replication = layout.replication(),
+            "layout installed"
+        );
+        *current = Some(Arc::new(layout));
+        drop(current);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.set_layout_version(version);
+        state.set_status(Status::Up);
+        Ok(true)
+    }
+
+    /// Replicas per node in the current layout.
+    pub fn partitions_owned(&self) -> BTreeMap<NodeId, usize> {
+        self.layout()
+            .map(|l| l.replica_counts())
+            .unwrap_or_default()
+    }
+}
+
+/// Runs gossip rounds until shutdown.
+pub async fn run_gossip(cluster: Arc<Cluster>, mut shutdown: Shutdown) {
+    let mut interval = tokio::time::interval(cluster.config.gossip.interval());
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            _ = interval.tick() => cluster.gossip_round().await,
+        }
+    }
+}
+
+fn entry_to_proto(m: MemberInfo) -> pb::MemberEntry {
+    pb::MemberEntry {
+        id: m.id.to_string(),
+        name: m.name,
+        address: m.address,
+        zone: m.zone,
+        weight: m.weight,
+        generation: m.generation,
+        heartbeat: m.heartbeat,
+        status: m.status.to_string(),
+        layout_version: m.layout_version,
+    }
+}
+
+fn entry_from_proto(e: pb::MemberEntry) -> Result<MemberInfo> {
+    Ok(MemberInfo {
+        id: e
+            .id
+            .parse()
+            .map_err(|_| Error::InvalidArgument(format!("gossiped node id {:?}", e.id)))?,
+        name: e.name,
+        address: e.address,
+        zone: e.zone,
+        weight: e.weight.max(1),
+        generation: e.generation,
+        heartbeat: e.heartbeat,
+        status: e
+            .status
+            .parse()
+            .map_err(|_| Error::InvalidArgument(format!("gossiped status {:?}", e.status)))?,
+        layout_version: e.layout_version,
+    })
+}
+
+fn digest_to_proto(d: &Digest) -> pb::MemberDigest {
+    pb::MemberDigest {
+        id: d.id.to_string(),
+        generation: d.generation,
+        heartbeat: d.heartbeat,
+    }
+}
+
+fn digest_from_proto(d: &pb::MemberDigest) -> Result<Digest> {
+    Ok(Digest {
+        id: d
+            .id
+            .parse()
+            .map_err(|_| Error::InvalidArgument(format!("gossiped node id {:?}", d.id)))?,
+        generation: d.generation,
+        heartbeat: d.heartbeat,
+    })
+}

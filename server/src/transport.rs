@@ -1,0 +1,251 @@
+//! Node-to-node calls: one cached gRPC channel per peer, and the test
+//! fault switch.
+//!
+//! Every internal call carries the sender's node id in the
+//! [`FROM_HEADER`] metadata entry, so the receiver can refuse traffic from
+//! nodes cut off by the fault switch. The switch ([`Faults`]) exists only
+//! for tests: it is set through `Admin.SetFaults`, which a node refuses
+//! unless `debug.fault_injection = true`. Cutting a node off in one
+//! direction blocks this node's calls to it; in the other, this node
+//! refuses its calls.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ringkv_proto::v1 as pb;
+use ringkv_proto::v1::internal_client::InternalClient;
+use ringkv_proto::v1::kv_client::KvClient;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+use crate::error::{Error, Result};
+use crate::version::{NodeId, VersionSet};
+
+/// Metadata key carrying the sending node's id on internal calls.
+pub const FROM_HEADER: &str = "x-ringkv-from";
+
+/// Metadata key marking a KV request already forwarded once by a node.
+pub const FORWARDED_HEADER: &str = "x-ringkv-forwarded";
+
+/// Time allowed to open a connection to a peer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Which peers' traffic is cut (tests only).
+#[derive(Default)]
+pub struct Faults {
+    blocked_outgoing: RwLock<HashSet<NodeId>>,
+    blocked_incoming: RwLock<HashSet<NodeId>>,
+}
+
+impl Faults {
+    /// Replaces both block lists.
+    pub fn set(&self, outgoing: HashSet<NodeId>, incoming: HashSet<NodeId>) {
+        *self.blocked_outgoing.write().unwrap_or_else(|p| p.into_inner()) = outgoing;
+        *self.blocked_incoming.write().unwrap_or_else(|p| p.into_inner()) = incoming;
+    }
+
+    pub fn blocks_outgoing(&self, to: NodeId) -> bool {
+        self.blocked_outgoing
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&to)
+    }
+
+    pub fn blocks_incoming(&self, from: NodeId) -> bool {
+        self.blocked_incoming
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&from)
+    }
+}
+
+/// Whether a failed call means the peer could not be reached (as opposed
+/// to the peer answering with an error): feeds the failure detector.
+pub fn is_unreachable(status: &Status) -> bool {
+    use std::error::Error as _;
+    status.source().is_some()
+        || matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled)
+}
+
+/// Cached channels to peers by node id.
+pub struct Transport {
+    me: NodeId,
+    /// node id → (address, channel). Replaced when a peer's address changes.
+    channels: Mutex<HashMap<NodeId, (String, Channel)>>,
+    pub faults: Arc<Faults>,
+    max_message_bytes: usize,
+}
+
+impl Transport {
+    pub fn new(me: NodeId, max_message_bytes: usize) -> Self {
+        Self {
+            me,
+            channels: Mutex::new(HashMap::new()),
+            faults: Arc::new(Faults::default()),
+            max_message_bytes,
+        }
+    }
+
+    fn channel_for(&self, node: NodeId, address: &str) -> Result<Channel> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((addr, ch)) = channels.get(&node) {
+            if addr == address {
+                return Ok(ch.clone());
+            }
+        }
+        let ch = lazy_channel(address)?;
+        channels.insert(node, (address.to_string(), ch.clone()));
+        Ok(ch)
+    }
+
+    fn request<T>(&self, msg: T, timeout: Duration) -> Request<T> {
+        let mut req = Request::new(msg);
+        req.set_timeout(timeout);
+        if let Ok(v) = MetadataValue::try_from(self.me.to_string()) {
+            req.metadata_mut().insert(FROM_HEADER, v);
+        }
+        req
+    }
+
+    fn check_fault(&self, node: NodeId) -> Result<(), Status> {
+        if self.faults.blocks_outgoing(node) {
+            return Err(Status::unavailable(format!(
+                "traffic to {node} is cut by the fault switch"
+            )));
+        }
+        Ok(())
+    }
+
+    fn internal(&self, node: NodeId, address: &str) -> Result<InternalClient<Channel>, Status> {
+        self.check_fault(node)?;
+        let ch = self
+            .channel_for(node, address)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(InternalClient::new(ch)
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes))
+    }
+
+    /// Sends a key's version set to a replica, which merges it.
+    pub async fn replicate(
+        &self,
+        node: NodeId,
+        address: &str,
+        key: Bytes,
+        state: &VersionSet,
+        timeout: Duration,
+    ) -> Result<(), Status> {
+        let msg = pb::ReplicateRequest {
+            key,
+            version_set: state.encode().into(),
+            from: self.me.to_string(),
+        };
+        self.internal(node, address)?
+            .replicate(self.request(msg, timeout))
+            .await
+            .map(|_| ())
+    }
+
+    /// Reads a replica's stored version set of a key.
+    pub async fn local_read(
+        &self,
+        node: NodeId,
+        address: &str,
+        key: Bytes,
+        timeout: Duration,
+    ) -> Result<Option<VersionSet>, Status> {
+        let resp = self
+            .internal(node, address)?
+            .local_read(self.request(pb::LocalReadRequest { key }, timeout))
+            .await?
+            .into_inner();
+        if !resp.found {
+            return Ok(None);
+        }
+        VersionSet::decode(&resp.version_set)
+            .map(Some)
+            .map_err(|e| Status::internal(format!("version set from {node}: {e}")))
+    }
+
+    /// Gossips with a peer. `node` is `None` for a seed whose id is not yet known.
+    pub async fn gossip(
+        &self,
+        node: Option<NodeId>,
+        address: &str,
+        msg: pb::GossipRequest,
+        timeout: Duration,
+    ) -> Result<pb::GossipResponse, Status> {
+        let mut client = match node {
+            Some(node) => self.internal(node, address)?,
+            None => InternalClient::new(
+                lazy_channel(address).map_err(|e| Status::invalid_argument(e.to_string()))?,
+            ),
+        };
+        client
+            .gossip(self.request(msg, timeout))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Fetches a peer's layout (encoded; empty when it has none).
+    pub async fn get_layout(
+        &self,
+        node: NodeId,
+        address: &str,
+        timeout: Duration,
+    ) -> Result<Bytes, Status> {
+        self.internal(node, address)?
+            .get_layout(self.request(pb::GetLayoutRequest {}, timeout))
+            .await
+            .map(|r| r.into_inner().layout)
+    }
+
+    /// A KV client for forwarding a request to the key's coordinator.
+    pub fn kv(&self, node: NodeId, address: &str) -> Result<KvClient<Channel>, Status> {
+        self.check_fault(node)?;
+        let ch = self
+            .channel_for(node, address)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(KvClient::new(ch)
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes))
+    }
+
+    /// Marks a request as sent by this node (for forwarded KV requests).
+    pub fn stamp<T>(&self, req: &mut Request<T>) {
+        if let Ok(v) = MetadataValue::try_from(self.me.to_string()) {
+            req.metadata_mut().insert(FROM_HEADER, v);
+        }
+        req.metadata_mut()
+            .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
+    }
+}
+
+fn lazy_channel(address: &str) -> Result<Channel> {
+    let uri = if address.contains("://") {
+        address.to_string()
+    } else {
+        format!("http://{address}")
+    };
+    Ok(Endpoint::from_shared(uri)
+        .map_err(|e| Error::InvalidArgument(format!("bad peer address {address:?}: {e}")))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+/// The sending node of an internal request, from its metadata.
+pub fn sender<T>(req: &Request<T>) -> Option<NodeId> {
+    req.metadata()
+        .get(FROM_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse().ok())
+}
+
+/// Whether a KV request was already forwarded by another node.
+pub fn was_forwarded<T>(req: &Request<T>) -> bool {
+    req.metadata().get(FORWARDED_HEADER).is_some()
+}
