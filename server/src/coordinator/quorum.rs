@@ -151,7 +151,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn times_out_with_what_it_got() {
-        let err = quorum(vec![ok("a", 1), ok("b", 5_000)], 2, vec!["self".into()], Duration::from_secs(1))
+        let err = quorum(vec![ok("a", 1), ok("b", 5_000)], 3, vec!["self".into()], Duration::from_secs(1))
             .await
             .err()
             .unwrap();
