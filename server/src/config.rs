@@ -417,7 +417,10 @@ impl Config {
         if !(1.0..=64.0).contains(&self.storage.bloom_bits_per_key) {
             return fail("storage.bloom_bits_per_key must be between 1 and 64".to_string());
         }
-        if self.metrics.enabled && self.metrics.listen == self.node.listen {
+        if self.metrics.enabled
+            && self.metrics.listen == self.node.listen
+            && self.node.listen.port() != 0
+        {
             return fail("metrics.listen must differ from node.listen".to_string());
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)

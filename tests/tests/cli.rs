@@ -66,9 +66,16 @@ fn assert_exit(o: &Output, code: i32) {
 fn assert_one_line_error(o: &Output, code: i32, needles: &[&str]) {
     assert_exit(o, code);
     let err = stderr(o);
-    assert_eq!(err.lines().count(), 1, "the error must be one line: {err:?}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "the error must be one line: {err:?}"
+    );
     for needle in needles {
-        assert!(err.contains(needle), "stderr {err:?} should mention {needle:?}");
+        assert!(
+            err.contains(needle),
+            "stderr {err:?} should mention {needle:?}"
+        );
     }
     assert!(o.stdout.is_empty(), "stdout: {}", stdout(o));
 }
@@ -106,7 +113,11 @@ async fn get_of_a_missing_key_exits_1_with_not_found_on_stderr() {
     let get = node.run(&["get", "nothing-here"]);
     assert_exit(&get, 1);
     assert!(get.stdout.is_empty(), "stdout: {}", stdout(&get));
-    assert!(stderr(&get).contains("not found"), "stderr: {}", stderr(&get));
+    assert!(
+        stderr(&get).contains("not found"),
+        "stderr: {}",
+        stderr(&get)
+    );
 }
 
 #[tokio::test]
@@ -118,7 +129,11 @@ async fn delete_then_get_exits_1() {
     assert_eq!(stdout(&delete), "OK\n");
     let get = node.run(&["get", "doomed"]);
     assert_exit(&get, 1);
-    assert!(stderr(&get).contains("not found"), "stderr: {}", stderr(&get));
+    assert!(
+        stderr(&get).contains("not found"),
+        "stderr: {}",
+        stderr(&get)
+    );
 }
 
 #[tokio::test]
@@ -136,7 +151,10 @@ async fn consistency_levels_are_accepted_as_words_in_any_case_and_numbers() {
         assert_exit(&get, 0);
         assert_eq!(stdout(&get), "v5\n", "-r {r}");
     }
-    assert_exit(&node.run(&["put", "k", "long", "--write", "quorum", "--strict"]), 0);
+    assert_exit(
+        &node.run(&["put", "k", "long", "--write", "quorum", "--strict"]),
+        0,
+    );
     assert_exit(&node.run(&["get", "k", "--read", "all"]), 0);
     assert_exit(&node.run(&["delete", "k", "-w", "all"]), 0);
     assert_exit(&node.run(&["get", "k"]), 1);
@@ -217,8 +235,16 @@ async fn put_from_a_file_keeps_binary_content() {
     assert_exit(&get, 0);
     let out = json(&get);
     let expected = base64::engine::general_purpose::STANDARD.encode(&bytes);
-    assert_eq!(out["siblings"][0]["value_base64"], Json::String(expected), "{out}");
-    assert_eq!(out["siblings"][0].get("value"), None, "binary must not appear as text: {out}");
+    assert_eq!(
+        out["siblings"][0]["value_base64"],
+        Json::String(expected),
+        "{out}"
+    );
+    assert_eq!(
+        out["siblings"][0].get("value"),
+        None,
+        "binary must not appear as text: {out}"
+    );
 
     // Text mode writes the raw bytes and a newline.
     let get = node.run(&["get", "bin"]);
@@ -249,7 +275,10 @@ async fn ttl_expires_the_value() {
             break;
         }
         assert_exit(&get, 0);
-        assert!(Instant::now() < deadline, "a --ttl 1s value is still readable after 12.5 s");
+        assert!(
+            Instant::now() < deadline,
+            "a --ttl 1s value is still readable after 12.5 s"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 
@@ -272,7 +301,11 @@ async fn context_from_show_context_creates_and_resolves_siblings() {
     let read = node.run(&["get", "doc", "--show-context"]);
     assert_exit(&read, 0);
     assert_eq!(stdout(&read), "v2\nv3\n");
-    assert!(stderr(&read).contains("2 siblings"), "stderr: {}", stderr(&read));
+    assert!(
+        stderr(&read).contains("2 siblings"),
+        "stderr: {}",
+        stderr(&read)
+    );
     let both = shown_context(&read);
 
     // A write that saw both replaces both.
@@ -316,13 +349,66 @@ async fn malformed_context_exits_2() {
 #[test]
 fn unreachable_endpoint_exits_6_naming_it() {
     let endpoint = format!("127.0.0.1:{}", free_port());
-    for args in [&["get", "k"][..], &["put", "k", "v"][..], &["cluster", "status"][..]] {
+    for args in [
+        &["get", "k"][..],
+        &["put", "k", "v"][..],
+        &["cluster", "status"][..],
+    ] {
         let out = cli(&endpoint, args);
         assert_exit(&out, 6);
         let err = stderr(&out);
-        assert!(err.contains(&endpoint), "{args:?}: stderr should name {endpoint}: {err:?}");
-        assert_eq!(err.lines().count(), 1, "{args:?}: the error must be one line: {err:?}");
+        assert!(
+            err.contains(&endpoint),
+            "{args:?}: stderr should name {endpoint}: {err:?}"
+        );
+        assert_eq!(
+            err.lines().count(),
+            1,
+            "{args:?}: the error must be one line: {err:?}"
+        );
     }
+}
+
+#[test]
+fn unreachable_endpoint_in_json_mode_reports_a_retryable_error() {
+    let endpoint = format!("127.0.0.1:{}", free_port());
+    let out = cli(&endpoint, &["--output", "json", "get", "k"]);
+    assert_exit(&out, 6);
+    let report = json(&out);
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["retryable"], true, "{report}");
+    assert!(
+        report["error"].as_str().unwrap().contains(&endpoint),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_in_the_list_is_skipped() {
+    let node = start().await;
+    let dead = format!("127.0.0.1:{}", free_port());
+    let endpoints = format!("{dead},{}", node.server.grpc);
+    for _ in 0..3 {
+        assert_exit(&cli(&endpoints, &["put", "k", "v"]), 0);
+        let get = cli(&endpoints, &["get", "k"]);
+        assert_exit(&get, 0);
+        assert_eq!(stdout(&get), "v\n");
+    }
+}
+
+#[tokio::test]
+async fn other_bad_arguments_exit_2() {
+    let node = start().await;
+    let empty = node.run(&["put", "k", ""]);
+    assert_one_line_error(&empty, 2, &["value", "empty"]);
+    let zero_timeout = node.run(&["--timeout", "0s", "get", "k"]);
+    assert_exit(&zero_timeout, 2);
+    let long_key = "k".repeat(4097);
+    let long = node.run(&["put", &long_key, "v"]);
+    assert_one_line_error(&long, 2, &["4097"]);
+    let no_value = node.run(&["put", "k"]);
+    assert_exit(&no_value, 2);
+    assert_exit(&node.run(&["get", "k"]), 1);
 }
 
 #[tokio::test]

@@ -116,7 +116,10 @@ fn run_until_exit(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Option<i3
         std::thread::sleep(Duration::from_millis(20));
     };
     let stderr = std::fs::read_to_string(&err_path).unwrap();
-    assert!(!stderr.contains("panicked"), "the server panicked:\n{stderr}");
+    assert!(
+        !stderr.contains("panicked"),
+        "the server panicked:\n{stderr}"
+    );
     (status.code(), stderr)
 }
 
@@ -150,7 +153,10 @@ fn print_config_shows_the_defaults() {
     assert_eq!(str_of(&c, "storage", "engine"), "rocksdb");
     assert_eq!(str_of(&c, "storage", "sync"), "periodic");
     // Printing the configuration touches nothing on disk.
-    assert!(!dir.path().join("data").exists(), "--print-config created the data directory");
+    assert!(
+        !dir.path().join("data").exists(),
+        "--print-config created the data directory"
+    );
 }
 
 #[test]
@@ -162,16 +168,23 @@ fn printed_config_is_a_valid_config_file() {
     assert_eq!(out.status.code(), Some(0));
     let path = dir.path().join("printed.toml");
     std::fs::write(&path, &out.stdout).unwrap();
-    let again = server_command(dir.path(), &["--print-config", "--config", path.to_str().unwrap()], &[])
-        .output()
-        .unwrap();
+    let again = server_command(
+        dir.path(),
+        &["--print-config", "--config", path.to_str().unwrap()],
+        &[],
+    )
+    .output()
+    .unwrap();
     assert_eq!(
         again.status.code(),
         Some(0),
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&again.stdout), String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout),
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
@@ -199,7 +212,11 @@ fn a_flag_beats_the_environment() {
         ("RINGKV__NODE__NAME", "envname"),
         ("RINGKV__STORAGE__ENGINE", "rocksdb"),
     ];
-    let c = print_config(dir.path(), &["--name", "flagname", "--engine", "memory"], &env);
+    let c = print_config(
+        dir.path(),
+        &["--name", "flagname", "--engine", "memory"],
+        &env,
+    );
     assert_eq!(str_of(&c, "node", "name"), "flagname");
     assert_eq!(str_of(&c, "storage", "engine"), "memory");
 }
@@ -221,16 +238,32 @@ fn a_config_file_is_applied_and_the_environment_and_flags_beat_it() {
     assert_eq!(int_of(&c, "cluster", "replication"), 5);
     assert_eq!(int_of(&c, "cluster", "read"), 2);
     assert_eq!(int_of(&c, "limits", "max_value_bytes"), 2048);
-    assert_eq!(int_of(&c, "cluster", "partitions"), 256, "keys the file omits keep their defaults");
+    assert_eq!(
+        int_of(&c, "cluster", "partitions"),
+        256,
+        "keys the file omits keep their defaults"
+    );
 
     let env = [("RINGKV__NODE__NAME", "envname")];
     let c = print_config(dir.path(), &["--config", path], &env);
-    assert_eq!(str_of(&c, "node", "name"), "envname", "the environment beats the file");
+    assert_eq!(
+        str_of(&c, "node", "name"),
+        "envname",
+        "the environment beats the file"
+    );
     assert_eq!(str_of(&c, "node", "zone"), "zone-a");
     assert_eq!(int_of(&c, "cluster", "replication"), 5);
 
-    let c = print_config(dir.path(), &["--config", path, "--listen", "127.0.0.1:7600"], &env);
-    assert_eq!(str_of(&c, "node", "listen"), "127.0.0.1:7600", "a flag beats the file");
+    let c = print_config(
+        dir.path(),
+        &["--config", path, "--listen", "127.0.0.1:7600"],
+        &env,
+    );
+    assert_eq!(
+        str_of(&c, "node", "listen"),
+        "127.0.0.1:7600",
+        "a flag beats the file"
+    );
     assert_eq!(str_of(&c, "node", "name"), "envname");
 }
 
@@ -240,18 +273,28 @@ fn an_unknown_key_in_the_file_exits_2_naming_it() {
     let path = write_config(&dir, "[node]\nlisn = \"127.0.0.1:7400\"\n");
     let (code, stderr) = run_until_exit(dir.path(), &["--config", path.to_str().unwrap()], &[]);
     assert_eq!(code, Some(2), "stderr:\n{stderr}");
-    assert!(stderr.contains("lisn"), "the message must name the key:\n{stderr}");
+    assert!(
+        stderr.contains("lisn"),
+        "the message must name the key:\n{stderr}"
+    );
 
     let path = write_config(&dir, "[nodes]\nname = \"x\"\n");
     let (code, stderr) = run_until_exit(dir.path(), &["--config", path.to_str().unwrap()], &[]);
     assert_eq!(code, Some(2), "stderr:\n{stderr}");
-    assert!(stderr.contains("nodes"), "the message must name the section:\n{stderr}");
+    assert!(
+        stderr.contains("nodes"),
+        "the message must name the section:\n{stderr}"
+    );
 }
 
 #[test]
 fn an_unknown_environment_key_exits_2_naming_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, stderr) = run_until_exit(dir.path(), &[], &[("RINGKV__NODE__LISTN", "127.0.0.1:7400")]);
+    let (code, stderr) = run_until_exit(
+        dir.path(),
+        &[],
+        &[("RINGKV__NODE__LISTN", "127.0.0.1:7400")],
+    );
     assert_eq!(code, Some(2), "stderr:\n{stderr}");
     assert!(
         stderr.to_lowercase().contains("listn"),
@@ -262,13 +305,20 @@ fn an_unknown_environment_key_exits_2_naming_it() {
 #[test]
 fn a_bad_value_exits_2_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let (code, stderr) = run_until_exit(dir.path(), &[], &[("RINGKV__CLUSTER__REPLICATION", "three")]);
+    let (code, stderr) = run_until_exit(
+        dir.path(),
+        &[],
+        &[("RINGKV__CLUSTER__REPLICATION", "three")],
+    );
     assert_eq!(code, Some(2), "stderr:\n{stderr}");
     assert!(stderr.contains("replication"), "{stderr}");
 
     let (code, stderr) = run_until_exit(dir.path(), &["--engine", "paper"], &[]);
     assert_eq!(code, Some(2), "stderr:\n{stderr}");
-    assert!(stderr.contains("paper") || stderr.contains("engine"), "{stderr}");
+    assert!(
+        stderr.contains("paper") || stderr.contains("engine"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -297,15 +347,95 @@ fn a_port_in_use_makes_the_server_exit_with_a_clear_message() {
     let addr = taken.local_addr().unwrap().to_string();
 
     let (code, stderr) = run_until_exit(dir.path(), &["--listen", addr.as_str()], &[]);
-    assert!(matches!(code, Some(c) if c != 0), "exit {code:?}; stderr:\n{stderr}");
-    assert!(stderr.contains(&addr), "the message must name the address:\n{stderr}");
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "exit {code:?}; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&addr),
+        "the message must name the address:\n{stderr}"
+    );
     assert!(stderr.to_lowercase().contains("in use"), "{stderr}");
 
     let (code, stderr) = run_until_exit(dir.path(), &["--metrics-listen", addr.as_str()], &[]);
-    assert!(matches!(code, Some(c) if c != 0), "exit {code:?}; stderr:\n{stderr}");
-    assert!(stderr.contains(&addr), "the message must name the address:\n{stderr}");
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "exit {code:?}; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&addr),
+        "the message must name the address:\n{stderr}"
+    );
     assert!(stderr.to_lowercase().contains("in use"), "{stderr}");
     drop(taken);
+}
+
+#[test]
+fn a_data_dir_that_cannot_be_created_exits_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let data = file.join("data");
+    let data = data.to_str().unwrap();
+    let (code, stderr) = run_until_exit(dir.path(), &["--data-dir", data], &[]);
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "exit {code:?}; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(data),
+        "the message must name the directory:\n{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_second_node_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let mut first = ServerProcess::start(&data, &[]).unwrap();
+    first.wait_ready().await.unwrap();
+
+    let (code, stderr) = run_until_exit(dir.path(), &["--data-dir", data.to_str().unwrap()], &[]);
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "exit {code:?}; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("lock"),
+        "the message must say the directory is locked:\n{stderr}"
+    );
+
+    // The first node is unharmed.
+    let client = first.client();
+    client
+        .put("k", "v", ringkv_client::PutOptions::default())
+        .await
+        .unwrap();
+}
+
+#[test]
+fn port_zero_for_both_listeners_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = print_config(
+        dir.path(),
+        &["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"],
+        &[],
+    );
+    assert_eq!(str_of(&c, "node", "listen"), "127.0.0.1:0");
+    assert_eq!(str_of(&c, "metrics", "listen"), "127.0.0.1:0");
+}
+
+#[test]
+fn the_same_address_for_grpc_and_metrics_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let (code, stderr) = run_until_exit(
+        dir.path(),
+        &["--listen", addr.as_str(), "--metrics-listen", addr.as_str()],
+        &[],
+    );
+    assert_eq!(code, Some(2), "stderr:\n{stderr}");
+    assert!(stderr.contains("metrics.listen"), "{stderr}");
 }
 
 /// Every `section.key` of a TOML table.
@@ -331,19 +461,35 @@ fn the_sample_config_documents_every_key_with_its_default() {
 
     let dir = tempfile::tempdir().unwrap();
     let defaults = print_config(dir.path(), &[], &[]);
-    let missing: Vec<String> = keys(&defaults).difference(&keys(&sample)).cloned().collect();
-    assert!(missing.is_empty(), "deploy/ringkv.toml does not document {missing:?}");
+    let missing: Vec<String> = keys(&defaults)
+        .difference(&keys(&sample))
+        .cloned()
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "deploy/ringkv.toml does not document {missing:?}"
+    );
 
-    let with_sample = print_config(dir.path(), &["--config", sample_path.to_str().unwrap()], &[]);
-    assert_eq!(with_sample, defaults, "deploy/ringkv.toml must hold the defaults");
+    let with_sample = print_config(
+        dir.path(),
+        &["--config", sample_path.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(
+        with_sample, defaults,
+        "deploy/ringkv.toml must hold the defaults"
+    );
 }
 
 #[tokio::test]
 async fn a_node_started_with_the_sample_config_serves() {
     let sample = sample_config();
     let dir = tempfile::tempdir().unwrap();
-    let mut server =
-        ServerProcess::start(&dir.path().join("node"), &["--config", sample.to_str().unwrap()]).unwrap();
+    let mut server = ServerProcess::start(
+        &dir.path().join("node"),
+        &["--config", sample.to_str().unwrap()],
+    )
+    .unwrap();
     server.wait_ready().await.unwrap();
 
     let client = server.client();
@@ -362,5 +508,8 @@ async fn a_node_started_with_the_sample_config_serves() {
     assert_eq!(status.replication, 3);
     assert_eq!(status.cluster_name, "ringkv");
     assert_eq!(status.storage_engine, "rocksdb");
-    assert_eq!(status.address, server.grpc, "the --listen flag beats the file");
+    assert_eq!(
+        status.address, server.grpc,
+        "the --listen flag beats the file"
+    );
 }
