@@ -319,8 +319,10 @@ impl Client {
 
     /// Fetches the layout from the first endpoint that answers.
     pub async fn refresh_layout(&self) -> Result<()> {
-        *self.routing_fetched.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(std::time::Instant::now());
+        *self
+            .routing_fetched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
         let resp = self
             .with_failover(None, true, DEFAULT_CLIENT_DEADLINE, |ch| async move {
                 AdminClient::new(ch).layout(pb::LayoutRequest {}).await
@@ -360,7 +362,11 @@ impl Client {
         if !self.routing_enabled {
             return;
         }
-        let due = match *self.routing_fetched.lock().unwrap_or_else(|p| p.into_inner()) {
+        let due = match *self
+            .routing_fetched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+        {
             None => true,
             Some(at) => {
                 at.elapsed() > LAYOUT_REFRESH
@@ -385,7 +391,12 @@ impl Client {
     fn targets(&self, key: Option<&[u8]>) -> Vec<String> {
         let mut out = Vec::new();
         if let (Some(key), true) = (key, self.routing_enabled) {
-            if let Some(r) = self.routing.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            if let Some(r) = self
+                .routing
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+            {
                 if let Some(replicas) = r.replicas.get(r.partition_of(key) as usize) {
                     out.extend(replicas.iter().cloned());
                 }
@@ -405,39 +416,59 @@ impl Client {
         &self.endpoints
     }
 
-    pub async fn get(&self, key: impl Into<Bytes>, opts: RequestOptions, lww: bool) -> Result<GetResult> {
+    pub async fn get(
+        &self,
+        key: impl Into<Bytes>,
+        opts: RequestOptions,
+        lww: bool,
+    ) -> Result<GetResult> {
         let req = pb::GetRequest {
             key: key.into(),
             consistency: Some(opts.to_proto()),
-            resolve: if lww { pb::Resolve::Lww } else { pb::Resolve::AllSiblings } as i32,
+            resolve: if lww {
+                pb::Resolve::Lww
+            } else {
+                pb::Resolve::AllSiblings
+            } as i32,
         };
         self.ensure_routing().await;
         let key_bytes = req.key.clone();
         // Reads are idempotent: any failure that says "retry" may go to the next node.
         self.with_failover(Some(&key_bytes), true, opts.client_deadline(), |ch| {
             let req = req.clone();
-            async move { KvClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES).get(req).await }
+            async move {
+                KvClient::new(ch)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .get(req)
+                    .await
+            }
         })
         .await
         .map(|r| {
             let meta: ReplyMeta = r.meta.into();
             self.saw_layout(&meta);
             GetResult {
-            siblings: r
-                .siblings
-                .into_iter()
-                .map(|s| Sibling {
-                    value: s.value,
-                    timestamp: s.timestamp,
-                    expires_at_ms: s.expires_at_ms,
-                })
-                .collect(),
-            context: Context(r.context),
-            meta,
-        }})
+                siblings: r
+                    .siblings
+                    .into_iter()
+                    .map(|s| Sibling {
+                        value: s.value,
+                        timestamp: s.timestamp,
+                        expires_at_ms: s.expires_at_ms,
+                    })
+                    .collect(),
+                context: Context(r.context),
+                meta,
+            }
+        })
     }
 
-    pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>, opts: PutOptions) -> Result<PutResult> {
+    pub async fn put(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
         let req = pb::PutRequest {
             key: key.into(),
             value: value.into(),
@@ -447,15 +478,20 @@ impl Client {
         };
         self.ensure_routing().await;
         let key_bytes = req.key.clone();
-        self.with_failover(Some(&key_bytes), false, opts.consistency.client_deadline(), |ch| {
-            let req = req.clone();
-            async move {
-                KvClient::new(ch)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES)
-                    .put(req)
-                    .await
-            }
-        })
+        self.with_failover(
+            Some(&key_bytes),
+            false,
+            opts.consistency.client_deadline(),
+            |ch| {
+                let req = req.clone();
+                async move {
+                    KvClient::new(ch)
+                        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+                        .put(req)
+                        .await
+                }
+            },
+        )
         .await
         .map(|r| {
             let meta: ReplyMeta = r.meta.into();

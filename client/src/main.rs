@@ -20,7 +20,13 @@ use serde_json::json;
 #[command(name = "ringkv", version, about = "Command-line client for ringkv")]
 struct Cli {
     /// Nodes to contact, comma separated host:port.
-    #[arg(long, env = "RINGKV_ENDPOINTS", default_value = "127.0.0.1:7379", value_delimiter = ',', global = true)]
+    #[arg(
+        long,
+        env = "RINGKV_ENDPOINTS",
+        default_value = "127.0.0.1:7379",
+        value_delimiter = ',',
+        global = true
+    )]
     endpoints: Vec<String>,
     /// Output format: text for people, json for scripts.
     #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
@@ -172,7 +178,16 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
     };
     let mut stdout = std::io::stdout().lock();
     match cli.command {
-        Command::Put { key, value, file, w, strict, ttl, context, show_context } => {
+        Command::Put {
+            key,
+            value,
+            file,
+            w,
+            strict,
+            ttl,
+            context,
+            show_context,
+        } => {
             let value = match (value, file) {
                 (Some(v), _) => Bytes::from(v),
                 (None, Some(path)) if path.as_os_str() == "-" => {
@@ -184,10 +199,16 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 (None, Some(path)) => Bytes::from(std::fs::read(&path).map_err(|e| {
                     Error::InvalidArgument(format!("cannot read {}: {e}", path.display()))
                 })?),
-                (None, None) => return Err(Error::InvalidArgument("give a value or --file".into())),
+                (None, None) => {
+                    return Err(Error::InvalidArgument("give a value or --file".into()))
+                }
             };
             let opts = PutOptions {
-                consistency: RequestOptions { level: w, sloppy: strict.then_some(false), ..base },
+                consistency: RequestOptions {
+                    level: w,
+                    sloppy: strict.then_some(false),
+                    ..base
+                },
                 context: context.as_deref().map(parse_context).transpose()?,
                 ttl,
             };
@@ -209,19 +230,28 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Get { key, r, resolve, show_context } => {
+        Command::Get {
+            key,
+            r,
+            resolve,
+            show_context,
+        } => {
             let opts = RequestOptions { level: r, ..base };
             let lww = resolve == Some(ResolveArg::Lww);
             let res = client.get(key.clone(), opts, lww).await?;
             if json {
-                let values: Vec<_> = res.siblings.iter().map(|s| {
-                    let mut v = json_value(&s.value);
-                    v["timestamp"] = json!(s.timestamp);
-                    if let Some(e) = s.expires_at_ms {
-                        v["expires_at_ms"] = json!(e);
-                    }
-                    v
-                }).collect();
+                let values: Vec<_> = res
+                    .siblings
+                    .iter()
+                    .map(|s| {
+                        let mut v = json_value(&s.value);
+                        v["timestamp"] = json!(s.timestamp);
+                        if let Some(e) = s.expires_at_ms {
+                            v["expires_at_ms"] = json!(e);
+                        }
+                        v
+                    })
+                    .collect();
                 let out = json!({
                     "found": res.found(),
                     "siblings": values,
@@ -229,7 +259,11 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                     "meta": print_meta_json(&res.meta),
                 });
                 let _ = writeln!(stdout, "{out}");
-                return Ok(if res.found() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+                return Ok(if res.found() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                });
             }
             if !res.found() {
                 eprintln!("not found: {key}");
@@ -253,12 +287,25 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Delete { key, w, strict, context } => {
-            let opts = RequestOptions { level: w, sloppy: strict.then_some(false), ..base };
+        Command::Delete {
+            key,
+            w,
+            strict,
+            context,
+        } => {
+            let opts = RequestOptions {
+                level: w,
+                sloppy: strict.then_some(false),
+                ..base
+            };
             let context = context.as_deref().map(parse_context).transpose()?;
             let meta = client.delete(key, context, opts).await?;
             if json {
-                let _ = writeln!(stdout, "{}", json!({ "ok": true, "meta": print_meta_json(&meta) }));
+                let _ = writeln!(
+                    stdout,
+                    "{}",
+                    json!({ "ok": true, "meta": print_meta_json(&meta) })
+                );
             } else {
                 let _ = writeln!(stdout, "OK");
             }
@@ -267,29 +314,51 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::LocalGet { key } => {
             let copy = client.local_get(0, key.clone()).await?;
             if json {
-                let versions: Vec<_> = copy.versions.iter().map(|v| {
-                    let mut o = json_value(&v.value);
-                    o["node"] = json!(v.node);
-                    o["counter"] = json!(v.counter);
-                    o["timestamp"] = json!(v.timestamp);
-                    o["tombstone"] = json!(v.tombstone);
-                    o
-                }).collect();
+                let versions: Vec<_> = copy
+                    .versions
+                    .iter()
+                    .map(|v| {
+                        let mut o = json_value(&v.value);
+                        o["node"] = json!(v.node);
+                        o["counter"] = json!(v.counter);
+                        o["timestamp"] = json!(v.timestamp);
+                        o["tombstone"] = json!(v.tombstone);
+                        o
+                    })
+                    .collect();
                 let out = json!({ "found": copy.found, "partition": copy.partition, "versions": versions, "context": encode_context(&copy.context) });
                 let _ = writeln!(stdout, "{out}");
             } else if !copy.found {
-                eprintln!("not stored on {}: {key} (partition {})", client.endpoints()[0], copy.partition);
+                eprintln!(
+                    "not stored on {}: {key} (partition {})",
+                    client.endpoints()[0],
+                    copy.partition
+                );
                 return Ok(ExitCode::from(1));
             } else {
                 let _ = writeln!(stdout, "partition {}", copy.partition);
                 for v in &copy.versions {
-                    let shown = if v.tombstone { "<tombstone>".to_string() } else { String::from_utf8_lossy(&v.value).into_owned() };
-                    let _ = writeln!(stdout, "{}:{} ts={} {}", v.node, v.counter, v.timestamp, shown);
+                    let shown = if v.tombstone {
+                        "<tombstone>".to_string()
+                    } else {
+                        String::from_utf8_lossy(&v.value).into_owned()
+                    };
+                    let _ = writeln!(
+                        stdout,
+                        "{}:{} ts={} {}",
+                        v.node, v.counter, v.timestamp, shown
+                    );
                 }
             }
-            Ok(if copy.found { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if copy.found {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
-        Command::Cluster { command: ClusterCommand::Status } => {
+        Command::Cluster {
+            command: ClusterCommand::Status,
+        } => {
             let members = client.members().await?;
             let total: u32 = members.iter().map(|m| m.partitions_owned).sum();
             let share = |owned: u32| {
@@ -308,14 +377,31 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 })).collect();
                 let _ = writeln!(stdout, "{}", json!({ "members": list }));
             } else {
-                let _ = writeln!(stdout, "{:<18} {:<10} {:<22} {:<10} {:<8} {:<8} {:>10} {:>7}", "NODE", "NAME", "ADDRESS", "ZONE", "STATUS", "LIVENESS", "PARTITIONS", "SHARE");
+                let _ = writeln!(
+                    stdout,
+                    "{:<18} {:<10} {:<22} {:<10} {:<8} {:<8} {:>10} {:>7}",
+                    "NODE", "NAME", "ADDRESS", "ZONE", "STATUS", "LIVENESS", "PARTITIONS", "SHARE"
+                );
                 for m in &members {
-                    let _ = writeln!(stdout, "{:<18} {:<10} {:<22} {:<10} {:<8} {:<8} {:>10} {:>6.1}%", m.node_id, m.name, m.address, m.zone, m.status, m.liveness, m.partitions_owned, share(m.partitions_owned));
+                    let _ = writeln!(
+                        stdout,
+                        "{:<18} {:<10} {:<22} {:<10} {:<8} {:<8} {:>10} {:>6.1}%",
+                        m.node_id,
+                        m.name,
+                        m.address,
+                        m.zone,
+                        m.status,
+                        m.liveness,
+                        m.partitions_owned,
+                        share(m.partitions_owned)
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Cluster { command: ClusterCommand::Layout } => {
+        Command::Cluster {
+            command: ClusterCommand::Layout,
+        } => {
             let layout = client.layout().await?;
             if layout.version == 0 {
                 return Err(Error::Unavailable(
@@ -328,21 +414,35 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 .map(|m| (m.node_id.as_str(), m.name.as_str()))
                 .collect();
             if json {
-                let parts: Vec<_> = layout.assignments.iter().map(|a| json!({
-                    "partition": a.partition, "replicas": a.replicas,
-                })).collect();
+                let parts: Vec<_> = layout
+                    .assignments
+                    .iter()
+                    .map(|a| {
+                        json!({
+                            "partition": a.partition, "replicas": a.replicas,
+                        })
+                    })
+                    .collect();
                 let out = json!({
                     "version": layout.version, "partitions": layout.partitions,
                     "replication": layout.replication, "assignments": parts,
                 });
                 let _ = writeln!(stdout, "{out}");
             } else {
-                let _ = writeln!(stdout, "layout v{}: {} partitions, {} replicas each", layout.version, layout.partitions, layout.replication);
+                let _ = writeln!(
+                    stdout,
+                    "layout v{}: {} partitions, {} replicas each",
+                    layout.version, layout.partitions, layout.replication
+                );
                 for a in &layout.assignments {
-                    let replicas: Vec<String> = a.replicas.iter().map(|id| match names.get(id.as_str()) {
-                        Some(name) => format!("{name}({id})"),
-                        None => id.clone(),
-                    }).collect();
+                    let replicas: Vec<String> = a
+                        .replicas
+                        .iter()
+                        .map(|id| match names.get(id.as_str()) {
+                            Some(name) => format!("{name}({id})"),
+                            None => id.clone(),
+                        })
+                        .collect();
                     let _ = writeln!(stdout, "{:>5}  {}", a.partition, replicas.join(" "));
                 }
             }
@@ -354,7 +454,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.output == Output::Json;
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ringkv: cannot start: {e}");
@@ -365,8 +468,15 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             if json {
-                let kind = format!("{e:?}").split('(').next().unwrap_or("Error").to_string();
-                println!("{}", json!({ "ok": false, "error": e.to_string(), "kind": kind, "retryable": e.is_retryable() }));
+                let kind = format!("{e:?}")
+                    .split('(')
+                    .next()
+                    .unwrap_or("Error")
+                    .to_string();
+                println!(
+                    "{}",
+                    json!({ "ok": false, "error": e.to_string(), "kind": kind, "retryable": e.is_retryable() })
+                );
             }
             eprintln!("ringkv: {e}");
             ExitCode::from(exit_code(&e))

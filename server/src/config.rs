@@ -480,7 +480,9 @@ mod tests {
     fn unknown_keys_and_bad_values_are_errors() {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(file, "[node]\nlisen = \"127.0.0.1:7400\"").unwrap();
-        let err = Config::load(Some(file.path()), &[]).unwrap_err().to_string();
+        let err = Config::load(Some(file.path()), &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("lisen"), "{err}");
 
         let bad = vec![("cluster.partitions".to_string(), "100".to_string())];

@@ -31,7 +31,11 @@ fn join<T: fmt::Display>(items: &[T]) -> String {
     if items.is_empty() {
         return "none".to_string();
     }
-    items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +46,9 @@ pub enum Error {
     InvalidArgument(String),
 
     /// A context supplied by the client could not be decoded.
-    #[error("malformed context: {0}; pass back the context exactly as a get returned it, or omit it")]
+    #[error(
+        "malformed context: {0}; pass back the context exactly as a get returned it, or omit it"
+    )]
     MalformedContext(String),
 
     /// Bytes read from storage or from a peer could not be decoded.

@@ -12,16 +12,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::server::Shutdown;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use crate::server::Shutdown;
 
 use crate::storage::Engine;
 
 /// Latency bucket bounds in seconds: 100 µs to 10 s, roughly ×2.5 apart.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
 ];
 
 /// Largest HTTP request head the metrics endpoint reads.
@@ -101,20 +101,36 @@ impl Metrics {
     }
 
     pub fn siblings_collapsed(&self, n: usize) {
-        self.siblings_collapsed.fetch_add(n as u64, Ordering::Relaxed);
+        self.siblings_collapsed
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Prometheus text exposition format.
     pub fn render(&self, engine: &dyn Engine) -> String {
         let mut out = String::new();
-        out.push_str("# HELP ringkv_requests_total Requests served, by operation and gRPC status.\n");
+        out.push_str(
+            "# HELP ringkv_requests_total Requests served, by operation and gRPC status.\n",
+        );
         out.push_str("# TYPE ringkv_requests_total counter\n");
-        for ((op, code), n) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(out, "ringkv_requests_total{{op=\"{op}\",code=\"{code}\"}} {n}");
+        for ((op, code), n) in self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "ringkv_requests_total{{op=\"{op}\",code=\"{code}\"}} {n}"
+            );
         }
         out.push_str("# HELP ringkv_request_duration_seconds Request latency, by operation and consistency level.\n");
         out.push_str("# TYPE ringkv_request_duration_seconds histogram\n");
-        for ((op, level), h) in self.latency.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for ((op, level), h) in self
+            .latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             let mut cumulative = 0;
             for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
                 cumulative += h.buckets.get(i).copied().unwrap_or(0);
@@ -140,13 +156,33 @@ impl Metrics {
             );
         }
         let counters = [
-            ("ringkv_quorum_failures_total", "Requests that could not reach their replica count.", &self.quorum_failures),
-            ("ringkv_overloaded_total", "Requests refused by the concurrency limit.", &self.overloaded),
-            ("ringkv_siblings_collapsed_total", "Versions dropped by the sibling cap.", &self.siblings_collapsed),
-            ("ringkv_read_repairs_total", "Replicas sent the merged state by read repair.", &self.read_repairs),
+            (
+                "ringkv_quorum_failures_total",
+                "Requests that could not reach their replica count.",
+                &self.quorum_failures,
+            ),
+            (
+                "ringkv_overloaded_total",
+                "Requests refused by the concurrency limit.",
+                &self.overloaded,
+            ),
+            (
+                "ringkv_siblings_collapsed_total",
+                "Versions dropped by the sibling cap.",
+                &self.siblings_collapsed,
+            ),
+            (
+                "ringkv_read_repairs_total",
+                "Replicas sent the merged state by read repair.",
+                &self.read_repairs,
+            ),
         ];
         for (name, help, value) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
         }
         let _ = writeln!(
             out,
@@ -169,7 +205,9 @@ pub async fn serve(
             _ = shutdown.recv() => return,
             accepted = listener.accept() => accepted,
         };
-        let Ok((mut stream, _)) = accepted else { continue };
+        let Ok((mut stream, _)) = accepted else {
+            continue;
+        };
         let metrics = metrics.clone();
         let engine = engine.clone();
         tokio::spawn(async move {
@@ -193,13 +231,17 @@ pub async fn serve(
                 return;
             }
             let head = String::from_utf8_lossy(&buf[..len]);
-            let (status, body) = if head.starts_with("GET /metrics ") || head.starts_with("GET / ") {
+            let (status, body) = if head.starts_with("GET /metrics ") || head.starts_with("GET / ")
+            {
                 let body = tokio::task::spawn_blocking(move || metrics.render(engine.as_ref()))
                     .await
                     .unwrap_or_default();
                 ("200 OK", body)
             } else {
-                ("404 Not Found", "not found: metrics are at /metrics\n".to_string())
+                (
+                    "404 Not Found",
+                    "not found: metrics are at /metrics\n".to_string(),
+                )
             };
             let response = format!(
                 "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -223,7 +265,10 @@ mod tests {
         m.request("put", "quorum", "OK", Duration::from_millis(3));
         m.request("get", "one", "UNAVAILABLE", Duration::from_millis(1));
         let text = m.render(&MemoryEngine::new());
-        assert!(text.contains("ringkv_requests_total{op=\"put\",code=\"OK\"} 2"), "{text}");
+        assert!(
+            text.contains("ringkv_requests_total{op=\"put\",code=\"OK\"} 2"),
+            "{text}"
+        );
         assert!(text.contains("ringkv_quorum_failures_total 1"), "{text}");
         assert!(text.contains(
             "ringkv_request_duration_seconds_bucket{op=\"put\",level=\"quorum\",le=\"0.0005\"} 1"
@@ -231,6 +276,8 @@ mod tests {
         assert!(text.contains(
             "ringkv_request_duration_seconds_bucket{op=\"put\",level=\"quorum\",le=\"0.005\"} 2"
         ));
-        assert!(text.contains("ringkv_request_duration_seconds_count{op=\"put\",level=\"quorum\"} 2"));
+        assert!(
+            text.contains("ringkv_request_duration_seconds_count{op=\"put\",level=\"quorum\"} 2")
+        );
     }
 }

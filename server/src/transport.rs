@@ -43,8 +43,14 @@ pub struct Faults {
 impl Faults {
     /// Replaces both block lists.
     pub fn set(&self, outgoing: HashSet<NodeId>, incoming: HashSet<NodeId>) {
-        *self.blocked_outgoing.write().unwrap_or_else(|p| p.into_inner()) = outgoing;
-        *self.blocked_incoming.write().unwrap_or_else(|p| p.into_inner()) = incoming;
+        *self
+            .blocked_outgoing
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = outgoing;
+        *self
+            .blocked_incoming
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = incoming;
     }
 
     pub fn blocks_outgoing(&self, to: NodeId) -> bool {
@@ -67,7 +73,10 @@ impl Faults {
 pub fn is_unreachable(status: &Status) -> bool {
     use std::error::Error as _;
     status.source().is_some()
-        || matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled)
+        || matches!(
+            status.code(),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
+        )
 }
 
 /// Cached channels to peers by node id.

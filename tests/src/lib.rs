@@ -84,7 +84,12 @@ impl ServerProcess {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<ServerProcess> {
-        Self::start_on(data_dir, &format!("127.0.0.1:{}", free_port()), extra_args, env)
+        Self::start_on(
+            data_dir,
+            &format!("127.0.0.1:{}", free_port()),
+            extra_args,
+            env,
+        )
     }
 
     /// Starts a server on a chosen gRPC address (a cluster's seeds must be
@@ -126,14 +131,22 @@ impl ServerProcess {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--name")
-            .arg(format!("test-{}", self.grpc.rsplit(':').next().unwrap_or("node")))
+            .arg(format!(
+                "test-{}",
+                self.grpc.rsplit(':').next().unwrap_or("node")
+            ))
             .args(&self.extra_args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
-            .with_context(|| format!("starting {} (build it with cargo build --release --bins)", binary.display()))?;
+            .with_context(|| {
+                format!(
+                    "starting {} (build it with cargo build --release --bins)",
+                    binary.display()
+                )
+            })?;
         self.child = Some(child);
         Ok(())
     }
@@ -150,14 +163,21 @@ impl ServerProcess {
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Some(status) = child.try_wait()? {
-                    bail!("server exited during start-up ({status}); log:\n{}", self.log());
+                    bail!(
+                        "server exited during start-up ({status}); log:\n{}",
+                        self.log()
+                    );
                 }
             }
             if client.node_status(0).await.is_ok() {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("server at {} not ready after {READY_TIMEOUT:?}; log:\n{}", self.grpc, self.log());
+                bail!(
+                    "server at {} not ready after {READY_TIMEOUT:?}; log:\n{}",
+                    self.grpc,
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -272,7 +292,9 @@ impl TestCluster {
     /// other node alive.
     pub async fn start(n: usize, extra_args: &[&str]) -> Result<TestCluster> {
         let dir = tempfile::tempdir()?;
-        let addresses: Vec<String> = (0..n).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let addresses: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
         let seeds = addresses.join(",");
         let expect = n.to_string();
         let interval = TEST_GOSSIP_INTERVAL_MS.to_string();
@@ -350,7 +372,12 @@ impl TestCluster {
     }
 
     /// Waits until node `observer` sees node `target` with the given liveness.
-    pub async fn wait_liveness(&self, observer: usize, target: usize, liveness: &str) -> Result<Duration> {
+    pub async fn wait_liveness(
+        &self,
+        observer: usize,
+        target: usize,
+        liveness: &str,
+    ) -> Result<Duration> {
         let started = Instant::now();
         let client = self.nodes[observer].client();
         loop {

@@ -840,7 +840,6 @@ async fn siblings_past_the_cap_are_collapsed_oldest_first() {
 }
 
 #[tokio::test]
-#[ignore = "server bug: ringkv_siblings_collapsed_total is never incremented (Metrics::siblings_collapsed has no caller)"]
 async fn collapsed_siblings_are_counted_in_metrics() {
     const EXTRA: usize = 8;
     let node = start(&[]).await;

@@ -35,7 +35,10 @@ async fn three_nodes_replicate_to_all_and_write_one_is_read_with_all() {
     let cluster = TestCluster::start(3, &[]).await.unwrap();
     let client = cluster.client();
 
-    let put = client.put("everywhere", "v-all", put_opts(Level::All)).await.unwrap();
+    let put = client
+        .put("everywhere", "v-all", put_opts(Level::All))
+        .await
+        .unwrap();
     assert_eq!(put.meta.replicas.len(), 3, "{:?}", put.meta);
     assert_eq!(put.meta.replication, 3);
     assert!(!put.meta.replication_capped);
@@ -46,7 +49,10 @@ async fn three_nodes_replicate_to_all_and_write_one_is_read_with_all() {
         assert_eq!(copy.versions[0].value.as_ref(), b"v-all");
     }
 
-    client.put("weak", "v-one", put_opts(Level::One)).await.unwrap();
+    client
+        .put("weak", "v-one", put_opts(Level::One))
+        .await
+        .unwrap();
     let got = client
         .get("weak", RequestOptions::level(Level::All), false)
         .await
@@ -75,7 +81,9 @@ async fn five_nodes_store_each_key_exactly_on_its_layout_replicas() {
         let key = format!("placed-{i}");
         let p = partition_of(key.as_bytes(), layout.partitions, layout.hash_seed);
         assert!(
-            layout.assignments[p as usize].replicas.contains(&coordinator),
+            layout.assignments[p as usize]
+                .replicas
+                .contains(&coordinator),
             "key {key} coordinated by {coordinator}, not a replica"
         );
     }
@@ -88,7 +96,11 @@ async fn five_nodes_store_each_key_exactly_on_its_layout_replicas() {
             .cloned()
             .collect();
         assert_eq!(expected.len(), 3);
-        assert_eq!(holders(&cluster, &key).await, expected, "key {key} partition {p}");
+        assert_eq!(
+            holders(&cluster, &key).await,
+            expected,
+            "key {key} partition {p}"
+        );
     }
 }
 
@@ -105,7 +117,11 @@ async fn quorum_survives_a_killed_node_and_all_names_the_missing_replica() {
             .await
             .unwrap_or_else(|e| panic!("quorum put {i} with one node down: {e}"));
         let got = client
-            .get(format!("q-{i}"), RequestOptions::level(Level::Quorum), false)
+            .get(
+                format!("q-{i}"),
+                RequestOptions::level(Level::Quorum),
+                false,
+            )
             .await
             .unwrap();
         assert_eq!(got.value().map(|v| v.as_ref()), Some(&b"v"[..]));
@@ -117,7 +133,10 @@ async fn quorum_survives_a_killed_node_and_all_names_the_missing_replica() {
         .unwrap_err();
     match &err {
         Error::Unavailable(msg) | Error::Timeout(msg) => {
-            assert!(msg.contains(&dead_id), "error does not name {dead_id}: {msg}")
+            assert!(
+                msg.contains(&dead_id),
+                "error does not name {dead_id}: {msg}"
+            )
         }
         other => panic!("expected UNAVAILABLE or DEADLINE_EXCEEDED, got {other:?}"),
     }
@@ -148,7 +167,11 @@ async fn read_repair_brings_a_cut_off_replica_up_to_date() {
         .await
         .unwrap();
     assert_eq!(put.meta.replicas.len(), 2, "{:?}", put.meta);
-    let stale = cluster.nodes[2].client().local_get(0, "repaired").await.unwrap();
+    let stale = cluster.nodes[2]
+        .client()
+        .local_get(0, "repaired")
+        .await
+        .unwrap();
     assert!(!stale.found, "node 2 was cut off but holds the write");
 
     cluster.heal().await.unwrap();
@@ -164,12 +187,19 @@ async fn read_repair_brings_a_cut_off_replica_up_to_date() {
     // Repair runs after the reply: poll the stale replica's own copy.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let copy = cluster.nodes[2].client().local_get(0, "repaired").await.unwrap();
+        let copy = cluster.nodes[2]
+            .client()
+            .local_get(0, "repaired")
+            .await
+            .unwrap();
         if copy.found {
             assert_eq!(copy.versions[0].value.as_ref(), b"fresh");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "node 2 was not repaired");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node 2 was not repaired"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -180,9 +210,20 @@ async fn the_cli_writes_through_one_node_and_reads_through_another() {
     for i in 0..20 {
         let key = format!("cli-{i}");
         let out = ringkv_tests::cli(&cluster.nodes[i % 3].grpc, &["put", &key, "from-cli"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let out = ringkv_tests::cli(&cluster.nodes[(i + 1) % 3].grpc, &["get", &key, "-r", "all"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = ringkv_tests::cli(
+            &cluster.nodes[(i + 1) % 3].grpc,
+            &["get", &key, "-r", "all"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(String::from_utf8_lossy(&out.stdout), "from-cli\n");
     }
 }

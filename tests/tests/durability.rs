@@ -39,7 +39,9 @@ async fn ten_thousand_acknowledged_writes_survive_sigkill() {
         }));
     }
     for (i, t) in tasks.into_iter().enumerate() {
-        t.await.unwrap().unwrap_or_else(|e| panic!("put key-{i} failed: {e}"));
+        t.await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("put key-{i} failed: {e}"));
     }
 
     // Every write above was acknowledged. SIGKILL gives the node no chance
@@ -61,7 +63,10 @@ async fn ten_thousand_acknowledged_writes_survive_sigkill() {
     }
     let mut missing = Vec::new();
     for (i, t) in reads.into_iter().enumerate() {
-        let got = t.await.unwrap().unwrap_or_else(|e| panic!("get key-{i} failed: {e}"));
+        let got = t
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("get key-{i} failed: {e}"));
         match got.value() {
             Some(v) if v.as_ref() == value_of(i).as_bytes() => {}
             other => missing.push((i, other.cloned())),

@@ -188,7 +188,11 @@ impl Admin for AdminService {
                 Some(state) => pb::LocalGetResponse {
                     found: true,
                     partition,
-                    versions: state.versions().iter().map(convert::local_version).collect(),
+                    versions: state
+                        .versions()
+                        .iter()
+                        .map(convert::local_version)
+                        .collect(),
                     context: state.context().encode_context().into(),
                 },
             }))

@@ -136,7 +136,10 @@ mod tests {
             required: Some(pb::consistency::Required::Level(42)),
             ..Default::default()
         };
-        assert!(matches!(consistency(Some(bad_level)), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            consistency(Some(bad_level)),
+            Err(Error::InvalidArgument(_))
+        ));
         let zero_timeout = pb::Consistency {
             timeout_ms: Some(0),
             ..Default::default()
@@ -144,7 +147,10 @@ mod tests {
         assert!(consistency(Some(zero_timeout)).is_err());
         assert!(resolve(9).is_err());
         assert!(ttl(Some(0)).is_err());
-        assert!(matches!(context(&[0xde, 0xad]), Err(Error::MalformedContext(_))));
+        assert!(matches!(
+            context(&[0xde, 0xad]),
+            Err(Error::MalformedContext(_))
+        ));
     }
 
     #[test]

@@ -25,7 +25,12 @@ pub struct InternalService {
 }
 
 impl InternalService {
-    pub fn new(replica: Arc<Replica>, cluster: Arc<Cluster>, gate: Gate, max_key_bytes: usize) -> Self {
+    pub fn new(
+        replica: Arc<Replica>,
+        cluster: Arc<Cluster>,
+        gate: Gate,
+        max_key_bytes: usize,
+    ) -> Self {
         Self {
             replica,
             cluster,
@@ -70,9 +75,19 @@ impl Internal for InternalService {
             let req = request.into_inner();
             self.check_key(&req.key)?;
             let incoming = VersionSet::decode(&req.version_set).map_err(|e| {
-                status(Error::InvalidArgument(format!("version set from {}: {e}", req.from)))
+                status(Error::InvalidArgument(format!(
+                    "version set from {}: {e}",
+                    req.from
+                )))
             })?;
-            self.replica.merge(req.key, incoming).await.map_err(status)?;
+            let merged = self
+                .replica
+                .merge(req.key, incoming)
+                .await
+                .map_err(status)?;
+            if merged.collapsed > 0 {
+                self.gate.metrics().siblings_collapsed(merged.collapsed);
+            }
             Ok(Response::new(pb::ReplicateResponse {}))
         }
         .await;

@@ -63,6 +63,10 @@ impl Gate {
         }
     }
 
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Admits a request or refuses it with RESOURCE_EXHAUSTED when the node
     /// already serves `limits.max_concurrent_requests`.
     pub fn admit(&self, op: &'static str) -> Result<Admitted, Status> {
@@ -124,15 +128,28 @@ mod tests {
             (Error::InvalidArgument("x".into()), Code::InvalidArgument),
             (Error::MalformedContext("x".into()), Code::InvalidArgument),
             (
-                Error::Unavailable { needed: 2, got: 1, acked: vec![], failed: vec![] },
+                Error::Unavailable {
+                    needed: 2,
+                    got: 1,
+                    acked: vec![],
+                    failed: vec![],
+                },
                 Code::Unavailable,
             ),
             (
-                Error::Timeout { needed: 2, got: 1, acked: vec![], failed: vec![] },
+                Error::Timeout {
+                    needed: 2,
+                    got: 1,
+                    acked: vec![],
+                    failed: vec![],
+                },
                 Code::DeadlineExceeded,
             ),
             (Error::Overloaded("x".into()), Code::ResourceExhausted),
-            (Error::FailedPrecondition("x".into()), Code::FailedPrecondition),
+            (
+                Error::FailedPrecondition("x".into()),
+                Code::FailedPrecondition,
+            ),
             (Error::Storage("x".into()), Code::Internal),
             (Error::Corrupt("x".into()), Code::Internal),
         ];
@@ -145,7 +162,10 @@ mod tests {
     fn gate_refuses_past_the_limit_and_frees_on_finish() {
         let gate = Gate::new(1, Metrics::new());
         let first = gate.admit("get").unwrap();
-        assert_eq!(gate.admit("get").err().unwrap().code(), Code::ResourceExhausted);
+        assert_eq!(
+            gate.admit("get").err().unwrap().code(),
+            Code::ResourceExhausted
+        );
         first.finish::<()>("one", Ok(())).unwrap();
         assert!(gate.admit("get").is_ok());
     }

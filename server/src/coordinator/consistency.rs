@@ -126,8 +126,14 @@ mod tests {
 
     #[test]
     fn counts_outside_one_to_n_are_rejected() {
-        assert!(matches!(Level::Count(0).required(3, 3), Err(Error::InvalidArgument(_))));
-        assert!(matches!(Level::Count(4).required(3, 3), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            Level::Count(0).required(3, 3),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            Level::Count(4).required(3, 3),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 
     #[test]

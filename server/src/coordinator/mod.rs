@@ -294,7 +294,12 @@ impl Coordinator {
         let replicas: Vec<String> = answers.ok.iter().map(|(l, _)| l.clone()).collect();
         let mut meta = self.meta(&plan, replicas);
         meta.read_repaired = behind.len() as u32;
-        self.spawn_read_repair(plan.key.clone(), merged.clone(), answers, plan.consistency.timeout);
+        self.spawn_read_repair(
+            plan.key.clone(),
+            merged.clone(),
+            answers,
+            plan.consistency.timeout,
+        );
         let now = wall_clock_ms();
         let siblings: Vec<Version> = match cmd.resolve {
             Resolve::AllSiblings => merged.visible(now).into_iter().cloned().collect(),
@@ -316,7 +321,9 @@ impl Coordinator {
         answers: quorum::Answers<Option<VersionSet>>,
         timeout: Duration,
     ) {
-        let quorum::Answers { ok, mut pending, .. } = answers;
+        let quorum::Answers {
+            ok, mut pending, ..
+        } = answers;
         if pending.is_empty() && !ok.iter().any(|(_, s)| is_behind(s.as_ref(), &merged)) {
             return;
         }
@@ -443,7 +450,12 @@ impl Coordinator {
         Ok((applied, meta))
     }
 
-    fn plan(&self, key: &Bytes, requested: RequestConsistency, default_level: Level) -> Result<Plan> {
+    fn plan(
+        &self,
+        key: &Bytes,
+        requested: RequestConsistency,
+        default_level: Level,
+    ) -> Result<Plan> {
         let layout = self.layout()?;
         let configured_n = self.config.cluster.replication as usize;
         let replicas = layout.replicas(self.replica.partition_of(key)).to_vec();

@@ -121,14 +121,21 @@ mod tests {
     }
 
     fn fail(node: &str) -> Call<u32> {
-        call(node.to_string(), async { Err(Error::Storage("disk".into())) })
+        call(node.to_string(), async {
+            Err(Error::Storage("disk".into()))
+        })
     }
 
     #[tokio::test(start_paused = true)]
     async fn returns_at_quorum_and_hands_back_the_rest() {
-        let answers = quorum(vec![ok("a", 1), ok("b", 2), ok("c", 500)], 2, vec![], Duration::from_secs(1))
-            .await
-            .unwrap();
+        let answers = quorum(
+            vec![ok("a", 1), ok("b", 2), ok("c", 500)],
+            2,
+            vec![],
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
         let names: Vec<_> = answers.ok.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, vec!["a", "b"]);
         assert_eq!(answers.pending.len(), 1);
@@ -136,12 +143,22 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn fails_fast_when_quorum_is_impossible() {
-        let err = quorum(vec![fail("a"), fail("b"), ok("c", 500)], 2, vec![], Duration::from_secs(1))
-            .await
-            .err()
-            .unwrap();
+        let err = quorum(
+            vec![fail("a"), fail("b"), ok("c", 500)],
+            2,
+            vec![],
+            Duration::from_secs(1),
+        )
+        .await
+        .err()
+        .unwrap();
         match err {
-            Error::Unavailable { needed, got, failed, .. } => {
+            Error::Unavailable {
+                needed,
+                got,
+                failed,
+                ..
+            } => {
                 assert_eq!((needed, got), (2, 0));
                 assert_eq!(failed.len(), 2);
             }
@@ -151,13 +168,20 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn times_out_with_what_it_got() {
-        let err = quorum(vec![ok("a", 1), ok("b", 5_000)], 3, vec!["self".into()], Duration::from_secs(1))
-            .await
-            .err()
-            .unwrap();
+        let err = quorum(
+            vec![ok("a", 1), ok("b", 5_000)],
+            3,
+            vec!["self".into()],
+            Duration::from_secs(1),
+        )
+        .await
+        .err()
+        .unwrap();
         // The local ack plus "a" make 2 of the 3 needed.
         match err {
-            Error::Timeout { needed, got, acked, .. } => {
+            Error::Timeout {
+                needed, got, acked, ..
+            } => {
                 assert_eq!((needed, got), (3, 2));
                 assert_eq!(acked, vec!["self".to_string(), "a".to_string()]);
             }
@@ -175,6 +199,13 @@ mod tests {
             .await
             .err()
             .unwrap();
-        assert!(matches!(err, Error::Unavailable { needed: 2, got: 1, .. }));
+        assert!(matches!(
+            err,
+            Error::Unavailable {
+                needed: 2,
+                got: 1,
+                ..
+            }
+        ));
     }
 }

@@ -127,7 +127,10 @@ impl Cluster {
 
     /// The layout requests are routed with; `None` while the cluster forms.
     pub fn layout(&self) -> Option<Arc<Layout>> {
-        self.layout.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.layout
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn address_of(&self, node: NodeId) -> Option<String> {
@@ -190,7 +193,11 @@ impl Cluster {
                 } else {
                     (detector.liveness(info.id, now), detector.phi(info.id, now))
                 };
-                MemberView { info, liveness, phi }
+                MemberView {
+                    info,
+                    liveness,
+                    phi,
+                }
             })
             .collect()
     }
@@ -415,7 +422,10 @@ impl Cluster {
             None,
         ) {
             Ok(layout) => {
-                info!(members = specs.len(), "bootstrapping the cluster: computed layout v1");
+                info!(
+                    members = specs.len(),
+                    "bootstrapping the cluster: computed layout v1"
+                );
                 if let Err(e) = self.install_layout(layout) {
                     warn!("storing layout v1 failed: {e}");
                 }

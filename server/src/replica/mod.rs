@@ -58,6 +58,17 @@ pub struct Applied {
     pub outcome: WriteOutcome,
 }
 
+/// What merging incoming versions produced.
+#[derive(Debug, Clone)]
+pub struct Merged {
+    /// The key's version set after the merge.
+    pub state: VersionSet,
+    /// Whether the stored state changed (the replica was behind).
+    pub changed: bool,
+    /// Versions dropped by the sibling cap.
+    pub collapsed: usize,
+}
+
 /// This node's storage of keys, with per-key atomic updates.
 pub struct Replica {
     node_id: NodeId,
@@ -138,9 +149,8 @@ impl Replica {
     }
 
     /// Merges versions received from another node (replication, read
-    /// repair, hint delivery). Returns the merged state and whether this
-    /// replica's stored state changed.
-    pub async fn merge(&self, key: Bytes, incoming: VersionSet) -> Result<(VersionSet, bool)> {
+    /// repair, hint delivery).
+    pub async fn merge(&self, key: Bytes, incoming: VersionSet) -> Result<Merged> {
         let stored_key = data_key(self.partition_of(&key), &key);
         let engine = self.engine.clone();
         let locks = self.locks.clone();
@@ -153,15 +163,19 @@ impl Replica {
             }
             let _guard = locks.lock(&stored_key);
             let current = read_state(engine.as_ref(), &stored_key)?;
-            let mut merged = current.merged(&incoming);
-            merged.enforce_cap(cap);
-            let changed = merged != current;
+            let mut state = current.merged(&incoming);
+            let collapsed = state.enforce_cap(cap);
+            let changed = state != current;
             if changed {
                 let mut batch = WriteBatch::new();
-                batch.put(Cf::Data, stored_key, merged.encode());
+                batch.put(Cf::Data, stored_key, state.encode());
                 engine.write(batch)?;
             }
-            Ok((merged, changed))
+            Ok(Merged {
+                state,
+                changed,
+                collapsed,
+            })
         })
         .await?
     }

@@ -34,7 +34,9 @@ async fn concurrent_writes_with_the_same_context_become_siblings() {
     let r = replica();
     let first = r.apply_write(write("k", "a", None)).await.unwrap();
     let ctx = first.state.context().clone();
-    r.apply_write(write("k", "b", Some(ctx.clone()))).await.unwrap();
+    r.apply_write(write("k", "b", Some(ctx.clone())))
+        .await
+        .unwrap();
     let both = r.apply_write(write("k", "c", Some(ctx))).await.unwrap();
     assert_eq!(both.state.versions().len(), 2);
 }
@@ -44,11 +46,17 @@ async fn merge_reports_change_only_when_state_moves() {
     let a = replica();
     let b = Replica::new(NodeId(9), Arc::new(MemoryEngine::new()), 256, 4);
     let applied = a.apply_write(write("k", "a", None)).await.unwrap();
-    let (_, changed) = b.merge(Bytes::from("k"), applied.state.clone()).await.unwrap();
-    assert!(changed);
-    let (merged, changed) = b.merge(Bytes::from("k"), applied.state.clone()).await.unwrap();
-    assert!(!changed);
-    assert_eq!(merged, applied.state);
+    let first = b
+        .merge(Bytes::from("k"), applied.state.clone())
+        .await
+        .unwrap();
+    assert!(first.changed);
+    let again = b
+        .merge(Bytes::from("k"), applied.state.clone())
+        .await
+        .unwrap();
+    assert!(!again.changed);
+    assert_eq!(again.state, applied.state);
 }
 
 #[tokio::test]
@@ -61,7 +69,9 @@ async fn parallel_writers_to_one_key_lose_nothing() {
         let r = r.clone();
         let ctx = ctx.clone();
         tasks.push(tokio::spawn(async move {
-            r.apply_write(write("k", &format!("v{i}"), Some(ctx))).await.unwrap()
+            r.apply_write(write("k", &format!("v{i}"), Some(ctx)))
+                .await
+                .unwrap()
         }));
     }
     for t in tasks {
@@ -80,7 +90,10 @@ async fn corrupt_stored_bytes_are_an_error_not_a_panic() {
     let mut batch = WriteBatch::new();
     batch.put(Cf::Data, key, vec![0xff, 0x00, 0x13]);
     engine.write(batch).unwrap();
-    assert!(matches!(r.read(Bytes::from("k")).await, Err(Error::Corrupt(_))));
+    assert!(matches!(
+        r.read(Bytes::from("k")).await,
+        Err(Error::Corrupt(_))
+    ));
     assert!(matches!(
         r.apply_write(write("k", "a", None)).await,
         Err(Error::Corrupt(_))

@@ -10,6 +10,9 @@
 
 use twox_hash::XxHash3_64;
 
+pub mod layout;
+pub use layout::*;
+
 /// Seed of the key hash. Part of the on-disk format: changing it would
 /// strand every stored key in the wrong partition.
 pub const KEY_HASH_SEED: u64 = 0x7269_6e67_6b76_0001;

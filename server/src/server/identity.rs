@@ -22,7 +22,10 @@ pub fn load_or_create_node_id(data_dir: &Path) -> Result<NodeId> {
     let path = data_dir.join(NODE_ID_FILE);
     match fs::read_to_string(&path) {
         Ok(text) => text.trim().parse().map_err(|e| {
-            Error::Corrupt(format!("{}: {e}; restore it or wipe the data directory", path.display()))
+            Error::Corrupt(format!(
+                "{}: {e}; restore it or wipe the data directory",
+                path.display()
+            ))
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = NodeId::random();
@@ -78,7 +81,10 @@ mod tests {
     fn corrupt_node_id_file_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(NODE_ID_FILE), "not-an-id").unwrap();
-        assert!(matches!(load_or_create_node_id(dir.path()), Err(Error::Corrupt(_))));
+        assert!(matches!(
+            load_or_create_node_id(dir.path()),
+            Err(Error::Corrupt(_))
+        ));
     }
 
     #[test]

@@ -26,13 +26,13 @@ pub use shutdown::{Shutdown, ShutdownTrigger};
 use crate::api::{AdminService, Gate, InternalService, KvService};
 use crate::config::{Config, EngineKind};
 use crate::coordinator::Coordinator;
+use crate::error::{Error, Result};
 use crate::membership::state::{MemberInfo, Status};
 use crate::membership::{self, Cluster};
-use crate::transport::Transport;
-use crate::error::{Error, Result};
 use crate::metrics::{self, Metrics};
 use crate::replica::Replica;
 use crate::storage::{Engine, MemoryEngine, RocksEngine};
+use crate::transport::Transport;
 use crate::version::NodeId;
 
 /// Subdirectory of `node.data_dir` holding the RocksDB files.
@@ -103,9 +103,14 @@ impl Node {
             .map_err(|e| Error::Internal(e.to_string()))?;
 
         let (metrics_addr, metrics_task) = if config.metrics.enabled {
-            let l = TcpListener::bind(config.metrics.listen).await.map_err(|e| {
-                Error::Config(format!("cannot listen on {} for metrics: {e}", config.metrics.listen))
-            })?;
+            let l = TcpListener::bind(config.metrics.listen)
+                .await
+                .map_err(|e| {
+                    Error::Config(format!(
+                        "cannot listen on {} for metrics: {e}",
+                        config.metrics.listen
+                    ))
+                })?;
             let addr = l.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
             let task = tokio::spawn(metrics::serve(
                 l,
@@ -133,8 +138,8 @@ impl Node {
             info,
             gate.clone(),
         ))
-            .max_decoding_message_size(max_message)
-            .max_encoding_message_size(max_message);
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
         let internal = InternalServer::new(InternalService::new(
             replica.clone(),
             cluster.clone(),
@@ -159,7 +164,7 @@ impl Node {
                 .add_service(internal)
                 .add_service(health)
                 .add_service(reflection)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                .serve_with_incoming_shutdown(incoming_nodelay(listener), async move {
                     stop.recv().await
                 }),
         );
@@ -214,9 +219,7 @@ impl Node {
             None => match tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, &mut grpc).await {
                 Ok(served) => Some(served),
                 Err(_) => {
-                    warn!(
-                        "requests still open after {SHUTDOWN_DRAIN_TIMEOUT:?}; closing them"
-                    );
+                    warn!("requests still open after {SHUTDOWN_DRAIN_TIMEOUT:?}; closing them");
                     grpc.abort();
                     None
                 }
@@ -243,13 +246,31 @@ impl Node {
     }
 }
 
+/// Accepted connections with Nagle's algorithm off: small gRPC frames
+/// would otherwise wait for delayed ACKs (tonic's own `tcp_nodelay` setting
+/// does not apply to a caller-supplied listener).
+fn incoming_nodelay(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        if let Ok(stream) = &accepted {
+            let _ = stream.set_nodelay(true);
+        }
+        accepted
+    })
+}
+
 fn open_engine(config: &Config) -> Result<Arc<dyn Engine>> {
     match config.storage.engine {
         EngineKind::Memory => Ok(Arc::new(MemoryEngine::new())),
         EngineKind::Rocksdb => {
             let dir = &config.node.data_dir;
             std::fs::create_dir_all(dir).map_err(|e| {
-                Error::Storage(format!("cannot create data directory {}: {e}", dir.display()))
+                Error::Storage(format!(
+                    "cannot create data directory {}: {e}",
+                    dir.display()
+                ))
             })?;
             Ok(Arc::new(RocksEngine::open(
                 &dir.join(DB_DIR),
@@ -273,7 +294,10 @@ pub async fn run(config: Config) -> Result<()> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
         (Ok(mut int), Ok(mut term)) => {
             tokio::select! {
                 _ = int.recv() => {}

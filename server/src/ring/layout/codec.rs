@@ -1,0 +1,218 @@
+//! The stored and gossiped form of a layout.
+//!
+//! Format 1:
+//! ```text
+//! 0x01
+//! varint version          >= 1
+//! varint partitions       Q, a power of two <= MAX_LAYOUT_PARTITIONS
+//! varint replication      N, 1..=min(MAX_LAYOUT_REPLICATION, members)
+//! varint members          1..=MAX_LAYOUT_MEMBERS
+//! members × (u64 LE id, varint weight >= 1, varint zone length, zone UTF-8)
+//!                         strictly ascending by id
+//! Q × N × varint index    member index, N distinct per partition
+//! u64 LE checksum         xxh3-64 (seed LAYOUT_CHECKSUM_SEED) of all the above
+//! ```
+//!
+//! Every state has one encoding (minimal varints, sorted members), so
+//! `encode(decode(b)) == b` for every accepted `b`. The checksum matters
+//! because a flipped member index would otherwise decode into a valid but
+//! different layout, and layouts are passed from node to node.
+
+use twox_hash::XxHash3_64;
+
+use super::{Layout, MemberSpec, MAX_LAYOUT_MEMBERS, MAX_LAYOUT_PARTITIONS, MAX_ZONE_LEN};
+use crate::error::{Error, Result};
+use crate::version::NodeId;
+
+/// Format byte of [`Layout::encode`]; bump on any change and keep decoding
+/// old formats (layouts are stored).
+pub const LAYOUT_FORMAT_VERSION: u8 = 1;
+
+/// Seed of the trailing checksum. Part of the format.
+const LAYOUT_CHECKSUM_SEED: u64 = 0x7269_6e67_6b76_6c79; // "ringkvly"
+
+const CHECKSUM_LEN: usize = 8;
+
+impl Layout {
+    /// The stored and gossiped bytes: format byte [`LAYOUT_FORMAT_VERSION`]
+    /// first, checksum last (see the module `codec`).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32 + self.members.len() * 16 + self.replicas.len());
+        out.push(LAYOUT_FORMAT_VERSION);
+        put_varint(&mut out, self.version);
+        put_varint(&mut out, u64::from(self.partitions));
+        put_varint(&mut out, u64::from(self.replication));
+        put_varint(&mut out, self.members.len() as u64);
+        for m in &self.members {
+            out.extend_from_slice(&m.id.0.to_le_bytes());
+            put_varint(&mut out, u64::from(m.weight));
+            put_varint(&mut out, m.zone.len() as u64);
+            out.extend_from_slice(m.zone.as_bytes());
+        }
+        for id in &self.replicas {
+            let index = self.member_index(*id).unwrap_or(0);
+            put_varint(&mut out, index as u64);
+        }
+        let checksum = XxHash3_64::oneshot_with_seed(LAYOUT_CHECKSUM_SEED, &out);
+        out.extend_from_slice(&checksum.to_le_bytes());
+        out
+    }
+
+    /// Decodes [`encode`](Self::encode) bytes. Anything else (empty input,
+    /// unknown format, checksum mismatch, truncation, trailing bytes,
+    /// non-minimal varints, unsorted members, a bad Q or N, a partition
+    /// without N distinct members) is [`Error::Corrupt`]; never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<Layout> {
+        let mut r = Reader { bytes, pos: 0 };
+        if bytes.is_empty() {
+            return Err(Error::Corrupt("layout: empty".to_string()));
+        }
+        let format = r.u8("format version")?;
+        if format != LAYOUT_FORMAT_VERSION {
+            return Err(r.error(format!(
+                "unknown format version {format} (expected {LAYOUT_FORMAT_VERSION})"
+            )));
+        }
+        let Some(body_len) = bytes.len().checked_sub(CHECKSUM_LEN).filter(|&l| l >= 1) else {
+            return Err(r.error("truncated checksum".to_string()));
+        };
+        let (body, sum) = bytes.split_at(body_len);
+        let stored = u64::from_le_bytes(sum.try_into().unwrap_or([0; CHECKSUM_LEN]));
+        if XxHash3_64::oneshot_with_seed(LAYOUT_CHECKSUM_SEED, body) != stored {
+            return Err(Error::Corrupt("layout: checksum mismatch".to_string()));
+        }
+        r.bytes = body;
+
+        let version = r.varint("version")?;
+        let partitions = r.varint("partitions")?;
+        if partitions == 0
+            || !partitions.is_power_of_two()
+            || partitions > u64::from(MAX_LAYOUT_PARTITIONS)
+        {
+            return Err(r.error(format!("{partitions} partitions")));
+        }
+        let replication = r.varint("replication")?;
+        let count = r.varint("member count")?;
+        if count == 0 || count > MAX_LAYOUT_MEMBERS as u64 {
+            return Err(r.error(format!("{count} members")));
+        }
+        if replication == 0 || replication > count {
+            return Err(r.error(format!("replication {replication} with {count} members")));
+        }
+        let mut members: Vec<MemberSpec> = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let id = NodeId(r.u64_le("member id")?);
+            let weight = r.varint("weight")?;
+            let weight = u32::try_from(weight)
+                .ok()
+                .filter(|&w| w > 0)
+                .ok_or_else(|| r.error(format!("member {id}: weight {weight}")))?;
+            let len = r.varint("zone length")?;
+            if len > MAX_ZONE_LEN as u64 {
+                return Err(r.error(format!("member {id}: zone of {len} bytes")));
+            }
+            let zone = std::str::from_utf8(r.take(len as usize, "zone")?)
+                .map_err(|_| r.error(format!("member {id}: zone is not UTF-8")))?
+                .to_string();
+            if members.last().is_some_and(|last| last.id >= id) {
+                return Err(r.error(format!("member {id} duplicated or out of order")));
+            }
+            members.push(MemberSpec { id, zone, weight });
+        }
+        // Each entry takes at least one byte: check before allocating.
+        let entries = partitions * replication;
+        if entries > r.remaining() as u64 {
+            return Err(r.error(format!("truncated: {entries} replica entries")));
+        }
+        let mut replicas = Vec::with_capacity(entries as usize);
+        for _ in 0..entries {
+            let index = r.varint("replica")?;
+            let member = usize::try_from(index)
+                .ok()
+                .and_then(|i| members.get(i))
+                .ok_or_else(|| r.error(format!("replica index {index} out of range")))?;
+            replicas.push(member.id);
+        }
+        if r.remaining() != 0 {
+            return Err(r.error(format!("{} trailing bytes", r.remaining())));
+        }
+        let layout = Layout {
+            version,
+            partitions: partitions as u32,
+            replication: u32::try_from(replication).unwrap_or(u32::MAX),
+            members,
+            replicas,
+        };
+        layout
+            .check()
+            .map_err(|e| Error::Corrupt(format!("layout: {e}")))?;
+        Ok(layout)
+    }
+}
+
+/// LEB128: 7 bits per byte, low bits first.
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// A bounds-checked cursor: every read returns an error instead of panicking.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn error(&self, msg: String) -> Error {
+        Error::Corrupt(format!(
+            "layout: {msg} (at byte {} of {})",
+            self.pos,
+            self.bytes.len()
+        ))
+    }
+
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.pos
+    }
+
+    fn take(&mut self, len: usize, what: &str) -> Result<&'a [u8]> {
+        let slice = self
+            .pos
+            .checked_add(len)
+            .and_then(|end| self.bytes.get(self.pos..end))
+            .ok_or_else(|| self.error(format!("truncated {what}")))?;
+        self.pos += len;
+        Ok(slice)
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u64_le(&mut self, what: &str) -> Result<u64> {
+        let raw = self.take(8, what)?;
+        Ok(u64::from_le_bytes(raw.try_into().unwrap_or([0; 8])))
+    }
+
+    /// A minimal LEB128 varint: at most 64 bits, no redundant zero groups.
+    fn varint(&mut self, what: &str) -> Result<u64> {
+        let mut value = 0u64;
+        for i in 0..10 {
+            let byte = self.u8(what)?;
+            if i == 9 && byte > 1 {
+                return Err(self.error(format!("{what} overflows 64 bits")));
+            }
+            value |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                if byte == 0 && i > 0 {
+                    return Err(self.error(format!("{what} is not minimally encoded")));
+                }
+                return Ok(value);
+            }
+        }
+        Err(self.error(format!("{what} overflows 64 bits")))
+    }
+}
