@@ -380,7 +380,7 @@ impl Config {
         if self.gossip.interval_ms == 0 || self.gossip.fanout == 0 {
             return fail("gossip.interval_ms and gossip.fanout must be at least 1".to_string());
         }
-        if !(self.gossip.phi_threshold > 0.0) {
+        if !self.gossip.phi_threshold.is_finite() || self.gossip.phi_threshold <= 0.0 {
             return fail("gossip.phi_threshold must be positive".to_string());
         }
         if self.node.weight == 0 {

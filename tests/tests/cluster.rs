@@ -77,7 +77,7 @@ async fn five_nodes_store_each_key_exactly_on_its_layout_replicas() {
             .put(format!("placed-{i}"), format!("v{i}"), put_opts(Level::All))
             .await
             .unwrap();
-        let coordinator = put.meta.coordinator.split('@').next().unwrap().to_string();
+        let coordinator = put.meta.coordinator.clone();
         let key = format!("placed-{i}");
         let p = partition_of(key.as_bytes(), layout.partitions, layout.hash_seed);
         assert!(

@@ -486,11 +486,13 @@ impl Coordinator {
         })
     }
 
-    fn meta(&self, plan: &Plan, replicas: Vec<String>) -> ReplyMeta {
+    /// Reply meta names nodes by id (as Admin.Members does); errors use
+    /// `id@address` labels so operators can see where to look.
+    fn meta(&self, plan: &Plan, labels: Vec<String>) -> ReplyMeta {
         let n = plan.replicas.len();
         ReplyMeta {
-            coordinator: self.label(self.node_id()),
-            replicas,
+            coordinator: self.node_id().to_string(),
+            replicas: labels.iter().map(|l| node_of(l).to_string()).collect(),
             fallbacks: Vec::new(),
             read_repaired: 0,
             replication: n as u32,
