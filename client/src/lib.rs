@@ -588,6 +588,57 @@ impl Client {
             .map_err(|s| self.transport_failed(&address, s, true))
     }
 
+    /// Background workers of the node at `endpoint`.
+    pub async fn workers(&self, endpoint: usize) -> Result<Vec<pb::WorkerStatus>> {
+        let address = self.endpoint(endpoint)?;
+        let ch = self.channel(&address).await?;
+        AdminClient::new(ch)
+            .workers(pb::WorkersRequest {})
+            .await
+            .map(|r| r.into_inner().workers)
+            .map_err(|s| self.transport_failed(&address, s, true))
+    }
+
+    /// Hints held by the node at `endpoint`, per target.
+    pub async fn hints(&self, endpoint: usize) -> Result<Vec<pb::HintQueue>> {
+        let address = self.endpoint(endpoint)?;
+        let ch = self.channel(&address).await?;
+        AdminClient::new(ch)
+            .hints(pb::HintsRequest {})
+            .await
+            .map(|r| r.into_inner().queues)
+            .map_err(|s| self.transport_failed(&address, s, true))
+    }
+
+    /// Merkle roots of the partitions the node at `endpoint` holds.
+    pub async fn merkle_roots(&self, endpoint: usize) -> Result<Vec<pb::PartitionRoot>> {
+        let address = self.endpoint(endpoint)?;
+        let ch = self.channel(&address).await?;
+        AdminClient::new(ch)
+            .merkle_roots(pb::MerkleRootsRequest {})
+            .await
+            .map(|r| r.into_inner().roots)
+            .map_err(|s| self.transport_failed(&address, s, true))
+    }
+
+    /// Runs anti-entropy now on the node at `endpoint` (all its partitions,
+    /// or one) and returns what it repaired.
+    pub async fn repair(
+        &self,
+        endpoint: usize,
+        partition: Option<u32>,
+    ) -> Result<pb::StartRepairResponse> {
+        let address = self.endpoint(endpoint)?;
+        let ch = self.channel(&address).await?;
+        let mut req = tonic::Request::new(pb::StartRepairRequest { partition });
+        req.set_timeout(Duration::from_secs(600));
+        AdminClient::new(ch)
+            .start_repair(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.transport_failed(&address, s, true))
+    }
+
     fn endpoint(&self, idx: usize) -> Result<String> {
         self.endpoints.get(idx).cloned().ok_or_else(|| {
             Error::InvalidArgument(format!(

@@ -102,13 +102,23 @@ enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Run anti-entropy now on the first endpoint's node (all its
+    /// partitions, or one) and report what was repaired.
+    Repair {
+        #[arg(long)]
+        partition: Option<u32>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 enum ClusterCommand {
     /// Members, their status, liveness (as the first reachable endpoint sees
     /// them), partitions owned and share of the data.
-    Status,
+    Status {
+        /// Also list the first endpoint's background workers and its hints.
+        #[arg(long)]
+        workers: bool,
+    },
     /// The layout: each partition's replicas in preference order.
     Layout,
 }
@@ -357,7 +367,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             })
         }
         Command::Cluster {
-            command: ClusterCommand::Status,
+            command: ClusterCommand::Status { workers },
         } => {
             let members = client.members().await?;
             let total: u32 = members.iter().map(|m| m.partitions_owned).sum();
@@ -397,7 +407,35 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                     );
                 }
             }
+            if workers {
+                print_workers(&client, json, &mut stdout).await?;
+            }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Repair { partition } => {
+            let r = client.repair(0, partition).await?;
+            if json {
+                let out = json!({
+                    "partitions": r.partitions, "partitions_differing": r.partitions_differing,
+                    "keys_repaired": r.keys_repaired, "tombstones_purged": r.tombstones_purged,
+                    "errors": r.errors,
+                });
+                let _ = writeln!(stdout, "{out}");
+            } else {
+                let _ = writeln!(
+                    stdout,
+                    "repaired {} keys in {} of {} partitions; purged {} tombstones",
+                    r.keys_repaired, r.partitions_differing, r.partitions, r.tombstones_purged
+                );
+                for e in &r.errors {
+                    eprintln!("error: {e}");
+                }
+            }
+            Ok(if r.errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(7)
+            })
         }
         Command::Cluster {
             command: ClusterCommand::Layout,
@@ -449,6 +487,48 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Prints the first endpoint's background workers and the hints it holds.
+async fn print_workers(
+    client: &Client,
+    json: bool,
+    stdout: &mut impl Write,
+) -> Result<(), Error> {
+    let list = client.workers(0).await?;
+    let hints = client.hints(0).await?;
+    if json {
+        let ws: Vec<_> = list
+            .iter()
+            .map(|w| {
+                json!({
+                    "name": w.name, "state": w.state, "errors": w.errors,
+                    "last_error": w.last_error, "counters": w.counters,
+                })
+            })
+            .collect();
+        let hs: Vec<_> = hints
+            .iter()
+            .map(|h| json!({ "target": h.target, "keys": h.keys, "bytes": h.bytes }))
+            .collect();
+        let _ = writeln!(stdout, "{}", json!({ "workers": ws, "hints": hs }));
+        return Ok(());
+    }
+    let _ = writeln!(stdout, "\nworkers on {}:", client.endpoints()[0]);
+    let _ = writeln!(stdout, "{:<16} {:<8} {:>6}  COUNTERS", "WORKER", "STATE", "ERRORS");
+    for w in &list {
+        let counters: Vec<String> = w.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(stdout, "{:<16} {:<8} {:>6}  {}", w.name, w.state, w.errors, counters.join(" "));
+        if !w.last_error.is_empty() {
+            let _ = writeln!(stdout, "{:<32}  last error: {}", "", w.last_error);
+        }
+    }
+    let total: u64 = hints.iter().map(|h| h.keys).sum();
+    let _ = writeln!(stdout, "hints held: {total}");
+    for h in &hints {
+        let _ = writeln!(stdout, "  for {}: {} keys, {} bytes", h.target, h.keys, h.bytes);
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -40,6 +40,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
     pub gossip: GossipConfig,
+    pub handoff: HandoffConfig,
     pub repair: RepairConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
@@ -228,19 +229,66 @@ impl GossipConfig {
     }
 }
 
-/// Replica convergence.
+/// Sloppy quorums and hinted handoff.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HandoffConfig {
+    /// How long the coordinator waits for a replica before a fallback
+    /// takes the write as a hint.
+    pub replica_timeout_ms: u64,
+    /// Time between delivery rounds.
+    pub interval_ms: u64,
+    /// Hints sent per batch.
+    pub batch_size: usize,
+    /// Hints delivered per second at most, over all targets.
+    pub max_rate: u64,
+    /// Hint bytes kept per target node; past it new hints for that node are
+    /// refused (the coordinator tries the next fallback).
+    pub max_bytes_per_target: u64,
+    /// Hints older than this are dropped (anti-entropy repairs the rest).
+    pub max_age_ms: u64,
+}
+
+impl Default for HandoffConfig {
+    fn default() -> Self {
+        Self {
+            replica_timeout_ms: 1000,
+            interval_ms: 1000,
+            batch_size: 256,
+            max_rate: 5000,
+            max_bytes_per_target: 256 * 1024 * 1024,
+            max_age_ms: 3 * 3600 * 1000,
+        }
+    }
+}
+
+/// Replica convergence: read repair, anti-entropy, tombstone purge.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RepairConfig {
     /// How long a read keeps listening for the replicas that had not
     /// answered when it replied, to repair those that are behind.
     pub read_repair_wait_ms: u64,
+    /// Whether the anti-entropy worker runs.
+    pub anti_entropy: bool,
+    /// Pause between two anti-entropy passes over this node's partitions.
+    pub interval_ms: u64,
+    /// Budget: keys scanned per second by anti-entropy.
+    pub keys_per_second: u64,
+    /// A tombstone is purged once every replica holds it and it is older
+    /// than this. Must exceed `handoff.max_age_ms`, so no stale hint can
+    /// bring back what a purged tombstone deleted.
+    pub tombstone_grace_ms: u64,
 }
 
 impl Default for RepairConfig {
     fn default() -> Self {
         Self {
             read_repair_wait_ms: 1000,
+            anti_entropy: true,
+            interval_ms: 60_000,
+            keys_per_second: 50_000,
+            tombstone_grace_ms: 24 * 3600 * 1000,
         }
     }
 }
@@ -382,6 +430,23 @@ impl Config {
         }
         if !self.gossip.phi_threshold.is_finite() || self.gossip.phi_threshold <= 0.0 {
             return fail("gossip.phi_threshold must be positive".to_string());
+        }
+        let h = &self.handoff;
+        if h.replica_timeout_ms == 0 || h.interval_ms == 0 || h.batch_size == 0 || h.max_rate == 0 {
+            return fail(
+                "handoff.replica_timeout_ms, interval_ms, batch_size and max_rate must be at least 1"
+                    .to_string(),
+            );
+        }
+        let r = &self.repair;
+        if r.interval_ms == 0 || r.keys_per_second == 0 {
+            return fail("repair.interval_ms and repair.keys_per_second must be at least 1".to_string());
+        }
+        if r.tombstone_grace_ms <= h.max_age_ms {
+            return fail(format!(
+                "repair.tombstone_grace_ms ({}) must exceed handoff.max_age_ms ({}): a hint older than the grace could bring deleted data back",
+                r.tombstone_grace_ms, h.max_age_ms
+            ));
         }
         if self.node.weight == 0 {
             return fail("node.weight must be at least 1".to_string());

@@ -11,13 +11,16 @@ pub mod api;
 pub mod config;
 pub mod coordinator;
 pub mod error;
+pub mod handoff;
 pub mod membership;
 pub mod metrics;
+pub mod repair;
 pub mod replica;
 pub mod ring;
 pub mod server;
 pub mod storage;
 pub mod transport;
 pub mod version;
+pub mod worker;
 
 pub use error::{Error, Result};

@@ -66,6 +66,14 @@ pub struct Metrics {
     siblings_collapsed: AtomicU64,
     /// Replicas sent the merged state by read repair.
     read_repairs: AtomicU64,
+    /// Hints stored by this node as a fallback.
+    hints_stored: AtomicU64,
+    /// Hints delivered to their target and deleted.
+    hints_delivered: AtomicU64,
+    /// Hints dropped (expired or undecodable).
+    hints_dropped: AtomicU64,
+    /// Hints currently held.
+    hints_pending: AtomicU64,
 }
 
 impl Metrics {
@@ -94,6 +102,22 @@ impl Metrics {
 
     pub fn overloaded(&self) {
         self.overloaded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn hints_stored(&self, n: u64) {
+        self.hints_stored.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn hints_delivered(&self, n: u64) {
+        self.hints_delivered.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn hints_dropped(&self, n: u64) {
+        self.hints_dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn hints_pending(&self, n: u64) {
+        self.hints_pending.store(n, Ordering::Relaxed);
     }
 
     pub fn read_repaired(&self, n: usize) {
@@ -184,6 +208,11 @@ impl Metrics {
                 value.load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP ringkv_hints_pending Hints held by this node.\n# TYPE ringkv_hints_pending gauge\nringkv_hints_pending {}",
+            self.hints_pending.load(Ordering::Relaxed)
+        );
         let _ = writeln!(
             out,
             "# HELP ringkv_storage_bytes Approximate bytes stored by the engine.\n# TYPE ringkv_storage_bytes gauge\nringkv_storage_bytes {}",

@@ -147,10 +147,38 @@ impl Transport {
         state: &VersionSet,
         timeout: Duration,
     ) -> Result<(), Status> {
+        self.send_versions(node, address, key, state, None, timeout)
+            .await
+    }
+
+    /// Asks a fallback to keep a key's version set as a hint for `target`.
+    pub async fn store_hint(
+        &self,
+        node: NodeId,
+        address: &str,
+        key: Bytes,
+        state: &VersionSet,
+        target: NodeId,
+        timeout: Duration,
+    ) -> Result<(), Status> {
+        self.send_versions(node, address, key, state, Some(target), timeout)
+            .await
+    }
+
+    async fn send_versions(
+        &self,
+        node: NodeId,
+        address: &str,
+        key: Bytes,
+        state: &VersionSet,
+        hint_for: Option<NodeId>,
+        timeout: Duration,
+    ) -> Result<(), Status> {
         let msg = pb::ReplicateRequest {
             key,
             version_set: state.encode().into(),
             from: self.me.to_string(),
+            hint_for: hint_for.map(|n| n.to_string()).unwrap_or_default(),
         };
         self.internal(node, address)?
             .replicate(self.request(msg, timeout))
@@ -210,6 +238,48 @@ impl Transport {
             .get_layout(self.request(pb::GetLayoutRequest {}, timeout))
             .await
             .map(|r| r.into_inner().layout)
+    }
+
+    /// A replica's Merkle leaves for one partition.
+    pub async fn merkle_leaves(
+        &self,
+        node: NodeId,
+        address: &str,
+        partition: u32,
+        timeout: Duration,
+    ) -> Result<pb::MerkleLeavesResponse, Status> {
+        self.internal(node, address)?
+            .merkle_leaves(self.request(pb::MerkleLeavesRequest { partition }, timeout))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// A replica's (key, digest) pairs for chosen leaves or keys of a partition.
+    pub async fn key_digests(
+        &self,
+        node: NodeId,
+        address: &str,
+        msg: pb::KeyDigestsRequest,
+        timeout: Duration,
+    ) -> Result<Vec<pb::KeyDigest>, Status> {
+        self.internal(node, address)?
+            .key_digests(self.request(msg, timeout))
+            .await
+            .map(|r| r.into_inner().digests)
+    }
+
+    /// Asks a replica to purge fully replicated tombstones.
+    pub async fn purge(
+        &self,
+        node: NodeId,
+        address: &str,
+        keys: Vec<pb::KeyDigest>,
+        timeout: Duration,
+    ) -> Result<u32, Status> {
+        self.internal(node, address)?
+            .purge(self.request(pb::PurgeRequest { keys }, timeout))
+            .await
+            .map(|r| r.into_inner().purged)
     }
 
     /// A KV client for forwarding a request to the key's coordinator.

@@ -291,6 +291,16 @@ impl TestCluster {
     /// and waits until every node holds the same layout and sees every
     /// other node alive.
     pub async fn start(n: usize, extra_args: &[&str]) -> Result<TestCluster> {
+        Self::start_with_env(n, extra_args, &[]).await
+    }
+
+    /// Like [`TestCluster::start`], with extra environment variables for
+    /// every node (e.g. `("RINGKV__REPAIR__INTERVAL_MS", "500")`).
+    pub async fn start_with_env(
+        n: usize,
+        extra_args: &[&str],
+        extra_env: &[(&str, &str)],
+    ) -> Result<TestCluster> {
         let dir = tempfile::tempdir()?;
         let addresses: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()))
@@ -300,10 +310,12 @@ impl TestCluster {
         let interval = TEST_GOSSIP_INTERVAL_MS.to_string();
         let mut args: Vec<&str> = vec!["--seeds", &seeds, "--bootstrap-expect", &expect];
         args.extend_from_slice(extra_args);
-        let env = [
+        let mut env = vec![
             ("RINGKV__GOSSIP__INTERVAL_MS", interval.as_str()),
             ("RINGKV__DEBUG__FAULT_INJECTION", "true"),
+            ("RINGKV__HANDOFF__INTERVAL_MS", "200"),
         ];
+        env.extend_from_slice(extra_env);
         let mut nodes = Vec::with_capacity(n);
         for (i, address) in addresses.iter().enumerate() {
             nodes.push(ServerProcess::start_on(
@@ -449,4 +461,34 @@ pub fn partition_of(key: &[u8], partitions: u32, hash_seed: u64) -> u32 {
         return 0;
     }
     (twox_hash::XxHash3_64::oneshot_with_seed(hash_seed, key) >> (64 - bits)) as u32
+}
+
+impl TestCluster {
+    /// Hints held by every running node, summed.
+    pub async fn hints_pending(&self) -> Result<u64> {
+        let mut total = 0;
+        for node in self.nodes.iter().filter(|n| n.pid().is_some()) {
+            total += node.client().hints(0).await?.iter().map(|q| q.keys).sum::<u64>();
+        }
+        Ok(total)
+    }
+
+    /// Waits until no running node holds hints.
+    pub async fn wait_no_hints(&self) -> Result<Duration> {
+        let started = Instant::now();
+        loop {
+            if self.hints_pending().await? == 0 {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > CONVERGE_TIMEOUT {
+                bail!("hints still pending after {CONVERGE_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Index of the node with this id.
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.ids.iter().position(|i| i == id)
+    }
 }

@@ -11,8 +11,11 @@ use tonic::{Request, Response, Status};
 use super::{convert, status, Gate};
 use crate::config::Config;
 use crate::error::Error;
+use crate::handoff::HintStore;
 use crate::membership::Cluster;
+use crate::repair::Repair;
 use crate::replica::Replica;
+use crate::worker::Workers;
 use crate::ring::KEY_HASH_SEED;
 use crate::version::NodeId;
 
@@ -24,18 +27,33 @@ pub struct NodeInfo {
     pub started: Instant,
 }
 
+/// The node's parts the Admin service reports on.
+pub struct AdminParts {
+    pub replica: Arc<Replica>,
+    pub cluster: Arc<Cluster>,
+    pub hints: Arc<HintStore>,
+    pub repair: Arc<Repair>,
+    pub workers: Arc<Workers>,
+}
+
 pub struct AdminService {
     replica: Arc<Replica>,
     cluster: Arc<Cluster>,
+    hints: Arc<HintStore>,
+    repair: Arc<Repair>,
+    workers: Arc<Workers>,
     info: NodeInfo,
     gate: Gate,
 }
 
 impl AdminService {
-    pub fn new(replica: Arc<Replica>, cluster: Arc<Cluster>, info: NodeInfo, gate: Gate) -> Self {
+    pub fn new(parts: AdminParts, info: NodeInfo, gate: Gate) -> Self {
         Self {
-            replica,
-            cluster,
+            replica: parts.replica,
+            cluster: parts.cluster,
+            hints: parts.hints,
+            repair: parts.repair,
+            workers: parts.workers,
             info,
             gate,
         }
@@ -199,5 +217,94 @@ impl Admin for AdminService {
         }
         .await;
         admitted.finish("", result)
+    }
+
+    async fn workers(
+        &self,
+        _request: Request<pb::WorkersRequest>,
+    ) -> Result<Response<pb::WorkersResponse>, Status> {
+        let admitted = self.gate.admit("workers")?;
+        let workers = self
+            .workers
+            .statuses()
+            .into_iter()
+            .map(|w| pb::WorkerStatus {
+                name: w.name,
+                state: w.state.as_str().to_string(),
+                errors: w.errors,
+                last_error: w.last_error.unwrap_or_default(),
+                last_error_at_ms: w.last_error_at_ms,
+                counters: w.counters.into_iter().collect(),
+            })
+            .collect();
+        admitted.finish("", Ok(Response::new(pb::WorkersResponse { workers })))
+    }
+
+    async fn start_repair(
+        &self,
+        request: Request<pb::StartRepairRequest>,
+    ) -> Result<Response<pb::StartRepairResponse>, Status> {
+        let admitted = self.gate.admit("start_repair")?;
+        let result = async {
+            let partition = request.into_inner().partition;
+            if let Some(p) = partition {
+                if p >= self.cluster.partitions() {
+                    return Err(status(Error::InvalidArgument(format!(
+                        "partition {p} out of range: the cluster has {}",
+                        self.cluster.partitions()
+                    ))));
+                }
+            }
+            let report = self.repair.repair_now(partition).await.map_err(status)?;
+            Ok(Response::new(pb::StartRepairResponse {
+                partitions: report.partitions,
+                partitions_differing: report.partitions_differing,
+                keys_repaired: report.keys_repaired,
+                tombstones_purged: report.tombstones_purged,
+                errors: report.errors,
+            }))
+        }
+        .await;
+        admitted.finish("", result)
+    }
+
+    async fn merkle_roots(
+        &self,
+        _request: Request<pb::MerkleRootsRequest>,
+    ) -> Result<Response<pb::MerkleRootsResponse>, Status> {
+        let admitted = self.gate.admit("merkle_roots")?;
+        let result = async {
+            let roots = self.repair.merkle_roots().await.map_err(status)?;
+            Ok(Response::new(pb::MerkleRootsResponse {
+                roots: roots
+                    .into_iter()
+                    .map(|(partition, s)| pb::PartitionRoot {
+                        partition,
+                        root: s.root,
+                        keys: s.keys,
+                    })
+                    .collect(),
+            }))
+        }
+        .await;
+        admitted.finish("", result)
+    }
+
+    async fn hints(
+        &self,
+        _request: Request<pb::HintsRequest>,
+    ) -> Result<Response<pb::HintsResponse>, Status> {
+        let admitted = self.gate.admit("hints")?;
+        let queues = self
+            .hints
+            .queues()
+            .into_iter()
+            .map(|(target, q)| pb::HintQueue {
+                target: target.to_string(),
+                keys: q.keys,
+                bytes: q.bytes,
+            })
+            .collect();
+        admitted.finish("", Ok(Response::new(pb::HintsResponse { queues })))
     }
 }

@@ -1,4 +1,5 @@
-//! The node-to-node Internal service: replication and local reads.
+//! The node-to-node Internal service: replication, hints, local reads,
+//! gossip, layouts, and the anti-entropy exchange.
 //!
 //! Version sets travel in the stored encoding, so a receiving replica
 //! merges exactly what the sender holds. Bytes that do not decode are
@@ -12,14 +13,19 @@ use tonic::{Request, Response, Status};
 
 use super::{status, Gate};
 use crate::error::Error;
+use crate::handoff::HintStore;
 use crate::membership::Cluster;
+use crate::repair::Repair;
 use crate::replica::Replica;
 use crate::transport;
-use crate::version::VersionSet;
+use crate::version::{NodeId, VersionSet};
 
 pub struct InternalService {
     replica: Arc<Replica>,
     cluster: Arc<Cluster>,
+    /// Where this node keeps hints when it acts as a fallback.
+    hints: Arc<HintStore>,
+    repair: Arc<Repair>,
     gate: Gate,
     max_key_bytes: usize,
 }
@@ -28,15 +34,29 @@ impl InternalService {
     pub fn new(
         replica: Arc<Replica>,
         cluster: Arc<Cluster>,
+        hints: Arc<HintStore>,
+        repair: Arc<Repair>,
         gate: Gate,
         max_key_bytes: usize,
     ) -> Self {
         Self {
             replica,
             cluster,
+            hints,
+            repair,
             gate,
             max_key_bytes,
         }
+    }
+
+    fn check_partition(&self, partition: u32) -> Result<u32, Status> {
+        let q = self.cluster.partitions();
+        if partition >= q {
+            return Err(status(Error::InvalidArgument(format!(
+                "partition {partition} out of range: the cluster has {q}"
+            ))));
+        }
+        Ok(partition)
     }
 
     /// Refuses traffic from a node the fault switch cut off.
@@ -80,6 +100,15 @@ impl Internal for InternalService {
                     req.from
                 )))
             })?;
+            if !req.hint_for.is_empty() {
+                // This node is a fallback: keep the versions for their replica.
+                let target: NodeId = req.hint_for.parse().map_err(status)?;
+                self.hints
+                    .store(target, req.key, incoming)
+                    .await
+                    .map_err(status)?;
+                return Ok(Response::new(pb::ReplicateResponse {}));
+            }
             let merged = self
                 .replica
                 .merge(req.key, incoming)
@@ -138,5 +167,59 @@ impl Internal for InternalService {
             .map(|l| l.encode().into())
             .unwrap_or_default();
         Ok(Response::new(pb::GetLayoutResponse { layout }))
+    }
+
+    async fn merkle_leaves(
+        &self,
+        request: Request<pb::MerkleLeavesRequest>,
+    ) -> Result<Response<pb::MerkleLeavesResponse>, Status> {
+        self.check_sender(&request)?;
+        let partition = self.check_partition(request.into_inner().partition)?;
+        let summary = self.repair.merkle_leaves(partition).await.map_err(status)?;
+        Ok(Response::new(pb::MerkleLeavesResponse {
+            root: summary.root,
+            leaves: summary.leaves,
+            keys: summary.keys,
+        }))
+    }
+
+    async fn key_digests(
+        &self,
+        request: Request<pb::KeyDigestsRequest>,
+    ) -> Result<Response<pb::KeyDigestsResponse>, Status> {
+        self.check_sender(&request)?;
+        let req = request.into_inner();
+        let partition = self.check_partition(req.partition)?;
+        for key in &req.keys {
+            self.check_key(key)?;
+        }
+        let digests = self
+            .repair
+            .key_digests(partition, req.leaves, req.keys)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::KeyDigestsResponse {
+            digests: digests
+                .into_iter()
+                .map(|(key, digest)| pb::KeyDigest { key, digest })
+                .collect(),
+        }))
+    }
+
+    async fn purge(
+        &self,
+        request: Request<pb::PurgeRequest>,
+    ) -> Result<Response<pb::PurgeResponse>, Status> {
+        self.check_sender(&request)?;
+        let req = request.into_inner();
+        for k in &req.keys {
+            self.check_key(&k.key)?;
+        }
+        let purged = self
+            .repair
+            .purge(req.keys.into_iter().map(|k| (k.key, k.digest)).collect())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::PurgeResponse { purged }))
     }
 }

@@ -27,7 +27,8 @@
 mod consistency;
 pub mod quorum;
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -37,6 +38,7 @@ pub use consistency::{Consistency, Level};
 
 use crate::config::Config;
 use crate::error::{Error, ReplicaError, Result};
+use crate::handoff::HintStore;
 use crate::membership::Cluster;
 use crate::metrics::Metrics;
 use crate::replica::{wall_clock_ms, Applied, LocalWrite, Replica};
@@ -124,6 +126,8 @@ pub struct GetReply {
 struct Plan {
     key: Bytes,
     replicas: Vec<NodeId>,
+    /// The rest of the preference list, for sloppy quorums.
+    fallbacks: Vec<NodeId>,
     consistency: Consistency,
     required: usize,
     configured_n: usize,
@@ -143,6 +147,8 @@ pub enum Route {
 pub struct Coordinator {
     replica: Arc<Replica>,
     cluster: Arc<Cluster>,
+    /// Where hints go when no fallback can take them.
+    hints: Arc<HintStore>,
     /// Defaults and limits from configuration.
     config: Arc<Config>,
     metrics: Arc<Metrics>,
@@ -152,12 +158,14 @@ impl Coordinator {
     pub fn new(
         replica: Arc<Replica>,
         cluster: Arc<Cluster>,
+        hints: Arc<HintStore>,
         config: Arc<Config>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             replica,
             cluster,
+            hints,
             config,
             metrics,
         }
@@ -409,26 +417,26 @@ impl Coordinator {
         // The other replicas receive the whole resulting version set and
         // merge it, so they converge on exactly the coordinator's state.
         let state = Arc::new(applied.state.clone());
-        let others: Vec<quorum::Call<()>> = plan
+        let fallbacks = Arc::new(Mutex::new(
+            plan.fallbacks.iter().copied().collect::<VecDeque<_>>(),
+        ));
+        let others: Vec<quorum::Call<Ack>> = plan
             .replicas
             .iter()
             .filter(|n| **n != me)
             .map(|node| {
-                let node = *node;
-                let cluster = self.cluster.clone();
-                let state = state.clone();
-                let key = plan.key.clone();
-                let timeout = plan.consistency.timeout;
-                quorum::call(self.label(node), async move {
-                    let address = cluster
-                        .address_of(node)
-                        .ok_or_else(|| Error::Internal("address unknown".into()))?;
-                    cluster
-                        .transport
-                        .replicate(node, &address, key, &state, timeout)
-                        .await
-                        .map_err(|s| peer_failed(&cluster, node, s))
-                })
+                let send = Send {
+                    replica: *node,
+                    key: plan.key.clone(),
+                    state: state.clone(),
+                    fallbacks: fallbacks.clone(),
+                    sloppy: plan.consistency.sloppy,
+                    timeout: plan.consistency.timeout,
+                    replica_timeout: Duration::from_millis(self.config.handoff.replica_timeout_ms),
+                    cluster: self.cluster.clone(),
+                    hints: self.hints.clone(),
+                };
+                quorum::call(self.label(*node), send.run())
             })
             .collect();
         let answers = quorum::quorum(
@@ -439,14 +447,23 @@ impl Coordinator {
         )
         .await?;
         let mut acked = vec![self.label(me)];
-        acked.extend(answers.ok.into_iter().map(|(n, ())| n));
-        // Replicas that have not answered yet still get the write: drive
-        // their calls to completion in the background.
+        let mut used = Vec::new();
+        for (label, ack) in answers.ok {
+            match ack {
+                Ack::Replica => acked.push(label),
+                Ack::Fallback { fallback, replica } => {
+                    used.push((fallback.to_string(), replica.to_string()))
+                }
+            }
+        }
+        // Replicas that have not answered yet still get the write (or a
+        // hint for it): drive their calls to completion in the background.
         let mut pending = answers.pending;
         if !pending.is_empty() {
             tokio::spawn(async move { while pending.next().await.is_some() {} });
         }
-        let meta = self.meta(&plan, acked);
+        let mut meta = self.meta(&plan, acked);
+        meta.fallbacks = used;
         Ok((applied, meta))
     }
 
@@ -458,7 +475,9 @@ impl Coordinator {
     ) -> Result<Plan> {
         let layout = self.layout()?;
         let configured_n = self.config.cluster.replication as usize;
-        let replicas = layout.replicas(self.replica.partition_of(key)).to_vec();
+        let partition = self.replica.partition_of(key);
+        let replicas = layout.replicas(partition).to_vec();
+        let fallbacks = layout.preference_list(partition)[replicas.len()..].to_vec();
         if !replicas.contains(&self.node_id()) {
             return Err(Error::Internal(
                 "coordinating a key this node is not a replica of".into(),
@@ -479,6 +498,7 @@ impl Coordinator {
         Ok(Plan {
             key: key.clone(),
             replicas,
+            fallbacks,
             consistency,
             required,
             configured_n,
@@ -557,4 +577,96 @@ fn peer_failed(cluster: &Cluster, node: NodeId, status: tonic::Status) -> Error 
         cluster.rpc_failed(node);
     }
     Error::Internal(format!("{:?}: {}", status.code(), status.message()))
+}
+
+/// How a replica's copy of a write was acknowledged.
+enum Ack {
+    /// The replica itself stored it.
+    Replica,
+    /// A fallback stored it as a hint for the replica.
+    Fallback { fallback: NodeId, replica: NodeId },
+}
+
+/// Getting one replica's copy of a write stored: on the replica, else as a
+/// hint on the next free fallback, else as a hint on the coordinator.
+struct Send {
+    replica: NodeId,
+    key: Bytes,
+    state: Arc<VersionSet>,
+    /// Fallbacks not yet used by this write, in preference order.
+    fallbacks: Arc<Mutex<VecDeque<NodeId>>>,
+    sloppy: bool,
+    timeout: Duration,
+    replica_timeout: Duration,
+    cluster: Arc<Cluster>,
+    hints: Arc<HintStore>,
+}
+
+impl Send {
+    async fn run(self) -> Result<Ack> {
+        let replica = self.replica;
+        let reason = if !self.cluster.is_alive(replica) {
+            "believed down".to_string()
+        } else {
+            match self.cluster.address_of(replica) {
+                None => "address unknown".to_string(),
+                Some(address) => {
+                    let sent = tokio::time::timeout(
+                        self.replica_timeout,
+                        self.cluster.transport.replicate(
+                            replica,
+                            &address,
+                            self.key.clone(),
+                            &self.state,
+                            self.timeout,
+                        ),
+                    )
+                    .await;
+                    match sent {
+                        Ok(Ok(())) => return Ok(Ack::Replica),
+                        Ok(Err(status)) => peer_failed(&self.cluster, replica, status).to_string(),
+                        Err(_) => format!("no answer within {:?}", self.replica_timeout),
+                    }
+                }
+            }
+        };
+        loop {
+            let next = self
+                .fallbacks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop_front();
+            let Some(fallback) = next else { break };
+            if !self.cluster.is_alive(fallback) {
+                continue;
+            }
+            let Some(address) = self.cluster.address_of(fallback) else {
+                continue;
+            };
+            let stored = self
+                .cluster
+                .transport
+                .store_hint(fallback, &address, self.key.clone(), &self.state, replica, self.timeout)
+                .await;
+            match stored {
+                Ok(()) if self.sloppy => return Ok(Ack::Fallback { fallback, replica }),
+                Ok(()) => {
+                    return Err(Error::Internal(format!(
+                        "{reason}; fallback {fallback} keeps a hint, but a strict request counts only the key's own replicas"
+                    )))
+                }
+                Err(status) => {
+                    peer_failed(&self.cluster, fallback, status);
+                }
+            }
+        }
+        // No fallback could take it: the coordinator keeps the hint itself,
+        // which never counts toward W.
+        self.hints
+            .store(replica, self.key.clone(), (*self.state).clone())
+            .await?;
+        Err(Error::Internal(format!(
+            "{reason}; no fallback available, the coordinator keeps a hint"
+        )))
+    }
 }

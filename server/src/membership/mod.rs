@@ -44,6 +44,7 @@ use crate::server::Shutdown;
 use crate::storage::{Cf, Engine, WriteBatch};
 use crate::transport::{is_unreachable, Transport};
 use crate::version::NodeId;
+use crate::worker::{WorkerHandle, WorkerState};
 
 use detector::{FailureDetector, Liveness};
 use state::{Digest, MemberInfo, MembershipState, Status};
@@ -119,6 +120,11 @@ impl Cluster {
 
     pub fn me(&self) -> NodeId {
         self.me
+    }
+
+    /// Q, the cluster's fixed number of partitions.
+    pub fn partitions(&self) -> u32 {
+        self.config.cluster.partitions
     }
 
     fn now_ms(&self) -> u64 {
@@ -470,13 +476,25 @@ impl Cluster {
 }
 
 /// Runs gossip rounds until shutdown.
-pub async fn run_gossip(cluster: Arc<Cluster>, mut shutdown: Shutdown) {
+pub async fn run_gossip(cluster: Arc<Cluster>, handle: Arc<WorkerHandle>, mut shutdown: Shutdown) {
     let mut interval = tokio::time::interval(cluster.config.gossip.interval());
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.recv() => return,
-            _ = interval.tick() => cluster.gossip_round().await,
+            _ = interval.tick() => {
+                handle.set_state(WorkerState::Active);
+                cluster.gossip_round().await;
+                handle.add("rounds", 1);
+                let alive = cluster
+                    .members()
+                    .iter()
+                    .filter(|m| m.liveness == Liveness::Alive)
+                    .count();
+                handle.set("members", cluster.members().len() as u64);
+                handle.set("alive", alive as u64);
+                handle.set_state(WorkerState::Idle);
+            }
         }
     }
 }

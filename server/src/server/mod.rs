@@ -21,9 +21,14 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 
-pub use shutdown::{Shutdown, ShutdownTrigger};
+pub use shutdown::{channel as shutdown_channel, Shutdown, ShutdownTrigger};
 
+use crate::api::admin::AdminParts;
 use crate::api::{AdminService, Gate, InternalService, KvService};
+use crate::handoff::deliver::{self, Delivery};
+use crate::handoff::HintStore;
+use crate::repair::Repair;
+use crate::worker::Workers;
 use crate::config::{Config, EngineKind};
 use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
@@ -51,7 +56,7 @@ pub struct Node {
     trigger: ShutdownTrigger,
     grpc: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     metrics_task: Option<JoinHandle<()>>,
-    gossip: JoinHandle<()>,
+    workers: Arc<Workers>,
     replica: Arc<Replica>,
 }
 
@@ -86,12 +91,26 @@ impl Node {
         };
         let cluster = Cluster::new(me, config.clone(), engine.clone(), transport.clone())?;
         cluster.maybe_bootstrap();
-        let coordinator = Arc::new(Coordinator::new(
+        let hints = Arc::new(HintStore::open(
+            engine.clone(),
+            config.cluster.partitions,
+            config.handoff.max_bytes_per_target,
+            metrics.clone(),
+        )?);
+        let repair = Repair::new(
             replica.clone(),
             cluster.clone(),
             config.clone(),
             metrics.clone(),
+        );
+        let coordinator = Arc::new(Coordinator::new(
+            replica.clone(),
+            cluster.clone(),
+            hints.clone(),
+            config.clone(),
+            metrics.clone(),
         ));
+        let workers = Workers::new();
         let gate = Gate::new(config.limits.max_concurrent_requests, metrics.clone());
         let (trigger, _) = shutdown::channel();
 
@@ -133,8 +152,13 @@ impl Node {
             started: Instant::now(),
         };
         let admin = AdminServer::new(AdminService::new(
-            replica.clone(),
-            cluster.clone(),
+            AdminParts {
+                replica: replica.clone(),
+                cluster: cluster.clone(),
+                hints: hints.clone(),
+                repair: repair.clone(),
+                workers: workers.clone(),
+            },
             info,
             gate.clone(),
         ))
@@ -143,6 +167,8 @@ impl Node {
         let internal = InternalServer::new(InternalService::new(
             replica.clone(),
             cluster.clone(),
+            hints.clone(),
+            repair.clone(),
             gate,
             config.limits.max_key_bytes,
         ))
@@ -168,7 +194,24 @@ impl Node {
                     stop.recv().await
                 }),
         );
-        let gossip = tokio::spawn(membership::run_gossip(cluster, trigger.subscribe()));
+        {
+            let cluster = cluster.clone();
+            workers.spawn("gossip", trigger.subscribe(), move |handle, stop| {
+                membership::run_gossip(cluster, handle, stop)
+            });
+        }
+        let delivery = Delivery {
+            store: hints,
+            cluster: cluster.clone(),
+            config: config.clone(),
+            metrics: metrics.clone(),
+        };
+        workers.spawn("hint-delivery", trigger.subscribe(), move |handle, stop| {
+            deliver::run(delivery, handle, stop)
+        });
+        workers.spawn("anti-entropy", trigger.subscribe(), move |handle, stop| {
+            repair.run(handle, stop)
+        });
         info!(
             node_id = %node_id,
             name = %config.node.name,
@@ -186,7 +229,7 @@ impl Node {
             trigger,
             grpc,
             metrics_task,
-            gossip,
+            workers,
             replica,
         })
     }
@@ -205,7 +248,7 @@ impl Node {
             trigger,
             mut grpc,
             metrics_task,
-            gossip,
+            workers,
             replica,
             ..
         } = self;
@@ -229,7 +272,12 @@ impl Node {
         if let Some(task) = metrics_task {
             let _ = task.await;
         }
-        let _ = gossip.await;
+        if tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, workers.join())
+            .await
+            .is_err()
+        {
+            warn!("background workers still running after {SHUTDOWN_DRAIN_TIMEOUT:?}; stopping anyway");
+        }
         replica.flush().await?;
         info!("storage flushed; node stopped");
         match served {

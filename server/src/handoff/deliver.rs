@@ -1,0 +1,128 @@
+//! The hint delivery worker.
+//!
+//! Every `handoff.interval_ms`: for each target this node holds hints for
+//! and the failure detector sees alive, send its hints in batches of
+//! `handoff.batch_size` (a few in flight at once), delete each one the
+//! target acknowledged, and stop that target's round at its first failure.
+//! Delivery is paced to `handoff.max_rate` hints per second over all
+//! targets, so a node coming back is not flooded. Hints older than
+//! `handoff.max_age_ms` are dropped instead of delivered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::{self, StreamExt};
+
+use super::{Hint, HintStore};
+use crate::config::Config;
+use crate::membership::Cluster;
+use crate::metrics::Metrics;
+use crate::replica::wall_clock_ms;
+use crate::server::Shutdown;
+use crate::version::NodeId;
+use crate::worker::{WorkerHandle, WorkerState};
+
+/// Hints of one batch sent at once.
+const IN_FLIGHT: usize = 16;
+
+/// Everything the worker needs.
+pub struct Delivery {
+    pub store: Arc<HintStore>,
+    pub cluster: Arc<Cluster>,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Runs delivery rounds until shutdown.
+pub async fn run(d: Delivery, handle: Arc<WorkerHandle>, mut shutdown: Shutdown) {
+    let mut interval = tokio::time::interval(Duration::from_millis(d.config.handoff.interval_ms));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            _ = interval.tick() => {}
+        }
+        handle.set_state(WorkerState::Active);
+        for (target, _) in d.store.queues() {
+            if shutdown.is_triggered() {
+                return;
+            }
+            if let Err(e) = deliver_to(&d, target, &handle).await {
+                handle.error(format!("delivering hints to {target}: {e}"));
+            }
+        }
+        let pending: u64 = d.store.queues().iter().map(|(_, q)| q.keys).sum();
+        handle.set("pending", pending);
+        handle.set_state(WorkerState::Idle);
+    }
+}
+
+/// Delivers (or expires) one target's hints, batch after batch, until the
+/// queue is empty or the target fails.
+async fn deliver_to(d: &Delivery, target: NodeId, handle: &WorkerHandle) -> crate::Result<()> {
+    let max_age = d.config.handoff.max_age_ms;
+    let timeout = Duration::from_millis(d.config.handoff.replica_timeout_ms.max(1000));
+    loop {
+        let alive = d.cluster.is_alive(target);
+        let address = d.cluster.address_of(target);
+        let batch = d.store.batch(target, d.config.handoff.batch_size).await?;
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let now = wall_clock_ms();
+        let (expired, fresh): (Vec<Hint>, Vec<Hint>) = batch
+            .into_iter()
+            .partition(|h| now.saturating_sub(h.stored_at_ms) > max_age);
+        for hint in &expired {
+            if d.store.remove_if_unchanged(target, hint).await? {
+                d.metrics.hints_dropped(1);
+                handle.add("dropped", 1);
+            }
+        }
+        let (true, Some(address)) = (alive, address) else {
+            return Ok(());
+        };
+        if fresh.is_empty() {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let count = fresh.len();
+        let results: Vec<bool> = stream::iter(fresh)
+            .map(|hint| {
+                let address = address.clone();
+                async move {
+                    let sent = d
+                        .cluster
+                        .transport
+                        .replicate(target, &address, hint.key.clone(), &hint.state, timeout)
+                        .await;
+                    match sent {
+                        Ok(()) => match d.store.remove_if_unchanged(target, &hint).await {
+                            Ok(_) => true,
+                            Err(_) => false,
+                        },
+                        Err(status) => {
+                            if crate::transport::is_unreachable(&status) {
+                                d.cluster.rpc_failed(target);
+                            }
+                            false
+                        }
+                    }
+                }
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .collect()
+            .await;
+        let delivered = results.iter().filter(|ok| **ok).count();
+        d.metrics.hints_delivered(delivered as u64);
+        handle.add("delivered", delivered as u64);
+        // Pace to max_rate hints per second.
+        let budget = Duration::from_secs_f64(count as f64 / d.config.handoff.max_rate as f64);
+        if let Some(rest) = budget.checked_sub(started.elapsed()) {
+            tokio::time::sleep(rest).await;
+        }
+        if delivered < count {
+            return Ok(());
+        }
+    }
+}
