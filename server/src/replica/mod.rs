@@ -21,7 +21,7 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::ring;
-use crate::storage::{data_key, Cf, Engine, WriteBatch};
+use crate::storage::{data_key, partition_range, split_data_key, Cf, Engine, WriteBatch};
 use crate::version::{HybridClock, NodeId, Value, VersionSet, VersionVector, WriteOutcome};
 
 use locks::KeyLocks;
@@ -196,6 +196,110 @@ impl Replica {
     pub async fn flush(&self) -> Result<()> {
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || engine.flush()).await?
+    }
+}
+
+/// Partition scans and tombstone purge, for anti-entropy (`repair`).
+///
+/// These work on the stored encoding rather than on decoded sets: the
+/// Merkle summaries hash the bytes exactly as stored (the encoding is
+/// canonical, so equal states are equal bytes), and decoding every value of
+/// a partition just to hash it again would double the cost of a scan.
+impl Replica {
+    /// Up to `limit` keys of `partition` in ascending key order, starting just
+    /// after `after` (at the partition's first key when `None`), each with
+    /// its encoded version set as stored. Anti-entropy walks a partition with
+    /// it chunk by chunk, so no single blocking call holds a thread for long
+    /// and the walk can be paced between chunks.
+    pub async fn scan_partition(
+        &self,
+        partition: u32,
+        after: Option<Bytes>,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Vec<u8>)>> {
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || {
+            let (first, end) = partition_range(partition);
+            let start = match &after {
+                // The smallest stored key greater than `after` is `after ‖ 0`.
+                Some(key) => {
+                    let mut start = data_key(partition, key);
+                    start.push(0);
+                    start
+                }
+                None => first,
+            };
+            engine
+                .scan(Cf::Data, &start, end.as_deref(), limit)?
+                .into_iter()
+                .map(|(stored, value)| {
+                    let (_, user_key) = split_data_key(&stored)?;
+                    Ok((Bytes::copy_from_slice(user_key), value))
+                })
+                .collect()
+        })
+        .await?
+    }
+
+    /// The stored encodings of `keys` (`None` where absent), in the order of
+    /// `keys`, read in one batched lookup.
+    pub async fn read_stored(&self, keys: Vec<Bytes>) -> Result<Vec<Option<Vec<u8>>>> {
+        let stored: Vec<Vec<u8>> = keys
+            .iter()
+            .map(|key| data_key(self.partition_of(key), key))
+            .collect();
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || engine.multi_get(Cf::Data, &stored)).await?
+    }
+
+    /// Deletes each key whose stored encoding still has the expected digest
+    /// (`digest` is the caller's function of the stored bytes) and holds
+    /// only tombstones; returns the keys deleted, in the order given.
+    ///
+    /// The check and the delete happen under the key's stripe lock, the
+    /// same lock every write and merge takes, so a write that lands after
+    /// the caller agreed on the digest with the other replicas changes the
+    /// digest and the key is kept. Keys are handled one at a time, each with
+    /// its own lock and write: taking several stripes at once could deadlock
+    /// on a stripe shared by two keys.
+    pub async fn purge_tombstones(
+        &self,
+        keys: Vec<(Bytes, u64)>,
+        digest: fn(&[u8]) -> u64,
+    ) -> Result<Vec<Bytes>> {
+        let targets: Vec<(Bytes, Vec<u8>, u64)> = keys
+            .into_iter()
+            .map(|(key, expected)| {
+                let stored = data_key(self.partition_of(&key), &key);
+                (key, stored, expected)
+            })
+            .collect();
+        let engine = self.engine.clone();
+        let locks = self.locks.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut purged = Vec::new();
+            for (key, stored_key, expected) in targets {
+                let _guard = locks.lock(&stored_key);
+                let Some(bytes) = engine.get(Cf::Data, &stored_key)? else {
+                    continue;
+                };
+                if digest(&bytes) != expected {
+                    continue;
+                }
+                // A value that no longer decodes is left for an operator,
+                // never deleted on the strength of a digest alone.
+                match VersionSet::decode(&bytes) {
+                    Ok(state) if !state.is_empty() && state.all_tombstones() => {}
+                    _ => continue,
+                }
+                let mut batch = WriteBatch::new();
+                batch.delete(Cf::Data, stored_key);
+                engine.write(batch)?;
+                purged.push(key);
+            }
+            Ok(purged)
+        })
+        .await?
     }
 }
 
