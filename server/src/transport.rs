@@ -27,6 +27,9 @@ use crate::version::{NodeId, VersionSet};
 /// Metadata key carrying the sending node's id on internal calls.
 pub const FROM_HEADER: &str = "x-ringkv-from";
 
+/// Metadata key naming the node an internal call is meant for.
+pub const TO_HEADER: &str = "x-ringkv-to";
+
 /// Metadata key marking a KV request already forwarded once by a node.
 pub const FORWARDED_HEADER: &str = "x-ringkv-forwarded";
 
@@ -119,6 +122,16 @@ impl Transport {
         req
     }
 
+    /// A request meant for `to` only: a different node now answering at
+    /// that address (a wiped node that came back with a new id) refuses it.
+    fn request_to<T>(&self, to: NodeId, msg: T, timeout: Duration) -> Request<T> {
+        let mut req = self.request(msg, timeout);
+        if let Ok(v) = MetadataValue::try_from(to.to_string()) {
+            req.metadata_mut().insert(TO_HEADER, v);
+        }
+        req
+    }
+
     fn check_fault(&self, node: NodeId) -> Result<(), Status> {
         if self.faults.blocks_outgoing(node) {
             return Err(Status::unavailable(format!(
@@ -181,7 +194,7 @@ impl Transport {
             hint_for: hint_for.map(|n| n.to_string()).unwrap_or_default(),
         };
         self.internal(node, address)?
-            .replicate(self.request(msg, timeout))
+            .replicate(self.request_to(node, msg, timeout))
             .await
             .map(|_| ())
     }
@@ -196,7 +209,7 @@ impl Transport {
     ) -> Result<Option<VersionSet>, Status> {
         let resp = self
             .internal(node, address)?
-            .local_read(self.request(pb::LocalReadRequest { key }, timeout))
+            .local_read(self.request_to(node, pb::LocalReadRequest { key }, timeout))
             .await?
             .into_inner();
         if !resp.found {
@@ -235,7 +248,7 @@ impl Transport {
         timeout: Duration,
     ) -> Result<Bytes, Status> {
         self.internal(node, address)?
-            .get_layout(self.request(pb::GetLayoutRequest {}, timeout))
+            .get_layout(self.request_to(node, pb::GetLayoutRequest {}, timeout))
             .await
             .map(|r| r.into_inner().layout)
     }
@@ -249,7 +262,7 @@ impl Transport {
         timeout: Duration,
     ) -> Result<pb::MerkleLeavesResponse, Status> {
         self.internal(node, address)?
-            .merkle_leaves(self.request(pb::MerkleLeavesRequest { partition }, timeout))
+            .merkle_leaves(self.request_to(node, pb::MerkleLeavesRequest { partition }, timeout))
             .await
             .map(|r| r.into_inner())
     }
@@ -263,7 +276,7 @@ impl Transport {
         timeout: Duration,
     ) -> Result<Vec<pb::KeyDigest>, Status> {
         self.internal(node, address)?
-            .key_digests(self.request(msg, timeout))
+            .key_digests(self.request_to(node, msg, timeout))
             .await
             .map(|r| r.into_inner().digests)
     }
@@ -277,7 +290,7 @@ impl Transport {
         timeout: Duration,
     ) -> Result<u32, Status> {
         self.internal(node, address)?
-            .purge(self.request(pb::PurgeRequest { keys }, timeout))
+            .purge(self.request_to(node, pb::PurgeRequest { keys }, timeout))
             .await
             .map(|r| r.into_inner().purged)
     }
@@ -320,6 +333,14 @@ fn lazy_channel(address: &str) -> Result<Channel> {
 pub fn sender<T>(req: &Request<T>) -> Option<NodeId> {
     req.metadata()
         .get(FROM_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse().ok())
+}
+
+/// The node an internal request is meant for, from its metadata.
+pub fn recipient<T>(req: &Request<T>) -> Option<NodeId> {
+    req.metadata()
+        .get(TO_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.parse().ok())
 }

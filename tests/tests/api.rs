@@ -242,6 +242,7 @@ async fn empty_key_is_invalid_for_every_method() {
         key: Default::default(),
         version_set: vec![0x01, 0x00, 0x00].into(),
         from: "test".to_string(),
+        hint_for: String::new(),
     };
     assert_invalid(
         node.internal.clone().replicate(replicate).await,
@@ -535,6 +536,7 @@ async fn replicate_with_a_bad_version_set_is_invalid_and_stores_nothing() {
             key: key.clone().into_bytes().into(),
             version_set: version_set.into(),
             from: "test".to_string(),
+            hint_for: String::new(),
         };
         let result = node.internal.clone().replicate(req).await;
         assert!(
@@ -552,6 +554,7 @@ async fn replicate_with_a_bad_version_set_is_invalid_and_stores_nothing() {
         key: b"target-valid".to_vec().into(),
         version_set: valid.into(),
         from: "test".to_string(),
+        hint_for: String::new(),
     };
     node.internal.clone().replicate(req).await.unwrap();
     assert_eq!(node.values("target-valid").await, vec!["v"]);

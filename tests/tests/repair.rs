@@ -149,3 +149,59 @@ async fn deleted_keys_stay_deleted_through_handoff_and_purge() {
     }
     not_found(client.clone(), keys.clone(), Level::All).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_node_is_replaced_and_refilled_without_old_versions() {
+    let env = [("RINGKV__REPAIR__INTERVAL_MS", "3600000")];
+    let mut cluster = TestCluster::start_with_env(3, &[], &env).await.unwrap();
+    let client = cluster.client();
+    let keys: Vec<String> = (0..300).map(|i| format!("wiped-{i}")).collect();
+    for key in &keys {
+        client.put(key.clone(), "old", put_opts(Level::All)).await.unwrap();
+    }
+    // Half the keys get a newer value: the old one must never resurface.
+    let latest = |i: usize| if i % 2 == 0 { "new" } else { "old" };
+    for key in keys.iter().step_by(2) {
+        client.put(key.clone(), "new", put_opts(Level::All)).await.unwrap();
+    }
+
+    let old_id = cluster.ids[2].clone();
+    cluster.nodes[2].kill();
+    std::fs::remove_dir_all(&cluster.nodes[2].data_dir).unwrap();
+    cluster.nodes[2].restart().await.unwrap();
+    let new_id = cluster.nodes[2].client().node_status(0).await.unwrap().node_id;
+    assert_ne!(new_id, old_id, "a wiped node must come back with a new id");
+    cluster.ids[2] = new_id.clone();
+
+    // The cluster replaces the dead id by the new node at its address.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut all = true;
+        for node in &cluster.nodes {
+            let layout = node.client().layout().await.unwrap();
+            let members: Vec<_> = layout
+                .assignments
+                .iter()
+                .flat_map(|a| a.replicas.iter())
+                .collect();
+            all &= members.contains(&&new_id) && !members.contains(&&old_id);
+        }
+        if all {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the wiped node was not placed in the layout");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let report = cluster.nodes[2].client().repair(0, None).await.unwrap();
+    assert!(report.keys_repaired >= keys.len() as u64, "{report:?}");
+    let node2 = cluster.nodes[2].client();
+    for (i, key) in keys.iter().enumerate() {
+        let copy = node2.local_get(0, key.clone()).await.unwrap();
+        let values: Vec<&[u8]> = copy.versions.iter().map(|v| v.value.as_ref()).collect();
+        assert_eq!(values, vec![latest(i).as_bytes()], "{key} on the refilled node");
+        let got = client.get(key.clone(), RequestOptions::level(Level::All), false).await.unwrap();
+        let read: Vec<&[u8]> = got.siblings.iter().map(|s| s.value.as_ref()).collect();
+        assert_eq!(read, vec![latest(i).as_bytes()], "{key} read with R=ALL");
+    }
+}

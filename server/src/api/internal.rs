@@ -59,8 +59,17 @@ impl InternalService {
         Ok(partition)
     }
 
-    /// Refuses traffic from a node the fault switch cut off.
+    /// Refuses traffic from a node the fault switch cut off, and traffic
+    /// meant for another node (this node took over an address).
     fn check_sender<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        if let Some(to) = transport::recipient(request) {
+            if to != self.cluster.me() {
+                return Err(Status::failed_precondition(format!(
+                    "this is node {}, not {to}: the node at this address was replaced",
+                    self.cluster.me()
+                )));
+            }
+        }
         if let Some(from) = transport::sender(request) {
             if self.cluster.transport.faults.blocks_incoming(from) {
                 return Err(Status::unavailable(format!(

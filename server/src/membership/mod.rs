@@ -374,6 +374,76 @@ impl Cluster {
         }
         if current == 0 {
             self.maybe_bootstrap();
+        } else {
+            self.maybe_replace();
+        }
+    }
+
+    /// Replaces a dead layout member by the fresh node now running at its
+    /// address: a node whose data directory was wiped comes back with a
+    /// new id, and takes over the old id's partitions (anti-entropy then
+    /// refills them). Only the lowest live member id of the layout decides,
+    /// so concurrent replacements do not race.
+    fn maybe_replace(&self) {
+        let Some(layout) = self.layout() else { return };
+        let members = self.members();
+        let lowest_live = members
+            .iter()
+            .filter(|m| m.liveness == Liveness::Alive && layout.contains(m.info.id))
+            .map(|m| m.info.id)
+            .min();
+        if lowest_live != Some(self.me) {
+            return;
+        }
+        let replacement = members.iter().find_map(|fresh| {
+            if layout.contains(fresh.info.id) || fresh.liveness != Liveness::Alive {
+                return None;
+            }
+            members
+                .iter()
+                .find(|old| {
+                    layout.contains(old.info.id)
+                        && old.info.id != fresh.info.id
+                        && old.info.address == fresh.info.address
+                        && old.liveness == Liveness::Dead
+                })
+                .map(|old| (old.info.id, fresh.info.clone()))
+        });
+        let Some((old, fresh)) = replacement else { return };
+        let specs: Vec<MemberSpec> = layout
+            .members()
+            .iter()
+            .map(|m| {
+                if m.id == old {
+                    MemberSpec {
+                        id: fresh.id,
+                        zone: fresh.zone.clone(),
+                        weight: fresh.weight,
+                    }
+                } else {
+                    m.clone()
+                }
+            })
+            .collect();
+        match Layout::compute(
+            &specs,
+            self.config.cluster.replication,
+            self.config.cluster.partitions,
+            Some(&layout),
+        ) {
+            Ok(next) => {
+                info!(
+                    %old,
+                    new = %fresh.id,
+                    address = %fresh.address,
+                    version = next.version(),
+                    "replacing a dead member by the new node at its address"
+                );
+                if let Err(e) = self.install_layout(next) {
+                    warn!("storing the replacement layout failed: {e}");
+                }
+            }
+            Err(e) => warn!("computing the replacement layout failed: {e}"),
         }
     }
 
