@@ -228,16 +228,19 @@ impl Transport {
         msg: pb::GossipRequest,
         timeout: Duration,
     ) -> Result<pb::GossipResponse, Status> {
-        let mut client = match node {
-            Some(node) => self.internal(node, address)?,
-            None => InternalClient::new(
-                lazy_channel(address).map_err(|e| Status::invalid_argument(e.to_string()))?,
+        let (mut client, request) = match node {
+            Some(node) => (
+                self.internal(node, address)?,
+                self.request_to(node, msg, timeout),
+            ),
+            None => (
+                InternalClient::new(
+                    lazy_channel(address).map_err(|e| Status::invalid_argument(e.to_string()))?,
+                ),
+                self.request(msg, timeout),
             ),
         };
-        client
-            .gossip(self.request(msg, timeout))
-            .await
-            .map(|r| r.into_inner())
+        client.gossip(request).await.map(|r| r.into_inner())
     }
 
     /// Fetches a peer's layout (encoded; empty when it has none).

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use ringkv_client::Client;
+pub mod faults;
 
 /// How long a server may take to start answering.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -438,7 +439,10 @@ impl TestCluster {
         for i in 0..self.nodes.len() {
             if !self.cuts[i].is_empty() {
                 self.cuts[i].clear();
-                self.apply_faults(i).await?;
+                // A stopped node has no faults to clear; it starts clean.
+                if self.nodes[i].pid().is_some() {
+                    self.apply_faults(i).await?;
+                }
             }
         }
         Ok(())
