@@ -490,11 +490,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
 }
 
 /// Prints the first endpoint's background workers and the hints it holds.
-async fn print_workers(
-    client: &Client,
-    json: bool,
-    stdout: &mut impl Write,
-) -> Result<(), Error> {
+async fn print_workers(client: &Client, json: bool, stdout: &mut impl Write) -> Result<(), Error> {
     let list = client.workers(0).await?;
     let hints = client.hints(0).await?;
     if json {
@@ -515,10 +511,21 @@ async fn print_workers(
         return Ok(());
     }
     let _ = writeln!(stdout, "\nworkers on {}:", client.endpoints()[0]);
-    let _ = writeln!(stdout, "{:<16} {:<8} {:>6}  COUNTERS", "WORKER", "STATE", "ERRORS");
+    let _ = writeln!(
+        stdout,
+        "{:<16} {:<8} {:>6}  COUNTERS",
+        "WORKER", "STATE", "ERRORS"
+    );
     for w in &list {
         let counters: Vec<String> = w.counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let _ = writeln!(stdout, "{:<16} {:<8} {:>6}  {}", w.name, w.state, w.errors, counters.join(" "));
+        let _ = writeln!(
+            stdout,
+            "{:<16} {:<8} {:>6}  {}",
+            w.name,
+            w.state,
+            w.errors,
+            counters.join(" ")
+        );
         if !w.last_error.is_empty() {
             let _ = writeln!(stdout, "{:<32}  last error: {}", "", w.last_error);
         }
@@ -526,7 +533,11 @@ async fn print_workers(
     let total: u64 = hints.iter().map(|h| h.keys).sum();
     let _ = writeln!(stdout, "hints held: {total}");
     for h in &hints {
-        let _ = writeln!(stdout, "  for {}: {} keys, {} bytes", h.target, h.keys, h.bytes);
+        let _ = writeln!(
+            stdout,
+            "  for {}: {} keys, {} bytes",
+            h.target, h.keys, h.bytes
+        );
     }
     Ok(())
 }

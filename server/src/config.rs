@@ -440,7 +440,9 @@ impl Config {
         }
         let r = &self.repair;
         if r.interval_ms == 0 || r.keys_per_second == 0 {
-            return fail("repair.interval_ms and repair.keys_per_second must be at least 1".to_string());
+            return fail(
+                "repair.interval_ms and repair.keys_per_second must be at least 1".to_string(),
+            );
         }
         if r.tombstone_grace_ms <= h.max_age_ms {
             return fail(format!(

@@ -472,7 +472,13 @@ impl TestCluster {
     pub async fn hints_pending(&self) -> Result<u64> {
         let mut total = 0;
         for node in self.nodes.iter().filter(|n| n.pid().is_some()) {
-            total += node.client().hints(0).await?.iter().map(|q| q.keys).sum::<u64>();
+            total += node
+                .client()
+                .hints(0)
+                .await?
+                .iter()
+                .map(|q| q.keys)
+                .sum::<u64>();
         }
         Ok(total)
     }

@@ -39,7 +39,11 @@ async fn write_all(client: Arc<Client>, keys: &[String], level: Level) {
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
             client
-                .put(key.clone(), format!("value-of-{key}"), put_opts(level, false))
+                .put(
+                    key.clone(),
+                    format!("value-of-{key}"),
+                    put_opts(level, false),
+                )
                 .await
                 .map_err(|e| format!("{key}: {e}"))
         }));
@@ -56,7 +60,11 @@ async fn missing_on(cluster: &TestCluster, i: usize, keys: &[String]) -> Vec<Str
     for key in keys {
         let copy = client.local_get(0, key.clone()).await.unwrap();
         let expected = format!("value-of-{key}");
-        if !copy.versions.iter().any(|v| v.value.as_ref() == expected.as_bytes()) {
+        if !copy
+            .versions
+            .iter()
+            .any(|v| v.value.as_ref() == expected.as_bytes())
+        {
             missing.push(key.clone());
         }
     }
@@ -109,7 +117,11 @@ async fn sloppy_writes_use_fallbacks_and_strict_writes_refuse_them() {
     let cut_off: BTreeSet<String> = [cluster.ids[a].clone(), cluster.ids[b].clone()].into();
     for key in &keys {
         let put = via_c
-            .put(key.clone(), format!("value-of-{key}"), put_opts(Level::Count(2), false))
+            .put(
+                key.clone(),
+                format!("value-of-{key}"),
+                put_opts(Level::Count(2), false),
+            )
             .await
             .unwrap_or_else(|e| panic!("sloppy put of {key}: {e}"));
         assert!(!put.meta.fallbacks.is_empty(), "{:?}", put.meta);
@@ -125,7 +137,10 @@ async fn sloppy_writes_use_fallbacks_and_strict_writes_refuse_them() {
         .put(strict_key, "strict", put_opts(Level::Count(2), true))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Unavailable(_)), "strict put gave {err:?}");
+    assert!(
+        matches!(err, Error::Unavailable(_)),
+        "strict put gave {err:?}"
+    );
 
     cluster.heal().await.unwrap();
     cluster.wait_no_hints().await.unwrap();

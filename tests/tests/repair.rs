@@ -30,7 +30,11 @@ async fn missing_on(cluster: &TestCluster, i: usize, keys: &[String]) -> Vec<Str
     for key in keys {
         let copy = client.local_get(0, key.clone()).await.unwrap();
         let expected = format!("value-of-{key}");
-        if !copy.versions.iter().any(|v| v.value.as_ref() == expected.as_bytes()) {
+        if !copy
+            .versions
+            .iter()
+            .any(|v| v.value.as_ref() == expected.as_bytes())
+        {
             missing.push(key.clone());
         }
     }
@@ -57,21 +61,42 @@ async fn anti_entropy_alone_repairs_a_replica_whose_hints_died() {
     let via_c = cluster.client_via(c);
     for key in &keys {
         let put = via_c
-            .put(key.clone(), format!("value-of-{key}"), put_opts(Level::Count(2)))
+            .put(
+                key.clone(),
+                format!("value-of-{key}"),
+                put_opts(Level::Count(2)),
+            )
             .await
             .unwrap();
-        assert!(!put.meta.replicas.contains(&cluster.ids[a]), "{:?}", put.meta);
+        assert!(
+            !put.meta.replicas.contains(&cluster.ids[a]),
+            "{:?}",
+            put.meta
+        );
     }
     // The hints for `a` sit on a fallback; kill it before it can deliver.
     let mut holders = Vec::new();
     for i in 0..5 {
-        if cluster.nodes[i].client().hints(0).await.unwrap().iter().any(|q| q.keys > 0) {
+        if cluster.nodes[i]
+            .client()
+            .hints(0)
+            .await
+            .unwrap()
+            .iter()
+            .any(|q| q.keys > 0)
+        {
             holders.push(i);
         }
     }
-    assert!(!holders.is_empty(), "no node holds hints for the cut-off replica");
+    assert!(
+        !holders.is_empty(),
+        "no node holds hints for the cut-off replica"
+    );
     for h in &holders {
-        assert!(!replicas.contains(h) || *h == c, "hint holder {h} is a replica");
+        assert!(
+            !replicas.contains(h) || *h == c,
+            "hint holder {h} is a replica"
+        );
         cluster.nodes[*h].kill();
     }
     cluster.heal().await.unwrap();
@@ -80,10 +105,17 @@ async fn anti_entropy_alone_repairs_a_replica_whose_hints_died() {
     }
     assert_eq!(missing_on(&cluster, a, &keys).await.len(), keys.len());
 
-    let report = cluster.nodes[a].client().repair(0, Some(partition)).await.unwrap();
+    let report = cluster.nodes[a]
+        .client()
+        .repair(0, Some(partition))
+        .await
+        .unwrap();
     assert!(report.keys_repaired >= keys.len() as u64, "{report:?}");
     let missing = missing_on(&cluster, a, &keys).await;
-    assert!(missing.is_empty(), "still missing after anti-entropy: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "still missing after anti-entropy: {missing:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,7 +132,10 @@ async fn deleted_keys_stay_deleted_through_handoff_and_purge() {
     let keys: Vec<String> = (0..KEYS).map(|i| format!("gone-{i}")).collect();
     let client = Arc::new(cluster.client());
     for key in &keys {
-        client.put(key.clone(), "alive", put_opts(Level::All)).await.unwrap();
+        client
+            .put(key.clone(), "alive", put_opts(Level::All))
+            .await
+            .unwrap();
     }
 
     cluster.nodes[2].kill();
@@ -112,7 +147,8 @@ async fn deleted_keys_stay_deleted_through_handoff_and_purge() {
         let permit = permits.clone().acquire_owned().await.unwrap();
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
-            c.delete(key, None, RequestOptions::level(Level::Count(2))).await
+            c.delete(key, None, RequestOptions::level(Level::Count(2)))
+                .await
         }));
     }
     for t in tasks {
@@ -121,8 +157,15 @@ async fn deleted_keys_stay_deleted_through_handoff_and_purge() {
     let deleted_at = Instant::now();
     let not_found = |c: Arc<Client>, keys: Vec<String>, level: Level| async move {
         for key in keys {
-            let got = c.get(key.clone(), RequestOptions::level(level), false).await.unwrap();
-            assert!(!got.found(), "{key} reads as present again: {:?}", got.siblings);
+            let got = c
+                .get(key.clone(), RequestOptions::level(level), false)
+                .await
+                .unwrap();
+            assert!(
+                !got.found(),
+                "{key} reads as present again: {:?}",
+                got.siblings
+            );
         }
     };
     not_found(survivors.clone(), keys.clone(), Level::Quorum).await;
@@ -137,14 +180,23 @@ async fn deleted_keys_stay_deleted_through_handoff_and_purge() {
     tokio::time::sleep(wait).await;
     let mut purged = 0;
     for i in 0..3 {
-        purged += cluster.nodes[i].client().repair(0, None).await.unwrap().tombstones_purged;
+        purged += cluster.nodes[i]
+            .client()
+            .repair(0, None)
+            .await
+            .unwrap()
+            .tombstones_purged;
     }
     assert!(purged > 0, "no tombstone was purged");
     for i in 0..3 {
         let node = cluster.nodes[i].client();
         for key in &keys {
             let copy = node.local_get(0, key.clone()).await.unwrap();
-            assert!(!copy.found, "node {i} still stores {key}: {:?}", copy.versions);
+            assert!(
+                !copy.found,
+                "node {i} still stores {key}: {:?}",
+                copy.versions
+            );
         }
     }
     not_found(client.clone(), keys.clone(), Level::All).await;
@@ -157,19 +209,30 @@ async fn a_wiped_node_is_replaced_and_refilled_without_old_versions() {
     let client = cluster.client();
     let keys: Vec<String> = (0..300).map(|i| format!("wiped-{i}")).collect();
     for key in &keys {
-        client.put(key.clone(), "old", put_opts(Level::All)).await.unwrap();
+        client
+            .put(key.clone(), "old", put_opts(Level::All))
+            .await
+            .unwrap();
     }
     // Half the keys get a newer value: the old one must never resurface.
-    let latest = |i: usize| if i % 2 == 0 { "new" } else { "old" };
+    let latest = |i: usize| if i.is_multiple_of(2) { "new" } else { "old" };
     for key in keys.iter().step_by(2) {
-        client.put(key.clone(), "new", put_opts(Level::All)).await.unwrap();
+        client
+            .put(key.clone(), "new", put_opts(Level::All))
+            .await
+            .unwrap();
     }
 
     let old_id = cluster.ids[2].clone();
     cluster.nodes[2].kill();
     std::fs::remove_dir_all(&cluster.nodes[2].data_dir).unwrap();
     cluster.nodes[2].restart().await.unwrap();
-    let new_id = cluster.nodes[2].client().node_status(0).await.unwrap().node_id;
+    let new_id = cluster.nodes[2]
+        .client()
+        .node_status(0)
+        .await
+        .unwrap()
+        .node_id;
     assert_ne!(new_id, old_id, "a wiped node must come back with a new id");
     cluster.ids[2] = new_id.clone();
 
@@ -189,7 +252,10 @@ async fn a_wiped_node_is_replaced_and_refilled_without_old_versions() {
         if all {
             break;
         }
-        assert!(Instant::now() < deadline, "the wiped node was not placed in the layout");
+        assert!(
+            Instant::now() < deadline,
+            "the wiped node was not placed in the layout"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -199,8 +265,15 @@ async fn a_wiped_node_is_replaced_and_refilled_without_old_versions() {
     for (i, key) in keys.iter().enumerate() {
         let copy = node2.local_get(0, key.clone()).await.unwrap();
         let values: Vec<&[u8]> = copy.versions.iter().map(|v| v.value.as_ref()).collect();
-        assert_eq!(values, vec![latest(i).as_bytes()], "{key} on the refilled node");
-        let got = client.get(key.clone(), RequestOptions::level(Level::All), false).await.unwrap();
+        assert_eq!(
+            values,
+            vec![latest(i).as_bytes()],
+            "{key} on the refilled node"
+        );
+        let got = client
+            .get(key.clone(), RequestOptions::level(Level::All), false)
+            .await
+            .unwrap();
         let read: Vec<&[u8]> = got.siblings.iter().map(|s| s.value.as_ref()).collect();
         assert_eq!(read, vec![latest(i).as_bytes()], "{key} read with R=ALL");
     }

@@ -15,9 +15,9 @@ use crate::handoff::HintStore;
 use crate::membership::Cluster;
 use crate::repair::Repair;
 use crate::replica::Replica;
-use crate::worker::Workers;
 use crate::ring::KEY_HASH_SEED;
 use crate::version::NodeId;
+use crate::worker::Workers;
 
 /// What a node says about itself.
 pub struct NodeInfo {

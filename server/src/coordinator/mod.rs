@@ -646,7 +646,14 @@ impl Send {
             let stored = self
                 .cluster
                 .transport
-                .store_hint(fallback, &address, self.key.clone(), &self.state, replica, self.timeout)
+                .store_hint(
+                    fallback,
+                    &address,
+                    self.key.clone(),
+                    &self.state,
+                    replica,
+                    self.timeout,
+                )
                 .await;
             match stored {
                 Ok(()) if self.sloppy => return Ok(Ack::Fallback { fallback, replica }),

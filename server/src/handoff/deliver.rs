@@ -97,10 +97,7 @@ async fn deliver_to(d: &Delivery, target: NodeId, handle: &WorkerHandle) -> crat
                         .replicate(target, &address, hint.key.clone(), &hint.state, timeout)
                         .await;
                     match sent {
-                        Ok(()) => match d.store.remove_if_unchanged(target, &hint).await {
-                            Ok(_) => true,
-                            Err(_) => false,
-                        },
+                        Ok(()) => d.store.remove_if_unchanged(target, &hint).await.is_ok(),
                         Err(status) => {
                             if crate::transport::is_unreachable(&status) {
                                 d.cluster.rpc_failed(target);

@@ -149,7 +149,12 @@ impl HintStore {
 
     /// Keeps `state` for `target`, merged with any hint already held for
     /// the key. Refused with `Overloaded` when the target's queue is full.
-    pub async fn store(self: &Arc<Self>, target: NodeId, key: Bytes, state: VersionSet) -> Result<()> {
+    pub async fn store(
+        self: &Arc<Self>,
+        target: NodeId,
+        key: Bytes,
+        state: VersionSet,
+    ) -> Result<()> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.store_blocking(target, &key, &state)).await??;
         self.metrics.hints_stored(1);
@@ -219,9 +224,17 @@ impl HintStore {
     }
 
     /// Deletes a delivered or expired hint unless it changed since it was read.
-    pub async fn remove_if_unchanged(self: &Arc<Self>, target: NodeId, hint: &Hint) -> Result<bool> {
+    pub async fn remove_if_unchanged(
+        self: &Arc<Self>,
+        target: NodeId,
+        hint: &Hint,
+    ) -> Result<bool> {
         let this = self.clone();
-        let stored_key = hint_key(target, crate::ring::partition_of(&hint.key, self.partitions), &hint.key);
+        let stored_key = hint_key(
+            target,
+            crate::ring::partition_of(&hint.key, self.partitions),
+            &hint.key,
+        );
         let raw = hint.raw.clone();
         let removed = tokio::task::spawn_blocking(move || {
             let _guard = this.write_lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -245,7 +258,9 @@ impl HintStore {
         let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(q) = queues.get_mut(&target) {
             q.keys = q.keys.saturating_sub(1);
-            q.bytes = q.bytes.saturating_sub((stored_key.len() + value_len) as u64);
+            q.bytes = q
+                .bytes
+                .saturating_sub((stored_key.len() + value_len) as u64);
             if q.keys == 0 {
                 queues.remove(&target);
             }

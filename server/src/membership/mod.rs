@@ -409,7 +409,9 @@ impl Cluster {
                 })
                 .map(|old| (old.info.id, fresh.info.clone()))
         });
-        let Some((old, fresh)) = replacement else { return };
+        let Some((old, fresh)) = replacement else {
+            return;
+        };
         let specs: Vec<MemberSpec> = layout
             .members()
             .iter()

@@ -25,20 +25,20 @@ pub use shutdown::{channel as shutdown_channel, Shutdown, ShutdownTrigger};
 
 use crate::api::admin::AdminParts;
 use crate::api::{AdminService, Gate, InternalService, KvService};
-use crate::handoff::deliver::{self, Delivery};
-use crate::handoff::HintStore;
-use crate::repair::Repair;
-use crate::worker::Workers;
 use crate::config::{Config, EngineKind};
 use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
+use crate::handoff::deliver::{self, Delivery};
+use crate::handoff::HintStore;
 use crate::membership::state::{MemberInfo, Status};
 use crate::membership::{self, Cluster};
 use crate::metrics::{self, Metrics};
+use crate::repair::Repair;
 use crate::replica::Replica;
 use crate::storage::{Engine, MemoryEngine, RocksEngine};
 use crate::transport::Transport;
 use crate::version::NodeId;
+use crate::worker::Workers;
 
 /// Subdirectory of `node.data_dir` holding the RocksDB files.
 const DB_DIR: &str = "db";
