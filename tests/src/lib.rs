@@ -502,3 +502,53 @@ impl TestCluster {
         self.ids.iter().position(|i| i == id)
     }
 }
+
+/// Options for a put at `level`; `strict` counts only the key's own replicas.
+pub fn put_opts(level: ringkv_client::Level, strict: bool) -> ringkv_client::PutOptions {
+    ringkv_client::PutOptions {
+        consistency: ringkv_client::RequestOptions {
+            level: Some(level),
+            sloppy: strict.then_some(false),
+            timeout: None,
+        },
+        ..ringkv_client::PutOptions::default()
+    }
+}
+
+/// `count` keys named `{prefix}-{i}` that all fall in `partition`.
+pub fn keys_in(
+    partition: u32,
+    partitions: u32,
+    hash_seed: u64,
+    prefix: &str,
+    count: usize,
+) -> Vec<String> {
+    (0..)
+        .map(|i| format!("{prefix}-{i}"))
+        .filter(|k| partition_of(k.as_bytes(), partitions, hash_seed) == partition)
+        .take(count)
+        .collect()
+}
+
+/// The value the failure tests write for `key`.
+pub fn value_of(key: &str) -> String {
+    format!("value-of-{key}")
+}
+
+/// Keys of `keys` whose stored versions on node `i` lack [`value_of`] the key.
+pub async fn missing_on(cluster: &TestCluster, i: usize, keys: &[String]) -> Vec<String> {
+    let client = cluster.nodes[i].client();
+    let mut missing = Vec::new();
+    for key in keys {
+        let copy = client.local_get(0, key.clone()).await.expect("local get");
+        let expected = value_of(key);
+        if !copy
+            .versions
+            .iter()
+            .any(|v| v.value.as_ref() == expected.as_bytes())
+        {
+            missing.push(key.clone());
+        }
+    }
+    missing
+}

@@ -4,29 +4,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use ringkv_client::{Client, Error, Level, PutOptions, RequestOptions};
-use ringkv_tests::{partition_of, TestCluster};
+use ringkv_client::{Client, Error, Level};
+use ringkv_tests::{keys_in, missing_on, put_opts, value_of, TestCluster};
 use tokio::sync::Semaphore;
-
-fn put_opts(level: Level, strict: bool) -> PutOptions {
-    PutOptions {
-        consistency: RequestOptions {
-            level: Some(level),
-            sloppy: strict.then_some(false),
-            timeout: None,
-        },
-        ..PutOptions::default()
-    }
-}
-
-/// `count` keys that all fall in `partition`.
-fn keys_in(partition: u32, partitions: u32, seed: u64, prefix: &str, count: usize) -> Vec<String> {
-    (0..)
-        .map(|i| format!("{prefix}-{i}"))
-        .filter(|k| partition_of(k.as_bytes(), partitions, seed) == partition)
-        .take(count)
-        .collect()
-}
 
 /// Writes `keys` concurrently; panics on any failure.
 async fn write_all(client: Arc<Client>, keys: &[String], level: Level) {
@@ -39,11 +19,7 @@ async fn write_all(client: Arc<Client>, keys: &[String], level: Level) {
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
             client
-                .put(
-                    key.clone(),
-                    format!("value-of-{key}"),
-                    put_opts(level, false),
-                )
+                .put(key.clone(), value_of(&key), put_opts(level, false))
                 .await
                 .map_err(|e| format!("{key}: {e}"))
         }));
@@ -51,24 +27,6 @@ async fn write_all(client: Arc<Client>, keys: &[String], level: Level) {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-}
-
-/// Keys of `keys` that node `i` does not hold with their written value.
-async fn missing_on(cluster: &TestCluster, i: usize, keys: &[String]) -> Vec<String> {
-    let client = cluster.nodes[i].client();
-    let mut missing = Vec::new();
-    for key in keys {
-        let copy = client.local_get(0, key.clone()).await.unwrap();
-        let expected = format!("value-of-{key}");
-        if !copy
-            .versions
-            .iter()
-            .any(|v| v.value.as_ref() == expected.as_bytes())
-        {
-            missing.push(key.clone());
-        }
-    }
-    missing
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,7 +77,7 @@ async fn sloppy_writes_use_fallbacks_and_strict_writes_refuse_them() {
         let put = via_c
             .put(
                 key.clone(),
-                format!("value-of-{key}"),
+                value_of(&key),
                 put_opts(Level::Count(2), false),
             )
             .await

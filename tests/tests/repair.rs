@@ -5,41 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringkv_client::{Client, Level, PutOptions, RequestOptions};
-use ringkv_tests::{partition_of, TestCluster};
+use ringkv_client::{Client, Level, RequestOptions};
+use ringkv_tests::{keys_in, missing_on, put_opts, value_of, TestCluster};
 use tokio::sync::Semaphore;
-
-fn put_opts(level: Level) -> PutOptions {
-    PutOptions {
-        consistency: RequestOptions::level(level),
-        ..PutOptions::default()
-    }
-}
-
-fn keys_in(partition: u32, partitions: u32, seed: u64, prefix: &str, count: usize) -> Vec<String> {
-    (0..)
-        .map(|i| format!("{prefix}-{i}"))
-        .filter(|k| partition_of(k.as_bytes(), partitions, seed) == partition)
-        .take(count)
-        .collect()
-}
-
-async fn missing_on(cluster: &TestCluster, i: usize, keys: &[String]) -> Vec<String> {
-    let client = cluster.nodes[i].client();
-    let mut missing = Vec::new();
-    for key in keys {
-        let copy = client.local_get(0, key.clone()).await.unwrap();
-        let expected = format!("value-of-{key}");
-        if !copy
-            .versions
-            .iter()
-            .any(|v| v.value.as_ref() == expected.as_bytes())
-        {
-            missing.push(key.clone());
-        }
-    }
-    missing
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anti_entropy_alone_repairs_a_replica_whose_hints_died() {
@@ -61,11 +29,7 @@ async fn anti_entropy_alone_repairs_a_replica_whose_hints_died() {
     let via_c = cluster.client_via(c);
     for key in &keys {
         let put = via_c
-            .put(
-                key.clone(),
-                format!("value-of-{key}"),
-                put_opts(Level::Count(2)),
-            )
+            .put(key.clone(), value_of(key), put_opts(Level::Count(2), false))
             .await
             .unwrap();
         assert!(
@@ -133,7 +97,7 @@ async fn deleted_keys_stay_deleted_through_handoff_and_purge() {
     let client = Arc::new(cluster.client());
     for key in &keys {
         client
-            .put(key.clone(), "alive", put_opts(Level::All))
+            .put(key.clone(), "alive", put_opts(Level::All, false))
             .await
             .unwrap();
     }
@@ -210,7 +174,7 @@ async fn a_wiped_node_is_replaced_and_refilled_without_old_versions() {
     let keys: Vec<String> = (0..300).map(|i| format!("wiped-{i}")).collect();
     for key in &keys {
         client
-            .put(key.clone(), "old", put_opts(Level::All))
+            .put(key.clone(), "old", put_opts(Level::All, false))
             .await
             .unwrap();
     }
@@ -218,7 +182,7 @@ async fn a_wiped_node_is_replaced_and_refilled_without_old_versions() {
     let latest = |i: usize| if i.is_multiple_of(2) { "new" } else { "old" };
     for key in keys.iter().step_by(2) {
         client
-            .put(key.clone(), "new", put_opts(Level::All))
+            .put(key.clone(), "new", put_opts(Level::All, false))
             .await
             .unwrap();
     }

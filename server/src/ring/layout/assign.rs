@@ -29,43 +29,51 @@
 //! # Phases
 //!
 //! A min-cost flow of maximum value is built by successive shortest paths:
-//! augment, one unit at a time, along a cheapest source-to-sink path of the
-//! residual network; each step keeps the flow min-cost for its value. Three
-//! phases do this cheaply, and a fourth relaxes the targets:
+//! augment along cheapest source-to-sink paths of the residual network;
+//! each step keeps the flow min-cost for its value. Each search (SPFA, i.e.
+//! queue-based Bellman-Ford, since residual networks have negative reverse
+//! edges) yields distance labels, and every path made only of edges that are
+//! tight for those labels is a cheapest path, so one search feeds many
+//! augmentations (found by depth-first search, as in primal-dual algorithms).
 //!
-//! 1. **Keep.** Previous replicas are put back directly (in a hashed order,
-//!    so a node over its target drops a spread-out set of partitions), then
-//!    zero-cost paths are augmented until none is left. The flow now keeps
-//!    as many previous replicas as any valid layout can; it costs 0, so it is
-//!    min-cost.
+//! 1. **Keep** (with a previous layout). Each member over its target first
+//!    picks which previous replicas to give up: preferably where a member
+//!    below its target could take the slot (zones allowing), then where the
+//!    partition has lost the fewest so far, ties broken by a hash. The rest
+//!    are put back directly, then zero-cost paths are augmented until none
+//!    is left. The flow now keeps as many previous replicas as any valid
+//!    layout can; it costs nothing, so it is min-cost.
 //! 2. **Greedy.** Empty slots are filled round by round with a direct edge:
 //!    the eligible member furthest below its target, ties broken by a hash of
-//!    (partition, member) so co-replicas vary. A direct edge costs one copy,
-//!    and no path is cheaper once phase 1 is done, so each is a valid
-//!    shortest-path step.
+//!    (partition, member) so co-replicas vary and a failed node's load is
+//!    shared by many survivors. A direct edge costs one copy, which is what
+//!    a cheapest path costs while one-copy paths exist.
 //! 3. **Complete.** Slots the greedy could not fill (every eligible member
-//!    full, or zones in the way) are filled by genuine shortest paths, found
-//!    with SPFA (queue-based Bellman-Ford: the residual network has negative
-//!    reverse edges, never a negative cycle); these paths move replicas
-//!    between partitions. The flow now meets every target exactly and copies
-//!    as little as that allows.
-//! 4. **Slack** (only with a previous layout; from scratch every layout
-//!    copies everything). The sink edges are re-priced: within a member's
-//!    slack each replica off target costs [`SLACK_COST`], beyond it
-//!    [`BREACH_COST`], and the sink gets reverse edges. Negative cycles are
-//!    cancelled until none is left; each shifts load between members and
-//!    saves copies. The result copies the fewest replicas any layout within
-//!    the slack can, and among those deviates least from the targets.
+//!    full, or zones in the way) are filled by genuine shortest paths, which
+//!    move replicas between partitions.
+//! 4. **Tidy** (with a previous layout). Negative cycles of the residual
+//!    network are cancelled until none is left, which proves the flow
+//!    min-cost whatever shortcuts phases 1–3 took: it meets every target
+//!    exactly and copies as little as that allows.
+//! 5. **Slack** (with a previous layout). If the layout copies more than
+//!    [`MOVE_ALLOWANCE_PERCENT`] of the ideal Σ max(0, target − held
+//!    before), the sink edges are re-priced: within a member's band (its
+//!    slack) each replica off target costs [`SLACK_COST`], beyond it
+//!    [`BREACH_COST`], and the sink gets reverse edges. A negative cycle
+//!    through the sink then moves one replica's worth of load from one
+//!    member to another and saves copies; the cheapest such cycles are
+//!    cancelled (again many per search) until the copies are within the
+//!    allowance or none is left, in which case no layout within the bands
+//!    copies less.
 //!
-//! # The implicit residual network
+//! Without a previous layout every layout copies everything, so phases 1, 4
+//! and 5 have nothing to do.
 //!
-//! The network is never materialised (Q·M edges at Q = 65536). Flow is kept
-//! in a canonical form (each used zone of a partition takes its unit from
-//! `up`, the rest from `down`), which fixes every residual capacity as a
-//! function of the partition's members; unused `zone(p,z)` vertices only
-//! pass flow on, so they are folded into edges `up(p) → m` / `down(p) → m`.
+//! The network itself (vertices, residual edges, searches) is in `network`.
 
-use std::collections::VecDeque;
+mod network;
+
+use network::CycleFinder;
 
 use super::mix;
 use super::targets::Topology;
@@ -87,13 +95,16 @@ const SLACK_COST: i64 = 1;
 /// balance is broken only when nothing else is possible.
 const BREACH_COST: i64 = 1 << 50;
 
-/// Most negative cycles cancelled in one computation: each saves at least
-/// one unit of cost, and in practice a few dozen suffice; the cap only
-/// bounds the work if that intuition is ever wrong.
-const MAX_CANCELLED_CYCLES: usize = 1 << 16;
+/// Slack is used only while the layout copies more than this percentage of
+/// the ideal, Σ max(0, target - previously held). The design promises 120 %;
+/// aiming lower leaves a margin, and not aiming at 100 % keeps layouts
+/// exactly balanced unless zones make that expensive.
+const MOVE_ALLOWANCE_PERCENT: usize = 110;
 
-const UNREACHED: i64 = i64::MAX;
-const NO_PARENT: usize = usize::MAX;
+/// Most negative cycles cancelled per phase: each saves at least one unit of
+/// cost and in practice a few hundred at most are needed; the cap only bounds
+/// the work if that were ever wrong (the layout stays valid either way).
+const MAX_CANCELLED_CYCLES: usize = 1 << 16;
 
 /// What the solver works from.
 pub(super) struct Input<'a> {
@@ -102,8 +113,9 @@ pub(super) struct Input<'a> {
     pub topology: &'a Topology,
     /// Integer target of each member (by index).
     pub targets: &'a [u32],
-    /// Allowed deviation from the target, per member.
-    pub slack: &'a [u32],
+    /// Least and most replicas each member may hold when that saves copies.
+    pub lo: &'a [u32],
+    pub hi: &'a [u32],
     /// Member ids, for deterministic tie-breaking hashes.
     pub ids: &'a [NodeId],
     /// Per partition, the previous replicas that are still members (member
@@ -115,28 +127,22 @@ pub(super) struct Input<'a> {
 /// particular order; the caller orders them).
 pub(super) fn solve(input: &Input<'_>) -> Result<Vec<Vec<usize>>> {
     let mut solver = Solver::new(input);
-    solver.keep_previous()?;
+    let incremental = !input.previous.is_empty();
+    if incremental {
+        solver.keep_previous()?;
+    }
     solver.fill_greedily();
     solver.complete()?;
-    if !input.previous.is_empty() {
+    if incremental {
+        solver.tidy()?;
         solver.use_slack()?;
     }
-    solver.verify()?;
+    let all: Vec<usize> = (0..input.partitions).collect();
+    solver.check(&all)?;
+    if solver.missing > 0 {
+        return Err(Error::Internal("layout: incomplete placement".to_string()));
+    }
     Ok(solver.parts)
-}
-
-/// A vertex of the residual network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Vertex {
-    Source,
-    /// `up(p)`: the first replica of each zone in partition p.
-    Up(usize),
-    /// `down(p)`: further replicas of zones already in partition p.
-    Down(usize),
-    /// `zone(p, z)` for the k-th used zone of partition p.
-    Zone(usize, usize),
-    Member(usize),
-    Sink,
 }
 
 struct Solver<'a> {
@@ -153,8 +159,10 @@ struct Solver<'a> {
     held: Vec<Vec<usize>>,
     /// Empty slots left.
     missing: usize,
-    /// Phase 4: member counts may deviate within their slack (sink edges
-    /// priced by [`Solver::unit_cost`], and the sink has reverse edges).
+    /// Replicas placed on a member that did not hold them before.
+    copies: usize,
+    /// Phase 5: sink edges priced by [`Solver::unit_cost`], with reverse
+    /// edges out of the sink.
     slack: bool,
 }
 
@@ -171,6 +179,7 @@ impl<'a> Solver<'a> {
             count: vec![0; members],
             held: vec![Vec::new(); members],
             missing: q * n,
+            copies: 0,
             slack: false,
         }
     }
@@ -179,26 +188,34 @@ impl<'a> Solver<'a> {
         self.count.len()
     }
 
+    /// Whether m held partition p in the previous layout.
+    fn kept(&self, p: usize, m: usize) -> bool {
+        self.input
+            .previous
+            .get(p)
+            .is_some_and(|prev| prev.contains(&m))
+    }
+
     /// Copy cost of giving partition p to member m.
     fn cost(&self, p: usize, m: usize) -> i64 {
-        match self.input.previous.get(p) {
-            Some(prev) if prev.contains(&m) => 0,
-            _ => MOVE_COST,
+        if self.kept(p, m) {
+            0
+        } else {
+            MOVE_COST
         }
     }
 
     /// Cost of member m holding its k-th replica (k >= 1) once slack is
-    /// allowed: a convex staircase, so holding fewer than target - slack is
-    /// as bad as holding more than target + slack, and within the slack each
+    /// allowed: a convex staircase, so holding fewer than its band's low end
+    /// is as bad as holding more than its high end, and within the band each
     /// replica away from the target costs [`SLACK_COST`].
     fn unit_cost(&self, m: usize, k: usize) -> i64 {
         let target = self.input.targets[m] as usize;
-        let slack = self.input.slack[m] as usize;
-        if k + slack <= target {
+        if k <= self.input.lo[m] as usize {
             -BREACH_COST
         } else if k <= target {
             -SLACK_COST
-        } else if k <= target + slack {
+        } else if k <= self.input.hi[m] as usize {
             SLACK_COST
         } else {
             BREACH_COST
@@ -235,6 +252,24 @@ impl<'a> Solver<'a> {
         }
     }
 
+    /// The same rule for a hypothetical partial replica set.
+    fn set_accepts(&self, set: &[usize], m: usize) -> bool {
+        let topo = self.input.topology;
+        if set.len() >= self.n || set.contains(&m) {
+            return false;
+        }
+        let z = topo.zone_of[m];
+        let same = set.iter().filter(|&&x| topo.zone_of[x] == z).count();
+        let mut zones: Vec<usize> = set.iter().map(|&x| topo.zone_of[x]).collect();
+        zones.sort_unstable();
+        zones.dedup();
+        if same == 0 {
+            zones.len() < topo.spread
+        } else {
+            same < self.zone_cap(z) && set.len() - zones.len() < topo.duplicates()
+        }
+    }
+
     fn add(&mut self, p: usize, m: usize) {
         self.parts[p].push(m);
         self.count[m] += 1;
@@ -245,6 +280,9 @@ impl<'a> Solver<'a> {
             Err(k) => self.zones[p].insert(k, (z, 1)),
         }
         self.missing -= 1;
+        if !self.kept(p, m) {
+            self.copies += 1;
+        }
     }
 
     fn remove(&mut self, p: usize, m: usize) {
@@ -261,32 +299,64 @@ impl<'a> Solver<'a> {
             }
         }
         self.missing += 1;
+        if !self.kept(p, m) {
+            self.copies -= 1;
+        }
     }
 
     /// Phase 1: keep as many previous replicas as any valid layout can.
     fn keep_previous(&mut self) -> Result<()> {
-        let (previous, ids) = (self.input.previous, self.input.ids);
+        let (previous, ids, targets) = (self.input.previous, self.input.ids, self.input.targets);
+        let mut by_member: Vec<Vec<usize>> = vec![Vec::new(); self.members()];
+        for (p, prev) in previous.iter().enumerate() {
+            for &m in prev {
+                by_member[m].push(p);
+            }
+        }
+        let wanting: Vec<usize> = (0..self.members())
+            .filter(|&m| by_member[m].len() < targets[m] as usize)
+            .collect();
+
+        // Members over target choose what to give up.
+        let mut dropped: Vec<Vec<usize>> = vec![Vec::new(); previous.len()];
+        for (m, partitions) in by_member.iter().enumerate() {
+            let excess = partitions.len().saturating_sub(targets[m] as usize);
+            if excess == 0 {
+                continue;
+            }
+            let mut candidates: Vec<(bool, usize, u64, usize)> = partitions
+                .iter()
+                .map(|&p| {
+                    let rest: Vec<usize> = previous[p]
+                        .iter()
+                        .copied()
+                        .filter(|&x| x != m && !dropped[p].contains(&x))
+                        .collect();
+                    let fillable = wanting.iter().any(|&w| self.set_accepts(&rest, w));
+                    (!fillable, dropped[p].len(), mix(p, ids[m]), p)
+                })
+                .collect();
+            candidates.sort_unstable();
+            for &(_, _, _, p) in candidates.iter().take(excess) {
+                dropped[p].push(m);
+            }
+        }
+
+        // Put the rest back; what the zone rule refuses is dropped too, in a
+        // hashed (so spread-out) order.
         let mut pairs: Vec<(u64, usize, usize)> = previous
             .iter()
             .enumerate()
             .flat_map(|(p, prev)| prev.iter().map(move |&m| (mix(p, ids[m]), p, m)))
+            .filter(|&(_, p, m)| !dropped[p].contains(&m))
             .collect();
-        if pairs.is_empty() {
-            return Ok(());
-        }
         pairs.sort_unstable();
         for (_, p, m) in pairs {
             if self.deficit(m) > 0 && self.can_add(p, m) {
                 self.add(p, m);
             }
         }
-        while self.missing > 0 {
-            match self.shortest_path()? {
-                Some((cost, path)) if cost <= 0 => self.apply(&path),
-                _ => break,
-            }
-        }
-        Ok(())
+        self.augment(0)
     }
 
     /// Phase 2: direct edges to the member furthest below its target.
@@ -309,296 +379,64 @@ impl<'a> Solver<'a> {
 
     /// Phase 3: shortest augmenting paths for whatever the greedy left.
     fn complete(&mut self) -> Result<()> {
-        while self.missing > 0 {
-            match self.shortest_path()? {
-                Some((_, path)) => self.apply(&path),
-                None => {
-                    return Err(Error::Internal(format!(
-                        "layout: no valid placement for {} replicas",
-                        self.missing
-                    )))
-                }
-            }
+        self.augment(i64::MAX)?;
+        if self.missing > 0 {
+            return Err(Error::Internal(format!(
+                "layout: no valid placement for {} replicas",
+                self.missing
+            )));
         }
         Ok(())
     }
 
-    fn vertex_count(&self) -> usize {
-        let q = self.parts.len();
-        2 + 2 * q + q * self.n + self.members()
-    }
-
-    fn index(&self, v: Vertex) -> usize {
-        let q = self.parts.len();
-        match v {
-            Vertex::Source => 0,
-            Vertex::Up(p) => 1 + p,
-            Vertex::Down(p) => 1 + q + p,
-            Vertex::Zone(p, k) => 1 + 2 * q + p * self.n + k,
-            Vertex::Member(m) => 1 + 2 * q + q * self.n + m,
-            Vertex::Sink => 1 + 2 * q + q * self.n + self.members(),
-        }
-    }
-
-    fn vertex(&self, i: usize) -> Vertex {
-        let q = self.parts.len();
-        let zone_base = 1 + 2 * q;
-        let member_base = zone_base + q * self.n;
-        match i {
-            0 => Vertex::Source,
-            i if i <= q => Vertex::Up(i - 1),
-            i if i < zone_base => Vertex::Down(i - 1 - q),
-            i if i < member_base => {
-                Vertex::Zone((i - zone_base) / self.n, (i - zone_base) % self.n)
-            }
-            i if i < member_base + self.members() => Vertex::Member(i - member_base),
-            _ => Vertex::Sink,
-        }
-    }
-
-    /// Residual edges out of `v` with their costs, into `out`.
-    fn edges(&self, v: Vertex, out: &mut Vec<(Vertex, i64)>) {
-        out.clear();
-        let topo = self.input.topology;
-        match v {
-            Vertex::Source => {
-                for p in 0..self.parts.len() {
-                    let (f, d) = (self.parts[p].len(), self.zones[p].len());
-                    if f == self.n {
-                        continue;
-                    }
-                    if d < topo.spread {
-                        out.push((Vertex::Up(p), 0));
-                    }
-                    if f - d < topo.duplicates() {
-                        out.push((Vertex::Down(p), 0));
-                    }
-                }
-            }
-            Vertex::Up(p) => {
-                // up(p) → zone(p,z) has room only for unused zones.
-                for m in 0..self.members() {
-                    if self.zone_slot(p, topo.zone_of[m]).is_none() {
-                        out.push((Vertex::Member(m), self.cost(p, m)));
-                    }
-                }
-            }
-            Vertex::Down(p) => {
-                for (k, &(z, c)) in self.zones[p].iter().enumerate() {
-                    if c < self.zone_cap(z) {
-                        out.push((Vertex::Zone(p, k), 0));
-                    }
-                }
-                for m in 0..self.members() {
-                    let z = topo.zone_of[m];
-                    if self.zone_cap(z) >= 2 && self.zone_slot(p, z).is_none() {
-                        out.push((Vertex::Member(m), self.cost(p, m)));
-                    }
-                }
-            }
-            Vertex::Zone(p, k) => {
-                let (z, c) = self.zones[p][k];
-                out.push((Vertex::Up(p), 0));
-                if c >= 2 {
-                    out.push((Vertex::Down(p), 0));
-                }
-                for &m in &topo.zones[z].members {
-                    if !self.parts[p].contains(&m) {
-                        out.push((Vertex::Member(m), self.cost(p, m)));
-                    }
-                }
-            }
-            Vertex::Member(m) => {
-                let (count, q) = (self.count[m], self.parts.len());
-                if self.slack {
-                    if count < q {
-                        out.push((Vertex::Sink, self.unit_cost(m, count + 1)));
-                    }
-                } else if count < self.input.targets[m] as usize {
-                    out.push((Vertex::Sink, 0));
-                } else if count < q {
-                    out.push((Vertex::Sink, BREACH_COST));
-                }
-                let z = topo.zone_of[m];
-                for &p in &self.held[m] {
-                    if let Some(k) = self.zone_slot(p, z) {
-                        out.push((Vertex::Zone(p, k), -self.cost(p, m)));
-                    }
-                }
-            }
-            Vertex::Sink => {
-                // Reverse sink edges: give back a member's last replica.
-                if self.slack {
-                    for m in 0..self.members() {
-                        if self.count[m] > 0 {
-                            out.push((Vertex::Member(m), -self.unit_cost(m, self.count[m])));
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// A cheapest source-to-sink path (SPFA, i.e. queue-based Bellman-Ford)
-    /// and its cost, or `None` when the sink is unreachable.
-    fn shortest_path(&self) -> Result<Option<(i64, Vec<usize>)>> {
-        let count = self.vertex_count();
-        let source = self.index(Vertex::Source);
-        let sink = self.index(Vertex::Sink);
-        let mut dist = vec![UNREACHED; count];
-        let mut parent = vec![NO_PARENT; count];
-        let mut queued = vec![false; count];
-        let mut pops = vec![0usize; count];
-        let mut queue = VecDeque::from([source]);
-        let mut edges = Vec::new();
-        dist[source] = 0;
-        while let Some(u) = queue.pop_front() {
-            queued[u] = false;
-            pops[u] += 1;
-            if pops[u] > count {
-                // Impossible while the flow is min-cost; a bug, not an input.
-                return Err(Error::Internal(
-                    "layout: negative cycle in the placement network".to_string(),
-                ));
-            }
-            self.edges(self.vertex(u), &mut edges);
-            for &(w, cost) in &edges {
-                let wi = self.index(w);
-                let d = dist[u].saturating_add(cost);
-                if d < dist[wi] {
-                    dist[wi] = d;
-                    parent[wi] = u;
-                    if wi != sink && !queued[wi] {
-                        queued[wi] = true;
-                        queue.push_back(wi);
-                    }
-                }
-            }
-        }
-        if dist[sink] == UNREACHED {
-            return Ok(None);
-        }
-        let mut path = vec![sink];
-        let mut v = sink;
-        while v != source {
-            v = parent[v];
-            if v == NO_PARENT || path.len() > count {
-                return Err(Error::Internal("layout: broken shortest path".to_string()));
-            }
-            path.push(v);
-        }
-        path.reverse();
-        Ok(Some((dist[sink], path)))
-    }
-
-    /// Augments one unit along `path`: forward edges into a member add it
-    /// to the partition, reverse edges out of a member remove it; the rest
-    /// is bookkeeping of the canonical flow.
-    fn apply(&mut self, path: &[usize]) {
-        let (adds, removes) = self.changes(path.windows(2).map(|w| (w[0], w[1])));
-        for (p, m) in removes {
-            self.remove(p, m);
-        }
-        for (p, m) in adds {
-            self.add(p, m);
-        }
-    }
-
-    /// The (partition, member) additions and removals a walk makes.
-    #[allow(clippy::type_complexity)]
-    fn changes(
-        &self,
-        edges: impl Iterator<Item = (usize, usize)>,
-    ) -> (Vec<(usize, usize)>, Vec<(usize, usize)>) {
-        let mut adds = Vec::new();
-        let mut removes = Vec::new();
-        for (a, b) in edges {
-            match (self.vertex(a), self.vertex(b)) {
-                (Vertex::Up(p) | Vertex::Down(p) | Vertex::Zone(p, _), Vertex::Member(m)) => {
-                    adds.push((p, m))
-                }
-                (Vertex::Member(m), Vertex::Zone(p, _)) => removes.push((p, m)),
-                _ => {}
-            }
-        }
-        (adds, removes)
-    }
-
-    /// Phase 4: with slack priced in, cancel negative cycles until none is
-    /// left. Starting from the min-cost flow with exact targets, a negative
-    /// cycle trades slack for copies: it shifts load from one member to
-    /// another (through the sink) and saves at least one copy doing so. At
-    /// the end the flow is min-cost for the slack pricing: the fewest copies
-    /// any layout within the slack can make, then the least deviation.
-    fn use_slack(&mut self) -> Result<()> {
-        self.slack = true;
+    /// Phase 4: cancels negative cycles until none is left.
+    fn tidy(&mut self) -> Result<()> {
+        let mut finder = CycleFinder::new(self);
         for _ in 0..MAX_CANCELLED_CYCLES {
-            let Some(cycle) = self.negative_cycle() else {
+            let Some(cycle) = finder.find(self) else {
                 break;
             };
-            let closing = (cycle[cycle.len() - 1], cycle[0]);
-            let edges = cycle.windows(2).map(|w| (w[0], w[1])).chain([closing]);
-            let (adds, removes) = self.changes(edges);
-            for &(p, m) in &removes {
-                self.remove(p, m);
-            }
-            for &(p, m) in &adds {
-                self.add(p, m);
-            }
-            self.verify()?;
+            let touched = self.cancel(&cycle)?;
+            finder.touch(self, &touched);
         }
-        self.slack = false;
         Ok(())
     }
 
-    /// A negative-cost cycle of the residual network, as vertex indices in
-    /// edge order, or `None`. Bellman-Ford from every vertex at once (all
-    /// distances start at 0), queue-driven; every `vertex_count` relaxations
-    /// the predecessor graph is searched for a cycle, which is necessarily
-    /// negative. An empty queue proves there is none.
-    fn negative_cycle(&self) -> Option<Vec<usize>> {
-        let count = self.vertex_count();
-        let mut dist = vec![0i64; count];
-        let mut parent = vec![NO_PARENT; count];
-        let mut queued = vec![true; count];
-        let mut queue: VecDeque<usize> = (0..count).collect();
-        let mut edges = Vec::new();
-        let mut relaxations = 0usize;
-        while let Some(u) = queue.pop_front() {
-            queued[u] = false;
-            self.edges(self.vertex(u), &mut edges);
-            for &(w, cost) in &edges {
-                let wi = self.index(w);
-                let d = dist[u].saturating_add(cost);
-                if d < dist[wi] {
-                    dist[wi] = d;
-                    parent[wi] = u;
-                    relaxations += 1;
-                    if relaxations % count == 0 {
-                        if let Some(cycle) = parent_cycle(&parent) {
-                            return Some(cycle);
-                        }
-                    }
-                    if !queued[wi] {
-                        queued[wi] = true;
-                        queue.push_back(wi);
-                    }
-                }
-            }
+    /// Phase 5: trade slack for copies while the layout copies too much.
+    fn use_slack(&mut self) -> Result<()> {
+        let mut held = vec![0usize; self.members()];
+        for &m in self.input.previous.iter().flatten() {
+            held[m] += 1;
         }
-        parent_cycle(&parent)
+        let ideal: usize = (0..self.members())
+            .map(|m| (self.input.targets[m] as usize).saturating_sub(held[m]))
+            .sum();
+        let budget = ideal * MOVE_ALLOWANCE_PERCENT / 100;
+        if self.copies <= budget {
+            return Ok(());
+        }
+        self.slack = true;
+        let result = self.shift_load(budget);
+        self.slack = false;
+        result
     }
 
-    /// Checks the result against the rules the network encodes.
-    fn verify(&self) -> Result<()> {
+    /// Checks partitions against the rules the network encodes (distinct
+    /// members, zone caps, room for the zones still needed). A bug, never an
+    /// input, could make this fail.
+    fn check(&self, partitions: &[usize]) -> Result<()> {
         let topo = self.input.topology;
-        for (p, part) in self.parts.iter().enumerate() {
+        for &p in partitions {
+            let part = &self.parts[p];
             let mut sorted = part.clone();
             sorted.sort_unstable();
             sorted.dedup();
-            let zones_ok = self.zones[p].len() >= topo.spread
+            let (f, d) = (part.len(), self.zones[p].len());
+            let valid = sorted.len() == f
+                && f <= self.n
+                && f - d <= topo.duplicates()
                 && self.zones[p].iter().all(|&(z, c)| c <= self.zone_cap(z));
-            if part.len() != self.n || sorted.len() != self.n || !zones_ok {
+            if !valid {
                 return Err(Error::Internal(format!(
                     "layout: partition {p} placed invalidly"
                 )));
@@ -606,30 +444,4 @@ impl<'a> Solver<'a> {
         }
         Ok(())
     }
-}
-
-/// A cycle of the predecessor graph (`parent[v]` is the vertex before `v`),
-/// in edge order, if there is one.
-fn parent_cycle(parent: &[usize]) -> Option<Vec<usize>> {
-    const UNSEEN: usize = usize::MAX;
-    let mut walk = vec![UNSEEN; parent.len()];
-    for start in 0..parent.len() {
-        let mut v = start;
-        while v != NO_PARENT && walk[v] == UNSEEN {
-            walk[v] = start;
-            v = parent[v];
-        }
-        if v != NO_PARENT && walk[v] == start {
-            // v is on a cycle: collect it backwards, then reverse.
-            let mut cycle = vec![v];
-            let mut u = parent[v];
-            while u != v {
-                cycle.push(u);
-                u = parent[u];
-            }
-            cycle.reverse();
-            return Some(cycle);
-        }
-    }
-    None
 }

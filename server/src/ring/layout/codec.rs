@@ -29,7 +29,7 @@ use crate::version::NodeId;
 pub const LAYOUT_FORMAT_VERSION: u8 = 1;
 
 /// Seed of the trailing checksum. Part of the format.
-const LAYOUT_CHECKSUM_SEED: u64 = 0x7269_6e67_6b76_6c79; // "ringkvly"
+pub(super) const LAYOUT_CHECKSUM_SEED: u64 = 0x7269_6e67_6b76_6c79; // "ringkvly"
 
 const CHECKSUM_LEN: usize = 8;
 
@@ -214,5 +214,105 @@ impl<'a> Reader<'a> {
             }
         }
         Err(self.error(format!("{what} overflows 64 bits")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::cluster;
+    use super::*;
+
+    #[test]
+    fn encoding_round_trips() {
+        let layout = Layout::compute(&cluster(5, &[1, 2, 3, 4, 1, 1], 3), 3, 64, None).unwrap();
+        let bytes = layout.encode();
+        assert_eq!(bytes[0], LAYOUT_FORMAT_VERSION);
+        let decoded = Layout::decode(&bytes).unwrap();
+        assert_eq!(decoded, layout);
+        assert_eq!(decoded.encode(), bytes);
+    }
+
+    fn is_corrupt(r: Result<Layout>) -> bool {
+        matches!(r, Err(Error::Corrupt(_)))
+    }
+
+    #[test]
+    fn decode_rejects_damaged_bytes() {
+        let bytes = Layout::compute(&cluster(7, &[1; 4], 0), 2, 8, None)
+            .unwrap()
+            .encode();
+        assert!(is_corrupt(Layout::decode(&[])));
+        for len in 0..bytes.len() {
+            assert!(is_corrupt(Layout::decode(&bytes[..len])), "prefix of {len}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(is_corrupt(Layout::decode(&longer)));
+        let mut format = bytes.clone();
+        format[0] = 2;
+        assert!(is_corrupt(Layout::decode(&format)));
+        for i in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[i] ^= 0x10;
+            assert!(is_corrupt(Layout::decode(&flipped)), "flip at {i}");
+        }
+    }
+
+    /// Encodes a layout by hand with a valid checksum, so the structural
+    /// checks behind the checksum are exercised.
+    fn raw(version: u64, q: u64, n: u64, members: &[(u64, u64, &[u8])], rows: &[u64]) -> Vec<u8> {
+        let mut out = vec![LAYOUT_FORMAT_VERSION];
+        for v in [version, q, n, members.len() as u64] {
+            put_varint(&mut out, v);
+        }
+        for (id, weight, zone) in members {
+            out.extend_from_slice(&id.to_le_bytes());
+            put_varint(&mut out, *weight);
+            put_varint(&mut out, zone.len() as u64);
+            out.extend_from_slice(zone);
+        }
+        for &r in rows {
+            put_varint(&mut out, r);
+        }
+        let sum = XxHash3_64::oneshot_with_seed(LAYOUT_CHECKSUM_SEED, &out);
+        out.extend_from_slice(&sum.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn decode_checks_the_invariants() {
+        let two: &[(u64, u64, &[u8])] = &[(1, 1, b"a"), (2, 1, b"b")];
+        let good = raw(1, 2, 2, two, &[0, 1, 1, 0]);
+        let layout = Layout::decode(&good).unwrap();
+        assert_eq!(layout.replicas(1), &[NodeId(2), NodeId(1)]);
+        assert_eq!(layout.encode(), good);
+
+        let bad = [
+            raw(0, 2, 2, two, &[0, 1, 1, 0]),       // version 0
+            raw(1, 3, 2, two, &[0, 1, 1, 0, 0, 1]), // Q not a power of two
+            raw(1, 0, 2, two, &[]),                 // Q = 0
+            raw(1, 2, 3, two, &[0, 1, 0, 1, 0, 1]), // N > members
+            raw(1, 2, 0, two, &[]),                 // N = 0
+            raw(1, 2, 2, two, &[0, 0, 1, 0]),       // duplicate replica
+            raw(1, 2, 2, two, &[0, 2, 1, 0]),       // index out of range
+            raw(1, 2, 2, two, &[0, 1, 1]),          // too few entries
+            raw(1, 2, 2, two, &[0, 1, 1, 0, 0]),    // trailing entry
+            raw(1, 2, 2, &[(2, 1, b"a"), (1, 1, b"b")], &[0, 1, 1, 0]), // unsorted
+            raw(1, 2, 2, &[(1, 1, b"a"), (1, 1, b"b")], &[0, 1, 1, 0]), // duplicate id
+            raw(1, 2, 2, &[(1, 0, b"a"), (2, 1, b"b")], &[0, 1, 1, 0]), // weight 0
+            raw(1, 2, 2, &[(1, 1 << 32, b"a"), (2, 1, b"b")], &[0, 1, 1, 0]), // weight > u32
+            raw(1, 2, 2, &[(1, 1, b"\xff"), (2, 1, b"b")], &[0, 1, 1, 0]), // not UTF-8
+            raw(1, 2, 17, two, &[]),                // N > max
+            raw(1, 1 << 17, 1, two, &[]),           // Q > max
+        ];
+        for (i, bytes) in bad.iter().enumerate() {
+            assert!(is_corrupt(Layout::decode(bytes)), "case {i}");
+        }
+        // A non-minimal varint (version 1 as 0x81 0x00).
+        let mut bytes = vec![LAYOUT_FORMAT_VERSION, 0x81, 0x00];
+        bytes.extend_from_slice(&good[2..good.len() - 8]);
+        let sum = XxHash3_64::oneshot_with_seed(LAYOUT_CHECKSUM_SEED, &bytes);
+        bytes.extend_from_slice(&sum.to_le_bytes());
+        assert!(is_corrupt(Layout::decode(&bytes)));
     }
 }

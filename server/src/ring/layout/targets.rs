@@ -45,11 +45,10 @@
 //! Meeting every integer target exactly can cost copies: with zones, the
 //! replicas a departing node leaves behind may only be refilled from some
 //! zones, and hitting each survivor's new target exactly can then take extra
-//! swaps. Each member therefore gets a slack of floor(real target / 20)
-//! replicas (5 %) that the solver may use, and only uses, to copy less. A
-//! member's count stays within slack + 1 of its real target, which is within
-//! the ±10 % the design promises (and under one replica for targets below
-//! 20, which get no slack).
+//! swaps. Each member therefore also gets a band, the integers within the
+//! design's tolerance of its real target (10 %, or one replica when that is
+//! more), that the solver may use to copy less. It does so only when an
+//! exact layout would copy noticeably more than the ideal (see `assign`).
 
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
@@ -233,11 +232,13 @@ fn shares(members: &[MemberSpec], topo: &Topology, q: u64) -> Vec<u128> {
     out
 }
 
-/// A member may hold up to 1/`SLACK_DIVISOR` of its real target more or
-/// fewer replicas than its integer target when that saves copying data (5 %:
-/// half the ±10 % the design promises, so rounding and slack together stay
-/// inside it; targets under 20 replicas get no slack at all).
-pub(super) const SLACK_DIVISOR: u128 = 20;
+/// The balance the design promises: every member within this percentage of
+/// its real target, or within [`BALANCE_MIN_REPLICAS`] when that is more.
+pub(super) const BALANCE_PERCENT: u128 = 10;
+
+/// The least deviation always tolerated: integer counts cannot do better
+/// than one replica, which for small targets is more than 10 %.
+pub(super) const BALANCE_MIN_REPLICAS: u128 = 1;
 
 /// What each member (by index) should hold.
 #[derive(Debug)]
@@ -246,8 +247,11 @@ pub(super) struct Targets {
     /// real target, none exceeds Q, and every zone's total lies within
     /// [`Topology::zone_bounds`].
     pub count: Vec<u32>,
-    /// Allowed deviation from `count`: floor(real target / 20).
-    pub slack: Vec<u32>,
+    /// The band a member's count may use when that saves copies: the
+    /// integers within the design's tolerance of the real target (and never
+    /// past `count` or Q), so lo <= count <= hi.
+    pub lo: Vec<u32>,
+    pub hi: Vec<u32>,
 }
 
 /// Computes the [`Targets`]. `previous` holds each member's replica count in
@@ -259,14 +263,26 @@ pub(super) fn targets(
     previous: &[usize],
 ) -> Result<Targets> {
     let shares = shares(members, topo, q);
-    let slack = shares
+    let count = integer_targets(&shares, topo, q, previous)?;
+    let tolerance =
+        |s: u128| (s * BALANCE_PERCENT / 100).max(BALANCE_MIN_REPLICAS << FRACTION_BITS);
+    let lo = shares
         .iter()
-        .map(|&s| ((s >> FRACTION_BITS) / SLACK_DIVISOR) as u32)
+        .zip(&count)
+        .map(|(&s, &t)| {
+            let lo = (s.saturating_sub(tolerance(s)) + FRACTION_MASK) >> FRACTION_BITS;
+            (lo as u32).min(t)
+        })
         .collect();
-    Ok(Targets {
-        count: integer_targets(&shares, topo, q, previous)?,
-        slack,
-    })
+    let hi = shares
+        .iter()
+        .zip(&count)
+        .map(|(&s, &t)| {
+            let hi = ((s + tolerance(s)) >> FRACTION_BITS).min(u128::from(q));
+            (hi as u32).max(t)
+        })
+        .collect();
+    Ok(Targets { count, lo, hi })
 }
 
 fn integer_targets(
