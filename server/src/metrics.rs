@@ -74,6 +74,8 @@ pub struct Metrics {
     hints_dropped: AtomicU64,
     /// Hints currently held.
     hints_pending: AtomicU64,
+    /// Keys anti-entropy found behind on a replica and repaired.
+    anti_entropy_repaired: AtomicU64,
 }
 
 impl Metrics {
@@ -118,6 +120,10 @@ impl Metrics {
 
     pub fn hints_pending(&self, n: u64) {
         self.hints_pending.store(n, Ordering::Relaxed);
+    }
+
+    pub fn anti_entropy_repaired(&self, n: u64) {
+        self.anti_entropy_repaired.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn read_repaired(&self, n: usize) {

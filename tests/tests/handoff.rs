@@ -75,11 +75,7 @@ async fn sloppy_writes_use_fallbacks_and_strict_writes_refuse_them() {
     let cut_off: BTreeSet<String> = [cluster.ids[a].clone(), cluster.ids[b].clone()].into();
     for key in &keys {
         let put = via_c
-            .put(
-                key.clone(),
-                value_of(&key),
-                put_opts(Level::Count(2), false),
-            )
+            .put(key.clone(), value_of(key), put_opts(Level::Count(2), false))
             .await
             .unwrap_or_else(|e| panic!("sloppy put of {key}: {e}"));
         assert!(!put.meta.fallbacks.is_empty(), "{:?}", put.meta);

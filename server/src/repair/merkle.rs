@@ -354,15 +354,16 @@ mod tests {
     fn keys_spread_over_all_leaves_within_one_partition() {
         // Keys of one ring partition share their ring-hash top bits; the
         // leaf hash must still spread them.
-        let keys: Vec<Bytes> = (0..200_000u32)
-            .map(key)
-            .filter(|k| crate::ring::partition_of(k, 256) == 17)
-            .collect();
         let mut counts = vec![0u32; LEAVES];
-        for k in &keys {
-            counts[leaf_of(k) as usize] += 1;
+        for k in (0..2_000_000u32).map(key) {
+            if crate::ring::partition_of(&k, 256) == 17 {
+                counts[leaf_of(&k) as usize] += 1;
+            }
         }
-        assert!(counts.iter().all(|&c| c > 0), "{counts:?}");
+        // About 30 keys per leaf expected; a correlated hash would leave
+        // most leaves empty and a few full.
+        let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        assert!(*min >= 8 && *max <= 64, "min {min} max {max}");
     }
 
     #[test]
@@ -430,7 +431,10 @@ mod tests {
             c.offer(k, *d);
         }
         let got = c.finish();
-        let bytes: usize = got.iter().map(|(k, _)| k.len() + ENTRY_OVERHEAD_BYTES).sum();
+        let bytes: usize = got
+            .iter()
+            .map(|(k, _)| k.len() + ENTRY_OVERHEAD_BYTES)
+            .sum();
         assert!(bytes <= budget);
         let leaves = leaves_in(&got);
         assert!(!leaves.is_empty());

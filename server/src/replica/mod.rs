@@ -132,9 +132,21 @@ impl Replica {
                 }
                 clock.now(wall)
             };
+            // A key this node holds nothing of may have been purged here:
+            // restarting its counter at 1 could reissue a dot that another
+            // replica still covers, which would then drop the new write.
+            // Start instead above a node-wide value that only grows (the
+            // HLC), which no earlier dot of this node can exceed.
+            let context = if state.is_empty() {
+                let mut floor = write.context.clone().unwrap_or_default();
+                floor.insert(node, timestamp.0);
+                Some(floor)
+            } else {
+                write.context.clone()
+            };
             let outcome = state.write(
                 node,
-                write.context.as_ref(),
+                context.as_ref(),
                 timestamp,
                 write.value,
                 write.expires_at_ms,
