@@ -204,15 +204,10 @@ fn a_seed_fixes_the_fault_schedule() {
     }
 }
 
-/// A wiped node comes back empty with a new id. The design expects it to
-/// take the old node's place and be refilled from the other replicas.
-/// Today it stays `joining` outside the layout, the old id stays a `dead`
-/// replica of every partition it held (its peers refuse traffic for it:
-/// "the node at this address was replaced"), and hints for it pile up:
-/// node replacement (join/remove after bootstrap) is not built yet. This
-/// test states the expectation and is ignored until then.
+/// A wiped node comes back empty with a new id at the same address. Once
+/// the old id is seen dead, the cluster puts the new id in its place in the
+/// layout, and repair refills it from the other replicas.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "node replacement after a wipe is not implemented yet"]
 async fn a_wiped_node_is_replaced_and_refilled() {
     /// Keys written before the wipe.
     const KEYS: usize = 200;
@@ -241,16 +236,24 @@ async fn a_wiped_node_is_replaced_and_refilled() {
     let new_id = cluster.ids[2].clone();
     assert_ne!(old_id, new_id, "a wiped node must get a new id");
 
-    let layout = cluster.client().layout().await.unwrap();
-    let owned = layout
-        .assignments
-        .iter()
-        .filter(|a| a.replicas.contains(&new_id))
-        .count();
-    assert!(
-        owned > 0,
-        "the wiped node ({new_id}) replicates no partition; the layout still names {old_id}"
-    );
+    // Replacement waits for the failure detector to call the old id dead.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let layout = cluster.client().layout().await.unwrap();
+        let owned = layout
+            .assignments
+            .iter()
+            .filter(|a| a.replicas.contains(&new_id))
+            .count();
+        if owned > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the wiped node ({new_id}) replicates no partition; the layout still names {old_id}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let differing = faults::partitions_differing(&cluster).await.unwrap();
     let (repaired, errors) = faults::repair_everywhere(&cluster).await.unwrap();
     let acknowledged: Vec<(String, String)> = (0..KEYS)
