@@ -99,7 +99,6 @@ async fn a_short_mixed_fault_run_loses_no_acknowledged_write() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "long: run with --ignored"]
 async fn a_long_mixed_fault_run_loses_no_acknowledged_write() {
     let scenario = long_run();
     let report = faults::run(&scenario, faults::seed_from_env())
