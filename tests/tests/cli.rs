@@ -465,3 +465,33 @@ async fn cluster_status_lists_one_member_up() {
     assert_eq!(members[0]["liveness"], "alive");
     assert_eq!(members[0]["partitions_owned"], 256);
 }
+
+#[tokio::test]
+async fn workers_are_listed_and_repair_reports_what_it_did() {
+    let node = start().await;
+    let status = node.run(&["--output", "json", "cluster", "status", "--workers"]);
+    assert_exit(&status, 0);
+    let text = stdout(&status);
+    // Two JSON documents: the members, then the workers and hints.
+    let workers: Json = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let names: Vec<&str> = workers["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    for expected in ["gossip", "hint-delivery", "anti-entropy"] {
+        assert!(names.contains(&expected), "{expected} missing: {text}");
+    }
+    assert_eq!(workers["hints"].as_array().unwrap().len(), 0, "{text}");
+
+    let repair = node.run(&["repair"]);
+    assert_exit(&repair, 0);
+    assert!(
+        stdout(&repair).starts_with("repaired 0 keys in 0 of 256 partitions"),
+        "{}",
+        stdout(&repair)
+    );
+    let bad = node.run(&["repair", "--partition", "256"]);
+    assert_exit(&bad, 2);
+}
