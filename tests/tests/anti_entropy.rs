@@ -12,8 +12,8 @@
 
 use std::time::{Duration, Instant};
 
-use ringkv_client::{Level, PutOptions, RequestOptions};
-use ringkv_tests::{partition_of, TestCluster, CONVERGE_TIMEOUT};
+use ringkv_client::{Level, RequestOptions};
+use ringkv_tests::{missing_on, partition_of, put_opts, value_of, TestCluster, CONVERGE_TIMEOUT};
 
 /// Environment that leaves anti-entropy as the only way to catch up.
 const NO_HINTS: (&str, &str) = ("RINGKV__HANDOFF__MAX_BYTES_PER_TARGET", "1");
@@ -28,13 +28,6 @@ const LEAF_HASH_SEED: u64 = 0x7269_6e67_6b76_ae01;
 /// A key's Merkle leaf, computed as the nodes do (256 leaves).
 fn leaf_of(key: &[u8]) -> u32 {
     (twox_hash::XxHash3_64::oneshot_with_seed(LEAF_HASH_SEED, key) >> 56) as u32
-}
-
-fn put_opts(level: Level) -> PutOptions {
-    PutOptions {
-        consistency: RequestOptions::level(level),
-        ..PutOptions::default()
-    }
 }
 
 /// `count` keys of [`PARTITION`] named `prefix-i`.
@@ -79,32 +72,10 @@ async fn write_via(cluster: &TestCluster, via: usize, keys: &[String]) {
     let client = cluster.client_via(via);
     for key in keys {
         client
-            .put(
-                key.clone(),
-                format!("value-of-{key}"),
-                put_opts(Level::Count(2)),
-            )
+            .put(key.clone(), value_of(key), put_opts(Level::Count(2), false))
             .await
             .unwrap();
     }
-}
-
-/// The keys node `i` does not hold with their written value.
-async fn missing_on(cluster: &TestCluster, i: usize, keys: &[String]) -> Vec<String> {
-    let client = cluster.nodes[i].client();
-    let mut missing = Vec::new();
-    for key in keys {
-        let copy = client.local_get(0, key.clone()).await.unwrap();
-        let expected = format!("value-of-{key}");
-        if !copy
-            .versions
-            .iter()
-            .any(|v| v.value.as_ref() == expected.as_bytes())
-        {
-            missing.push(key.clone());
-        }
-    }
-    missing
 }
 
 /// Node `i`'s Merkle root of [`PARTITION`].
@@ -295,7 +266,7 @@ async fn tombstones_stay_until_every_replica_holds_them() {
     let client = cluster.client();
     for key in &keys {
         client
-            .put(key.clone(), "doomed", put_opts(Level::All))
+            .put(key.clone(), "doomed", put_opts(Level::All, false))
             .await
             .unwrap();
         client
