@@ -14,9 +14,11 @@ mkdir -p "$CARGO_TARGET_DIR"
 # Everything (server, tests, benches) builds with the release profile.
 export RINGKV_BIN="$CARGO_TARGET_DIR/release"
 
+# bindgen loads libclang.so itself (libclang-cpp.so, which LLVM's other
+# packages bring, is a different library) and needs clang's own headers.
 ringkv_have_libclang() {
-    ldconfig -p 2>/dev/null | grep -q 'libclang.*\.so' \
-        || ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1
+    ldconfig -p 2>/dev/null | grep -qE 'libclang(-[0-9.]+)?\.so' \
+        && ls /usr/lib/llvm-*/lib/clang/*/include/stddef.h >/dev/null 2>&1
 }
 
 ringkv_install_deps() {
