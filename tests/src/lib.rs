@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use ringkv_client::Client;
 pub mod faults;
+pub mod rebalance;
 
 /// How long a server may take to start answering.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -307,6 +308,12 @@ pub struct TestCluster {
     pub ids: Vec<String>,
     /// Per node, the node ids it is currently cut off from.
     cuts: Vec<std::collections::BTreeSet<String>>,
+    /// Command-line arguments every node got beyond the harness's own, so
+    /// nodes added later ([`TestCluster::add_node`]) run the same way.
+    extra_args: Vec<String>,
+    /// Environment every node got (the harness's and the caller's), for
+    /// the same reason.
+    env: Vec<(String, String)>,
     _dir: tempfile::TempDir,
 }
 
@@ -360,6 +367,11 @@ impl TestCluster {
             nodes,
             ids,
             cuts: vec![Default::default(); n],
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             _dir: dir,
         };
         cluster.wait_converged().await?;
@@ -429,6 +441,47 @@ impl TestCluster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Starts one more node that knows every current node as a seed and
+    /// runs with the cluster's arguments and environment plus `extra_env`
+    /// (later entries win). It is not in the layout: with
+    /// `cluster.auto_join` (the default) the cluster commits it by itself,
+    /// otherwise it waits for `ringkv cluster join`. Does not wait for it
+    /// to answer; see [`TestCluster::wait_node_ready`]. Returns its index.
+    pub fn spawn_node(&mut self, extra_env: &[(&str, &str)]) -> Result<usize> {
+        let i = self.nodes.len();
+        let seeds = self.endpoints().join(",");
+        let mut args: Vec<&str> = vec!["--seeds", &seeds];
+        args.extend(self.extra_args.iter().map(String::as_str));
+        let mut env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        env.extend_from_slice(extra_env);
+        let node =
+            ServerProcess::start_with_env(&self._dir.path().join(format!("node{i}")), &args, &env)?;
+        self.nodes.push(node);
+        // Filled in by `wait_node_ready`, once the node can say its id.
+        self.ids.push(String::new());
+        self.cuts.push(Default::default());
+        Ok(i)
+    }
+
+    /// Waits until node `i` (started by [`TestCluster::spawn_node`])
+    /// answers, and records its id.
+    pub async fn wait_node_ready(&mut self, i: usize) -> Result<()> {
+        self.nodes[i].wait_ready().await?;
+        self.ids[i] = self.nodes[i].client().node_status(0).await?.node_id;
+        Ok(())
+    }
+
+    /// [`TestCluster::spawn_node`], then [`TestCluster::wait_node_ready`].
+    pub async fn add_node(&mut self, extra_env: &[(&str, &str)]) -> Result<usize> {
+        let i = self.spawn_node(extra_env)?;
+        self.wait_node_ready(i).await?;
+        Ok(i)
     }
 
     /// Every node's gRPC address.
