@@ -3,7 +3,9 @@
 # loopback ports, with all data and logs under one directory.
 #
 #   deploy/local-cluster.sh start [N]   start N nodes (default 3) as one cluster
-#   deploy/local-cluster.sh stop        stop the nodes this script started
+#   deploy/local-cluster.sh add [K]     start K more nodes (default 1) that join
+#                                       the running cluster (cluster.auto_join)
+#   deploy/local-cluster.sh stop [I]    stop node I, or every node this script started
 #   deploy/local-cluster.sh status      show which nodes run
 #
 # Node i (1-based) listens on 127.0.0.1:$((RINGKV_BASE_PORT + i - 1)) for gRPC
@@ -37,6 +39,49 @@ running_pid() {
     return 1
 }
 
+# launch I SEEDS [ARGS...]: starts node I unless it runs already.
+launch() {
+    local i="$1" seeds="$2"
+    shift 2
+    local dir port mport
+    dir="$(node_dir "$i")"
+    port=$((BASE_PORT + i - 1))
+    mport=$((METRICS_BASE_PORT + i - 1))
+    mkdir -p "$dir"
+    if pid="$(running_pid "$i")"; then
+        echo "node$i already running (pid $pid) on 127.0.0.1:$port"
+        return 0
+    fi
+    nohup "$BIN/ringkv-server" \
+        --name "node$i" \
+        --listen "127.0.0.1:$port" \
+        --metrics-listen "127.0.0.1:$mport" \
+        --data-dir "$dir/data" \
+        --seeds "$seeds" \
+        "$@" \
+        >"$dir/stdout.log" 2>"$dir/server.log" </dev/null &
+    echo $! >"$dir/pid"
+    echo "node$i started (pid $!) on 127.0.0.1:$port, metrics 127.0.0.1:$mport, log $dir/server.log"
+}
+
+# wait_ready I: waits until node I answers with a layout.
+wait_ready() {
+    local i="$1" port=$((BASE_PORT + $1 - 1)) waited=0
+    until "$BIN/ringkv" --endpoints "127.0.0.1:$port" cluster layout >/dev/null 2>&1; do
+        if ! running_pid "$i" >/dev/null; then
+            echo "node$i exited; its log:" >&2
+            tail -20 "$(node_dir "$i")/server.log" >&2
+            exit 1
+        fi
+        waited=$((waited + 1))
+        if [ "$waited" -gt $((READY_SECONDS * 10)) ]; then
+            echo "node$i not ready after ${READY_SECONDS}s" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+}
+
 start() {
     local n="${1:-3}"
     [ -x "$BIN/ringkv-server" ] || { echo "ringkv-server not built in $BIN" >&2; exit 1; }
@@ -45,41 +90,29 @@ start() {
         seeds="${seeds:+$seeds,}127.0.0.1:$((BASE_PORT + i - 1))"
     done
     for i in $(seq 1 "$n"); do
-        local dir port mport
-        dir="$(node_dir "$i")"
-        port=$((BASE_PORT + i - 1))
-        mport=$((METRICS_BASE_PORT + i - 1))
-        mkdir -p "$dir"
-        if pid="$(running_pid "$i")"; then
-            echo "node$i already running (pid $pid) on 127.0.0.1:$port"
-            continue
-        fi
-        nohup "$BIN/ringkv-server" \
-            --name "node$i" \
-            --listen "127.0.0.1:$port" \
-            --metrics-listen "127.0.0.1:$mport" \
-            --data-dir "$dir/data" \
-            --seeds "$seeds" \
-            --bootstrap-expect "$n" \
-            >"$dir/stdout.log" 2>"$dir/server.log" </dev/null &
-        echo $! >"$dir/pid"
-        echo "node$i started (pid $!) on 127.0.0.1:$port, metrics 127.0.0.1:$mport, log $dir/server.log"
+        launch "$i" "$seeds" --bootstrap-expect "$n"
     done
     for i in $(seq 1 "$n"); do
-        local port=$((BASE_PORT + i - 1)) waited=0
-        until "$BIN/ringkv" --endpoints "127.0.0.1:$port" cluster layout >/dev/null 2>&1; do
-            if ! running_pid "$i" >/dev/null; then
-                echo "node$i exited; its log:" >&2
-                tail -20 "$(node_dir "$i")/server.log" >&2
-                exit 1
-            fi
-            waited=$((waited + 1))
-            if [ "$waited" -gt $((READY_SECONDS * 10)) ]; then
-                echo "node$i not ready after ${READY_SECONDS}s" >&2
-                exit 1
-            fi
-            sleep 0.1
-        done
+        wait_ready "$i"
+    done
+}
+
+# add [K]: K more nodes, numbered after the highest existing one, seeded
+# with node1; they join the running cluster by themselves.
+add() {
+    local k="${1:-1}" highest=0
+    [ -x "$BIN/ringkv-server" ] || { echo "ringkv-server not built in $BIN" >&2; exit 1; }
+    for dir in "$CLUSTER_DIR"/node*; do
+        [ -d "$dir" ] || continue
+        local i="${dir##*node}"
+        [ "$i" -gt "$highest" ] && highest="$i"
+    done
+    [ "$highest" -gt 0 ] || { echo "no cluster to join: run '$0 start' first" >&2; exit 1; }
+    for j in $(seq 1 "$k"); do
+        launch $((highest + j)) "127.0.0.1:$BASE_PORT"
+    done
+    for j in $(seq 1 "$k"); do
+        wait_ready $((highest + j))
     done
 }
 
@@ -87,6 +120,7 @@ stop() {
     for dir in "$CLUSTER_DIR"/node*; do
         [ -d "$dir" ] || continue
         local i="${dir##*node}"
+        [ -n "${1:-}" ] && [ "$i" != "$1" ] && continue
         if pid="$(running_pid "$i")"; then
             kill -TERM "$pid"
             for _ in $(seq 1 100); do
@@ -113,7 +147,8 @@ status() {
 
 case "${1:-}" in
     start) start "${2:-3}" ;;
-    stop) stop ;;
+    add) add "${2:-1}" ;;
+    stop) stop "${2:-}" ;;
     status) status ;;
-    *) echo "usage: $0 start [N] | stop | status" >&2; exit 2 ;;
+    *) echo "usage: $0 start [N] | add [K] | stop [I] | status" >&2; exit 2 ;;
 esac

@@ -337,7 +337,14 @@ impl Client {
             .map(|m| (m.node_id.as_str(), m.address.as_str()))
             .collect();
         let mut replicas = vec![Vec::new(); resp.partitions as usize];
-        for a in &resp.assignments {
+        // While a change is transferred, the previous layout's replicas
+        // coordinate (they hold everything); route there.
+        let assignments = if resp.previous_assignments.is_empty() {
+            &resp.assignments
+        } else {
+            &resp.previous_assignments
+        };
+        for a in assignments {
             if let Some(slot) = replicas.get_mut(a.partition as usize) {
                 *slot = a
                     .replicas
@@ -646,6 +653,81 @@ impl Client {
                 self.endpoints.len()
             ))
         })
+    }
+
+    /// Makes the fresh node at `endpoint` join the cluster of `seed`.
+    pub async fn join(&self, endpoint: usize, seed: &str) -> Result<String> {
+        let address = self.endpoint(endpoint)?;
+        let ch = self.channel(&address).await?;
+        AdminClient::new(ch)
+            .join(pb::JoinRequest {
+                seed: seed.to_string(),
+            })
+            .await
+            .map(|r| r.into_inner().message)
+            .map_err(|s| self.transport_failed(&address, s, true))
+    }
+
+    /// Stages the departure of `node` (id or name), or of the node at the
+    /// first reachable endpoint when `None`.
+    pub async fn leave(&self, node: Option<&str>) -> Result<String> {
+        let node = node.unwrap_or("").to_string();
+        self.with_failover(None, false, DEFAULT_CLIENT_DEADLINE, |ch| {
+            let node = node.clone();
+            async move { AdminClient::new(ch).leave(pb::LeaveRequest { node }).await }
+        })
+        .await
+        .map(|r| r.message)
+    }
+
+    /// Stages the removal of the dead node `node` (id or name).
+    pub async fn remove(&self, node: &str) -> Result<String> {
+        let node = node.to_string();
+        self.with_failover(None, false, DEFAULT_CLIENT_DEADLINE, |ch| {
+            let node = node.clone();
+            async move {
+                AdminClient::new(ch)
+                    .remove(pb::RemoveRequest { node })
+                    .await
+            }
+        })
+        .await
+        .map(|r| r.message)
+    }
+
+    /// What committing the staged changes would do.
+    pub async fn plan(&self) -> Result<pb::PlanResponse> {
+        self.with_failover(None, true, DEFAULT_CLIENT_DEADLINE, |ch| async move {
+            AdminClient::new(ch).plan(pb::PlanRequest {}).await
+        })
+        .await
+    }
+
+    /// Publishes the staged changes, planned against layout
+    /// `expected_version`.
+    pub async fn commit(&self, expected_version: u64) -> Result<pb::CommitResponse> {
+        self.with_failover(None, false, DEFAULT_CLIENT_DEADLINE, |ch| async move {
+            AdminClient::new(ch)
+                .commit(pb::CommitRequest { expected_version })
+                .await
+        })
+        .await
+    }
+
+    /// The partition transfers the node at `endpoint` receives.
+    pub async fn transfers(&self, endpoint: usize) -> Result<pb::TransfersResponse> {
+        self.transfers_at(&self.endpoint(endpoint)?).await
+    }
+
+    /// The partition transfers the node at `address` (any node, not only a
+    /// configured endpoint) receives.
+    pub async fn transfers_at(&self, address: &str) -> Result<pb::TransfersResponse> {
+        let ch = self.channel(address).await?;
+        AdminClient::new(ch)
+            .transfers(pb::TransfersRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.transport_failed(address, s, true))
     }
 
     /// Members as seen by the first reachable node.

@@ -4,6 +4,8 @@
 //! argument; 3 not enough replicas (retry later); 4 timed out, a write may
 //! have been applied; 5 overloaded; 6 no node reachable; 7 other errors.
 
+mod changes;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -97,7 +99,7 @@ enum Command {
     /// Show one node's stored copy of a key, without coordination
     /// (the first endpoint is asked).
     LocalGet { key: String },
-    /// Cluster inspection.
+    /// Cluster inspection and changes (join, leave, remove, plan, commit).
     Cluster {
         #[command(subcommand)]
         command: ClusterCommand,
@@ -121,6 +123,26 @@ enum ClusterCommand {
     },
     /// The layout: each partition's replicas in preference order.
     Layout,
+    /// Make the fresh node at the first endpoint join the cluster SEED
+    /// belongs to (with cluster.auto_join = false; otherwise it joins when
+    /// started with seeds).
+    Join { seed: String },
+    /// Stage a node's departure (the first endpoint's node without NODE):
+    /// its partitions are drained to the others at the next commit.
+    Leave { node: Option<String> },
+    /// Stage the removal of a dead node: its partitions are re-replicated
+    /// from the survivors at the next commit.
+    Remove { node: String },
+    /// Show the moves the staged changes would make.
+    Plan,
+    /// Publish the staged changes as the next layout version.
+    Commit {
+        /// Follow the transfers with a progress bar until they are done.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Partition transfers in progress, from every live member.
+    Transfers,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -437,6 +459,36 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 ExitCode::from(7)
             })
         }
+        Command::Cluster {
+            command: ClusterCommand::Join { seed },
+        } => changes::join(&client, &seed, json, &mut stdout)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Cluster {
+            command: ClusterCommand::Leave { node },
+        } => changes::leave(&client, node.as_deref(), json, &mut stdout)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Cluster {
+            command: ClusterCommand::Remove { node },
+        } => changes::remove(&client, &node, json, &mut stdout)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Cluster {
+            command: ClusterCommand::Plan,
+        } => changes::plan(&client, json, &mut stdout)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Cluster {
+            command: ClusterCommand::Commit { wait },
+        } => changes::commit(&client, wait, json, &mut stdout)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Cluster {
+            command: ClusterCommand::Transfers,
+        } => changes::transfers(&client, json, &mut stdout)
+            .await
+            .map(|()| ExitCode::SUCCESS),
         Command::Cluster {
             command: ClusterCommand::Layout,
         } => {

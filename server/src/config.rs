@@ -42,6 +42,7 @@ pub struct Config {
     pub gossip: GossipConfig,
     pub handoff: HandoffConfig,
     pub repair: RepairConfig,
+    pub transfer: TransferConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
     pub debug: DebugConfig,
@@ -97,6 +98,11 @@ pub struct ClusterConfig {
     /// Fresh nodes wait until they see this many members, then the lowest
     /// node id computes layout v1. 1 = a node alone forms its own cluster.
     pub bootstrap_expect: usize,
+    /// A fresh node started with seeds after the cluster formed is planned
+    /// and committed into the layout without an operator (as Cassandra's
+    /// auto-bootstrap). `false`: it waits for `ringkv cluster join`, then
+    /// `plan` and `commit`.
+    pub auto_join: bool,
 }
 
 impl Default for ClusterConfig {
@@ -109,6 +115,7 @@ impl Default for ClusterConfig {
             write: Level::Quorum,
             seeds: Vec::new(),
             bootstrap_expect: 1,
+            auto_join: true,
         }
     }
 }
@@ -293,6 +300,39 @@ impl Default for RepairConfig {
     }
 }
 
+/// Partition transfers during cluster changes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransferConfig {
+    /// MB/s (10^6 bytes) this node receives at most over all its transfers;
+    /// 0 = unlimited.
+    pub max_rate: f64,
+    /// Bytes of keys and versions per chunk.
+    pub chunk_bytes: usize,
+    /// Partitions received at once.
+    pub concurrency: usize,
+    /// Wait before retrying a chunk whose source failed, ms.
+    pub retry_ms: u64,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        Self {
+            max_rate: 50.0,
+            chunk_bytes: 256 * 1024,
+            concurrency: 2,
+            retry_ms: 1000,
+        }
+    }
+}
+
+impl TransferConfig {
+    /// The byte rate limit, `None` when unlimited.
+    pub fn bytes_per_second(&self) -> Option<f64> {
+        (self.max_rate > 0.0).then_some(self.max_rate * 1e6)
+    }
+}
+
 /// Switches for tests and debugging; never for production.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -449,6 +489,25 @@ impl Config {
                 "repair.tombstone_grace_ms ({}) must exceed handoff.max_age_ms ({}): a hint older than the grace could bring deleted data back",
                 r.tombstone_grace_ms, h.max_age_ms
             ));
+        }
+        let t = &self.transfer;
+        if !t.max_rate.is_finite() || t.max_rate < 0.0 {
+            return fail(format!(
+                "transfer.max_rate = {} must be a number of MB/s, 0 for unlimited",
+                t.max_rate
+            ));
+        }
+        if t.chunk_bytes < 1024 || t.chunk_bytes > self.limits.max_message_bytes() / 2 {
+            return fail(format!(
+                "transfer.chunk_bytes = {} must be between 1024 and half the largest message ({})",
+                t.chunk_bytes,
+                self.limits.max_message_bytes() / 2
+            ));
+        }
+        if t.concurrency == 0 || t.retry_ms == 0 {
+            return fail(
+                "transfer.concurrency and transfer.retry_ms must be at least 1".to_string(),
+            );
         }
         if self.node.weight == 0 {
             return fail("node.weight must be at least 1".to_string());

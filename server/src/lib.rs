@@ -14,6 +14,7 @@ pub mod error;
 pub mod handoff;
 pub mod membership;
 pub mod metrics;
+pub mod rebalance;
 pub mod repair;
 pub mod replica;
 pub mod ring;

@@ -76,6 +76,10 @@ pub struct Metrics {
     hints_pending: AtomicU64,
     /// Keys anti-entropy found behind on a replica and repaired.
     anti_entropy_repaired: AtomicU64,
+    /// Bytes of keys and versions received by partition transfers.
+    transfer_bytes: AtomicU64,
+    /// Keys received by partition transfers.
+    transfer_keys: AtomicU64,
 }
 
 impl Metrics {
@@ -124,6 +128,16 @@ impl Metrics {
 
     pub fn anti_entropy_repaired(&self, n: u64) {
         self.anti_entropy_repaired.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn transferred(&self, bytes: u64, keys: u64) {
+        self.transfer_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.transfer_keys.fetch_add(keys, Ordering::Relaxed);
+    }
+
+    /// Bytes received by partition transfers since the node started.
+    pub fn transfer_bytes(&self) -> u64 {
+        self.transfer_bytes.load(Ordering::Relaxed)
     }
 
     pub fn read_repaired(&self, n: usize) {
@@ -186,6 +200,16 @@ impl Metrics {
             );
         }
         let counters = [
+            (
+                "ringkv_transfer_bytes_total",
+                "Bytes of keys and versions received by partition transfers.",
+                &self.transfer_bytes,
+            ),
+            (
+                "ringkv_transfer_keys_total",
+                "Keys received by partition transfers.",
+                &self.transfer_keys,
+            ),
             (
                 "ringkv_quorum_failures_total",
                 "Requests that could not reach their replica count.",

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ringkv_proto::v1 as pb;
+use ringkv_proto::v1::admin_client::AdminClient;
 use ringkv_proto::v1::internal_client::InternalClient;
 use ringkv_proto::v1::kv_client::KvClient;
 use tonic::metadata::MetadataValue;
@@ -296,6 +297,38 @@ impl Transport {
             .purge(self.request_to(node, pb::PurgeRequest { keys }, timeout))
             .await
             .map(|r| r.into_inner().purged)
+    }
+
+    /// The next chunk of a partition from an old replica (transfers).
+    pub async fn fetch_partition(
+        &self,
+        node: NodeId,
+        address: &str,
+        partition: u32,
+        after: Option<Bytes>,
+        max_bytes: usize,
+        timeout: Duration,
+    ) -> Result<pb::FetchPartitionResponse, Status> {
+        let msg = pb::FetchPartitionRequest {
+            partition,
+            after,
+            max_bytes: u32::try_from(max_bytes).unwrap_or(u32::MAX),
+        };
+        self.internal(node, address)?
+            .fetch_partition(self.request_to(node, msg, timeout))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// An Admin client for sending a cluster change to the claimant.
+    pub fn admin(&self, node: NodeId, address: &str) -> Result<AdminClient<Channel>, Status> {
+        self.check_fault(node)?;
+        let ch = self
+            .channel_for(node, address)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(AdminClient::new(ch)
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes))
     }
 
     /// A KV client for forwarding a request to the key's coordinator.

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::handoff::HintStore;
 use crate::membership::Cluster;
+use crate::rebalance::Rebalance;
 use crate::repair::Repair;
 use crate::replica::Replica;
 use crate::ring::KEY_HASH_SEED;
@@ -33,6 +34,7 @@ pub struct AdminParts {
     pub cluster: Arc<Cluster>,
     pub hints: Arc<HintStore>,
     pub repair: Arc<Repair>,
+    pub rebalance: Arc<Rebalance>,
     pub workers: Arc<Workers>,
 }
 
@@ -41,6 +43,7 @@ pub struct AdminService {
     cluster: Arc<Cluster>,
     hints: Arc<HintStore>,
     repair: Arc<Repair>,
+    rebalance: Arc<Rebalance>,
     workers: Arc<Workers>,
     info: NodeInfo,
     gate: Gate,
@@ -53,10 +56,24 @@ impl AdminService {
             cluster: parts.cluster,
             hints: parts.hints,
             repair: parts.repair,
+            rebalance: parts.rebalance,
             workers: parts.workers,
             info,
             gate,
         }
+    }
+
+    pub(super) fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    pub(super) fn rebalance(&self) -> &Rebalance {
+        &self.rebalance
+    }
+
+    /// Bytes this node received by partition transfers since it started.
+    pub(super) fn bytes_received(&self) -> u64 {
+        self.gate.metrics().transfer_bytes()
     }
 
     fn member_list(&self) -> Vec<pb::Member> {
@@ -156,6 +173,18 @@ impl Admin for AdminService {
                     .collect(),
                 members,
                 hash_seed: KEY_HASH_SEED,
+                previous_version: layout.previous().map(|p| p.version()).unwrap_or(0),
+                previous_assignments: layout
+                    .previous()
+                    .map(|prev| {
+                        (0..prev.partitions())
+                            .map(|p| pb::PartitionReplicas {
+                                partition: p,
+                                replicas: prev.replicas(p).iter().map(|n| n.to_string()).collect(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             },
         };
         admitted.finish("", Ok(Response::new(reply)))
@@ -306,5 +335,59 @@ impl Admin for AdminService {
             })
             .collect();
         admitted.finish("", Ok(Response::new(pb::HintsResponse { queues })))
+    }
+
+    async fn join(
+        &self,
+        request: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::ClusterChangeResponse>, Status> {
+        let admitted = self.gate.admit("join")?;
+        let result = self.do_join(request).await;
+        admitted.finish("", result)
+    }
+
+    async fn leave(
+        &self,
+        request: Request<pb::LeaveRequest>,
+    ) -> Result<Response<pb::ClusterChangeResponse>, Status> {
+        let admitted = self.gate.admit("leave")?;
+        let result = self.do_leave(request).await;
+        admitted.finish("", result)
+    }
+
+    async fn remove(
+        &self,
+        request: Request<pb::RemoveRequest>,
+    ) -> Result<Response<pb::ClusterChangeResponse>, Status> {
+        let admitted = self.gate.admit("remove")?;
+        let result = self.do_remove(request).await;
+        admitted.finish("", result)
+    }
+
+    async fn plan(
+        &self,
+        request: Request<pb::PlanRequest>,
+    ) -> Result<Response<pb::PlanResponse>, Status> {
+        let admitted = self.gate.admit("plan")?;
+        let result = self.do_plan(request).await;
+        admitted.finish("", result)
+    }
+
+    async fn commit(
+        &self,
+        request: Request<pb::CommitRequest>,
+    ) -> Result<Response<pb::CommitResponse>, Status> {
+        let admitted = self.gate.admit("commit")?;
+        let result = self.do_commit(request).await;
+        admitted.finish("", result)
+    }
+
+    async fn transfers(
+        &self,
+        _request: Request<pb::TransfersRequest>,
+    ) -> Result<Response<pb::TransfersResponse>, Status> {
+        let admitted = self.gate.admit("transfers")?;
+        let result = self.do_transfers().await;
+        admitted.finish("", result)
     }
 }

@@ -15,6 +15,7 @@ use super::{status, Gate};
 use crate::error::Error;
 use crate::handoff::HintStore;
 use crate::membership::Cluster;
+use crate::rebalance::Rebalance;
 use crate::repair::Repair;
 use crate::replica::Replica;
 use crate::transport;
@@ -26,6 +27,7 @@ pub struct InternalService {
     /// Where this node keeps hints when it acts as a fallback.
     hints: Arc<HintStore>,
     repair: Arc<Repair>,
+    rebalance: Arc<Rebalance>,
     gate: Gate,
     max_key_bytes: usize,
 }
@@ -36,6 +38,7 @@ impl InternalService {
         cluster: Arc<Cluster>,
         hints: Arc<HintStore>,
         repair: Arc<Repair>,
+        rebalance: Arc<Rebalance>,
         gate: Gate,
         max_key_bytes: usize,
     ) -> Self {
@@ -44,6 +47,7 @@ impl InternalService {
             cluster,
             hints,
             repair,
+            rebalance,
             gate,
             max_key_bytes,
         }
@@ -118,6 +122,9 @@ impl Internal for InternalService {
                     .map_err(status)?;
                 return Ok(Response::new(pb::ReplicateResponse {}));
             }
+            self.rebalance
+                .check_write(self.replica.partition_of(&req.key))
+                .map_err(status)?;
             let merged = self
                 .replica
                 .merge(req.key, incoming)
@@ -141,6 +148,9 @@ impl Internal for InternalService {
             self.check_sender(&request)?;
             let req = request.into_inner();
             self.check_key(&req.key)?;
+            self.rebalance
+                .check_read(self.replica.partition_of(&req.key))
+                .map_err(status)?;
             let state = self.replica.read(req.key).await.map_err(status)?;
             Ok(Response::new(match state {
                 None => pb::LocalReadResponse::default(),
@@ -230,5 +240,33 @@ impl Internal for InternalService {
             .await
             .map_err(status)?;
         Ok(Response::new(pb::PurgeResponse { purged }))
+    }
+
+    async fn fetch_partition(
+        &self,
+        request: Request<pb::FetchPartitionRequest>,
+    ) -> Result<Response<pb::FetchPartitionResponse>, Status> {
+        self.check_sender(&request)?;
+        let req = request.into_inner();
+        let partition = self.check_partition(req.partition)?;
+        if let Some(after) = &req.after {
+            self.check_key(after)?;
+        }
+        let (entries, done, estimated_bytes) = self
+            .rebalance
+            .serve_chunk(partition, req.after, req.max_bytes as usize)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::FetchPartitionResponse {
+            entries: entries
+                .into_iter()
+                .map(|(key, value)| pb::PartitionEntry {
+                    key,
+                    version_set: value.into(),
+                })
+                .collect(),
+            done,
+            estimated_bytes,
+        }))
     }
 }

@@ -6,6 +6,7 @@
 //! status, so every failure reaches clients with the code DESIGN.md fixes.
 
 pub mod admin;
+mod cluster;
 mod convert;
 mod internal;
 mod kv;

@@ -125,13 +125,28 @@ pub struct GetReply {
 /// The replicas a request runs against and its resolved consistency.
 struct Plan {
     key: Bytes,
+    /// Reads: the partition's read replicas. Writes: every replica the write
+    /// goes to (old and new while the partition moves).
     replicas: Vec<NodeId>,
+    /// Writes: the replica sets that each need their quorum of
+    /// acknowledgements (one set, or the old and the new set while the
+    /// partition moves), with that quorum.
+    write_sets: Vec<(Vec<NodeId>, usize)>,
     /// The rest of the preference list, for sloppy quorums.
     fallbacks: Vec<NodeId>,
     consistency: Consistency,
     required: usize,
+    /// Effective N of the partition.
+    n: usize,
     configured_n: usize,
     layout_version: u64,
+}
+
+/// Whether a plan is for a read or a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Read,
+    Write,
 }
 
 /// Where a request for a key should run.
@@ -179,7 +194,9 @@ impl Coordinator {
     /// forwards it to the first live replica.
     pub fn route(&self, key: &[u8]) -> Result<Route> {
         let layout = self.layout()?;
-        let replicas = layout.replicas(self.replica.partition_of(key));
+        // While a partition moves, its old replicas coordinate: they hold
+        // everything, so a blind write supersedes what it should.
+        let replicas = layout.read_replicas(self.replica.partition_of(key));
         if replicas.contains(&self.node_id()) {
             return Ok(Route::Local);
         }
@@ -242,7 +259,7 @@ impl Coordinator {
             }
             Some(ttl) => Some(wall_clock_ms().saturating_add(ttl.as_millis() as u64)),
         };
-        let plan = self.plan(&cmd.key, cmd.consistency, self.config.cluster.write)?;
+        let plan = self.plan(&cmd.key, cmd.consistency, Op::Write)?;
         let client_context = cmd.context.clone();
         let write = LocalWrite {
             key: cmd.key,
@@ -266,7 +283,7 @@ impl Coordinator {
 
     pub async fn delete(&self, cmd: DeleteCommand) -> Result<ReplyMeta> {
         self.check_key(&cmd.key)?;
-        let plan = self.plan(&cmd.key, cmd.consistency, self.config.cluster.write)?;
+        let plan = self.plan(&cmd.key, cmd.consistency, Op::Write)?;
         let write = LocalWrite {
             key: cmd.key,
             context: cmd.context,
@@ -279,7 +296,7 @@ impl Coordinator {
 
     pub async fn get(&self, cmd: GetCommand) -> Result<GetReply> {
         self.check_key(&cmd.key)?;
-        let plan = self.plan(&cmd.key, cmd.consistency, self.config.cluster.read)?;
+        let plan = self.plan(&cmd.key, cmd.consistency, Op::Read)?;
         let calls = plan
             .replicas
             .iter()
@@ -439,9 +456,23 @@ impl Coordinator {
                 quorum::call(self.label(*node), send.run())
             })
             .collect();
-        let answers = quorum::quorum(
+        let labels: Vec<String> = plan
+            .replicas
+            .iter()
+            .filter(|n| **n != me)
+            .map(|n| self.label(*n))
+            .collect();
+        let needs = plan
+            .write_sets
+            .iter()
+            .map(|(set, need)| {
+                quorum::Need::Among(set.iter().map(|n| self.label(*n)).collect(), *need)
+            })
+            .collect();
+        let answers = quorum::quorum_of(
             others,
-            plan.required,
+            labels,
+            needs,
             vec![self.label(me)],
             plan.consistency.timeout,
         )
@@ -467,21 +498,42 @@ impl Coordinator {
         Ok((applied, meta))
     }
 
-    fn plan(
-        &self,
-        key: &Bytes,
-        requested: RequestConsistency,
-        default_level: Level,
-    ) -> Result<Plan> {
+    fn plan(&self, key: &Bytes, requested: RequestConsistency, op: Op) -> Result<Plan> {
+        let default_level = match op {
+            Op::Read => self.config.cluster.read,
+            Op::Write => self.config.cluster.write,
+        };
         let layout = self.layout()?;
         let configured_n = self.config.cluster.replication as usize;
         let partition = self.replica.partition_of(key);
-        let replicas = layout.replicas(partition).to_vec();
-        let fallbacks = layout.preference_list(partition)[replicas.len()..].to_vec();
-        if !replicas.contains(&self.node_id()) {
-            return Err(Error::Internal(
-                "coordinating a key this node is not a replica of".into(),
-            ));
+        let read_set = layout.read_replicas(partition).to_vec();
+        let write_sets: Vec<Vec<NodeId>> = layout
+            .write_sets(partition)
+            .into_iter()
+            .map(<[NodeId]>::to_vec)
+            .collect();
+        let replicas = match op {
+            Op::Read => read_set.clone(),
+            Op::Write => layout.write_replicas(partition),
+        };
+        let fallbacks: Vec<NodeId> = layout
+            .preference_list(partition)
+            .into_iter()
+            .filter(|n| !write_sets.iter().any(|s| s.contains(n)))
+            .collect();
+        if !read_set.contains(&self.node_id()) {
+            return Err(Error::Unavailable {
+                needed: 1,
+                got: 0,
+                acked: Vec::new(),
+                failed: vec![ReplicaError {
+                    node: self.node_id().to_string(),
+                    error: format!(
+                        "this node no longer coordinates partition {partition} (layout v{} is being adopted); retry",
+                        layout.version()
+                    ),
+                }],
+            });
         }
         let consistency = Consistency {
             level: requested.level.unwrap_or(default_level),
@@ -493,14 +545,26 @@ impl Coordinator {
         if consistency.timeout.is_zero() {
             return Err(Error::InvalidArgument("timeout must be positive".into()));
         }
-        let n = replicas.len();
+        let n = match op {
+            Op::Read => read_set.len(),
+            Op::Write => layout.replicas(partition).len(),
+        };
         let required = consistency.level.required(n, configured_n)?;
+        let write_sets = write_sets
+            .into_iter()
+            .map(|set| {
+                let need = consistency.level.required(set.len(), configured_n)?;
+                Ok((set, need))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Plan {
             key: key.clone(),
             replicas,
+            write_sets,
             fallbacks,
             consistency,
             required,
+            n,
             configured_n,
             layout_version: layout.version(),
         })
@@ -509,7 +573,7 @@ impl Coordinator {
     /// Reply meta names nodes by id (as Admin.Members does); errors use
     /// `id@address` labels so operators can see where to look.
     fn meta(&self, plan: &Plan, labels: Vec<String>) -> ReplyMeta {
-        let n = plan.replicas.len();
+        let n = plan.n;
         ReplyMeta {
             coordinator: self.node_id().to_string(),
             replicas: labels.iter().map(|l| node_of(l).to_string()).collect(),

@@ -51,8 +51,54 @@ pub async fn quorum<T: Send + 'static>(
     already: Vec<String>,
     timeout: Duration,
 ) -> Result<Answers<T>> {
-    let needed_total = required;
-    let required = required.saturating_sub(already.len());
+    quorum_of(
+        calls,
+        Vec::new(),
+        vec![Need::Any(required)],
+        already,
+        timeout,
+    )
+    .await
+}
+
+/// What a quorum needs.
+#[derive(Clone, Debug)]
+pub enum Need {
+    /// This many successes, from anyone.
+    Any(usize),
+    /// This many successes among the named replicas.
+    Among(Vec<String>, usize),
+}
+
+impl Need {
+    fn required(&self) -> usize {
+        match self {
+            Need::Any(r) | Need::Among(_, r) => *r,
+        }
+    }
+
+    /// Successes among `names` that count for this need.
+    fn count<'a>(&self, names: impl Iterator<Item = &'a String>) -> usize {
+        match self {
+            Need::Any(_) => names.count(),
+            Need::Among(set, _) => names.filter(|n| set.contains(n)).count(),
+        }
+    }
+}
+
+/// Runs `calls` (named `labels`, in the same order; only needed for
+/// [`Need::Among`]) until every need is met: a write while its partition
+/// moves needs W of the old replicas and W of the new ones. Fails with
+/// `Unavailable` as soon as a need cannot be met, `Timeout` at the
+/// deadline; the error reports the first need still unmet.
+pub async fn quorum_of<T: Send + 'static>(
+    calls: Vec<Call<T>>,
+    labels: Vec<String>,
+    needs: Vec<Need>,
+    already: Vec<String>,
+    timeout: Duration,
+) -> Result<Answers<T>> {
+    let mut outstanding = labels;
     let mut pending: Pending<T> = calls.into_iter().collect();
     let mut answers = Answers {
         ok: Vec::new(),
@@ -66,40 +112,55 @@ pub async fn quorum<T: Send + 'static>(
             .chain(answers.ok.iter().map(|(n, _)| n.clone()))
             .collect()
     };
-    if pending.len() < required {
-        return Err(Error::Unavailable {
-            needed: needed_total,
-            got: already.len() + pending.len(),
-            acked: already.clone(),
-            failed: Vec::new(),
-        });
+    // The first need that the successes so far leave unmet.
+    let unmet = |acked: &[String]| needs.iter().find(|n| n.count(acked.iter()) < n.required());
+    // The first need that cannot be met even if every running call succeeds.
+    let hopeless = |acked: &[String], outstanding: &[String], running: usize| {
+        needs.iter().find(|n| {
+            let possible = match n {
+                Need::Any(_) => acked.len() + running,
+                Need::Among(..) => n.count(acked.iter().chain(outstanding)),
+            };
+            possible < n.required()
+        })
+    };
+    let unavailable = |need: &Need, acked: Vec<String>, failed| Error::Unavailable {
+        needed: need.required(),
+        got: need.count(acked.iter()),
+        acked,
+        failed,
+    };
+    if let Some(need) = hopeless(&already, &outstanding, pending.len()) {
+        return Err(unavailable(need, already.clone(), Vec::new()));
     }
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
-    while answers.ok.len() < required {
+    loop {
+        let so_far = acked(&answers);
+        let Some(need) = unmet(&so_far) else { break };
         tokio::select! {
             next = pending.next() => {
-                let Some((node, result)) = next else { break };
+                let Some((node, result)) = next else {
+                    return Err(unavailable(need, so_far, answers.failed));
+                };
+                if let Some(i) = outstanding.iter().position(|l| *l == node) {
+                    outstanding.swap_remove(i);
+                }
                 match result {
                     Ok(value) => answers.ok.push((node, value)),
                     Err(e) => {
                         answers.failed.push(ReplicaError { node, error: e.to_string() });
-                        if answers.ok.len() + pending.len() < required {
-                            return Err(Error::Unavailable {
-                                needed: needed_total,
-                                got: already.len() + answers.ok.len(),
-                                acked: acked(&answers),
-                                failed: answers.failed,
-                            });
+                        if let Some(need) = hopeless(&so_far, &outstanding, pending.len()) {
+                            return Err(unavailable(need, so_far, answers.failed));
                         }
                     }
                 }
             }
             _ = &mut deadline => {
                 return Err(Error::Timeout {
-                    needed: needed_total,
-                    got: already.len() + answers.ok.len(),
-                    acked: acked(&answers),
+                    needed: need.required(),
+                    got: need.count(so_far.iter()),
+                    acked: so_far,
                     failed: answers.failed,
                 });
             }
@@ -187,6 +248,47 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_moving_partition_needs_its_quorum_in_both_sets() {
+        let old = Need::Among(vec!["self".into(), "a".into(), "b".into()], 2);
+        let new = Need::Among(vec!["self".into(), "a".into(), "d".into()], 2);
+        // "a" fails: the old set still has self + b, the new set self + d.
+        let answers = quorum_of(
+            vec![fail("a"), ok("b", 1), ok("d", 50)],
+            vec!["a".into(), "b".into(), "d".into()],
+            vec![old.clone(), new.clone()],
+            vec!["self".into()],
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+        let names: Vec<_> = answers.ok.iter().map(|(n, _)| n.as_str()).collect();
+        // b alone met the old set's need; the call waited for d.
+        assert_eq!(names, vec!["b", "d"]);
+        // Without d the new set cannot reach 2, whatever the old set does.
+        let err = quorum_of(
+            vec![ok("a", 1), ok("b", 1), fail("d")],
+            vec!["a".into(), "b".into(), "d".into()],
+            vec![old, Need::Among(vec!["d".into(), "e".into()], 2)],
+            vec!["self".into()],
+            Duration::from_secs(1),
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(
+            matches!(
+                err,
+                Error::Unavailable {
+                    needed: 2,
+                    got: 0,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]

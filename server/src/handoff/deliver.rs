@@ -79,6 +79,30 @@ async fn deliver_to(d: &Delivery, target: NodeId, handle: &WorkerHandle) -> crat
                 handle.add("dropped", 1);
             }
         }
+        // Hints for a node that no longer holds the key's partition (it left
+        // or was removed) go to the partition's current replicas instead.
+        let layout = d.cluster.layout();
+        let (orphaned, fresh): (Vec<Hint>, Vec<Hint>) = fresh.into_iter().partition(|h| {
+            layout.as_ref().is_some_and(|l| {
+                !l.holds(target, crate::ring::partition_of(&h.key, l.partitions()))
+            })
+        });
+        if !orphaned.is_empty() {
+            let count = orphaned.len();
+            let mut moved = 0;
+            for hint in orphaned {
+                if readdress(d, &hint, timeout).await
+                    && d.store.remove_if_unchanged(target, &hint).await?
+                {
+                    moved += 1;
+                }
+            }
+            d.metrics.hints_delivered(moved);
+            handle.add("readdressed", moved);
+            if (moved as usize) < count {
+                return Ok(());
+            }
+        }
         let (true, Some(address)) = (alive, address) else {
             return Ok(());
         };
@@ -122,4 +146,27 @@ async fn deliver_to(d: &Delivery, target: NodeId, handle: &WorkerHandle) -> crat
             return Ok(());
         }
     }
+}
+
+/// Delivers a hint whose target no longer holds the key's partition to every
+/// replica that holds it now; true when all of them stored it.
+async fn readdress(d: &Delivery, hint: &Hint, timeout: Duration) -> bool {
+    let Some(layout) = d.cluster.layout() else {
+        return false;
+    };
+    let partition = crate::ring::partition_of(&hint.key, layout.partitions());
+    for node in layout.write_replicas(partition) {
+        let Some(address) = d.cluster.address_of(node) else {
+            return false;
+        };
+        let sent = d
+            .cluster
+            .transport
+            .replicate(node, &address, hint.key.clone(), &hint.state, timeout)
+            .await;
+        if sent.is_err() {
+            return false;
+        }
+    }
+    true
 }

@@ -30,6 +30,7 @@ pub mod detector;
 pub mod state;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -47,10 +48,16 @@ use crate::version::NodeId;
 use crate::worker::{WorkerHandle, WorkerState};
 
 use detector::{FailureDetector, Liveness};
-use state::{Digest, MemberInfo, MembershipState, Status};
+use state::{Digest, JoinMode, MemberInfo, MembershipState, Status};
 
 /// `meta` column family key of the stored layout.
 const LAYOUT_KEY: &[u8] = b"layout";
+
+/// `meta` key present once an operator asked this node to leave.
+const LEAVING_KEY: &[u8] = b"leaving";
+
+/// `meta` key of the seed given to `ringkv cluster join`.
+const JOIN_SEED_KEY: &[u8] = b"join_seed";
 
 /// One member as this node sees it.
 #[derive(Clone, Debug)]
@@ -73,6 +80,11 @@ pub struct Cluster {
     pub transport: Arc<Transport>,
     /// Origin of the monotonic milliseconds fed to the detector.
     started: Instant,
+    /// Where to look for the cluster: `cluster.seeds`, plus a seed given to
+    /// `ringkv cluster join`.
+    seeds: Mutex<Vec<String>>,
+    /// An operator asked this node to leave (kept across restarts).
+    leaving: AtomicBool,
 }
 
 impl Cluster {
@@ -97,6 +109,18 @@ impl Cluster {
                 Some(Arc::new(layout))
             }
         };
+        let leaving = engine.get(Cf::Meta, LEAVING_KEY)?.is_some();
+        let mut seeds = config.cluster.seeds.clone();
+        let mut me = me;
+        if let Some(seed) = engine.get(Cf::Meta, JOIN_SEED_KEY)? {
+            let seed = String::from_utf8_lossy(&seed).into_owned();
+            if !seeds.contains(&seed) {
+                seeds.push(seed);
+            }
+            if me.join == JoinMode::None {
+                me.join = JoinMode::Staged;
+            }
+        }
         let id = me.id;
         let mut state = MembershipState::new(me);
         if let Some(l) = &layout {
@@ -115,7 +139,151 @@ impl Cluster {
             engine,
             transport,
             started: Instant::now(),
+            seeds: Mutex::new(seeds),
+            leaving: AtomicBool::new(leaving),
         }))
+    }
+
+    /// This node's own gossiped entry.
+    pub fn my_entry(&self) -> MemberInfo {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .me()
+            .clone()
+    }
+
+    /// One member's entry with its liveness, if known.
+    pub fn member(&self, node: NodeId) -> Option<MemberView> {
+        self.members().into_iter().find(|m| m.info.id == node)
+    }
+
+    /// The node an operator means by `name`: a node id, or a unique name.
+    pub fn resolve(&self, name: &str) -> Result<NodeId> {
+        if let Ok(id) = name.parse::<NodeId>() {
+            return Ok(id);
+        }
+        let matches: Vec<NodeId> = self
+            .members()
+            .into_iter()
+            .filter(|m| m.info.name == name)
+            .map(|m| m.info.id)
+            .collect();
+        match matches.as_slice() {
+            [id] => Ok(*id),
+            [] => Err(Error::InvalidArgument(format!(
+                "no member is called {name:?}; `ringkv cluster status` lists ids and names"
+            ))),
+            _ => Err(Error::InvalidArgument(format!(
+                "{} members are called {name:?}; name the node by id",
+                matches.len()
+            ))),
+        }
+    }
+
+    /// The member that makes cluster changes (plans, commits, the end of a
+    /// transfer): the lowest id among the layout's live members, so that
+    /// every node that sees the same members picks the same one.
+    pub fn claimant(&self) -> Option<NodeId> {
+        let layout = self.layout()?;
+        let mut ids: Vec<NodeId> = layout.members().iter().map(|m| m.id).collect();
+        if let Some(prev) = layout.previous() {
+            ids.extend(prev.members().iter().map(|m| m.id));
+        }
+        ids.into_iter().filter(|id| self.is_alive(*id)).min()
+    }
+
+    /// Makes this fresh node join the cluster `seed` belongs to: it gossips
+    /// with the seed and asks to enter the layout (at once with
+    /// `cluster.auto_join`, else at the next commit).
+    pub fn join(&self, seed: &str) -> Result<String> {
+        if seed.trim().is_empty() || !seed.contains(':') {
+            return Err(Error::InvalidArgument(format!(
+                "seed {seed:?} must be host:port of a node of the cluster"
+            )));
+        }
+        if self.layout().is_some_and(|l| l.contains(self.me)) {
+            return Err(Error::FailedPrecondition(
+                "this node is already a member of the layout; nothing to join".to_string(),
+            ));
+        }
+        let mut batch = WriteBatch::new();
+        batch.put(Cf::Meta, JOIN_SEED_KEY, seed.as_bytes().to_vec());
+        self.engine.write(batch)?;
+        {
+            let mut seeds = self.seeds.lock().unwrap_or_else(|p| p.into_inner());
+            if !seeds.iter().any(|s| s == seed) {
+                seeds.push(seed.to_string());
+            }
+        }
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let auto = state.me().join == JoinMode::Auto;
+        if !auto {
+            state.set_join(JoinMode::Staged);
+        }
+        Ok(if auto {
+            format!(
+                "joining through {seed}; cluster.auto_join commits this node without an operator"
+            )
+        } else {
+            format!("joining through {seed}; staged: run `ringkv cluster plan`, then `ringkv cluster commit`")
+        })
+    }
+
+    /// Marks this node as leaving: the next plan drains its partitions.
+    pub fn leave(&self) -> Result<()> {
+        let Some(layout) = self.layout() else {
+            return Err(Error::FailedPrecondition(
+                "this node is in no layout; there is nothing to leave".to_string(),
+            ));
+        };
+        if !layout.contains(self.me) {
+            return Err(Error::FailedPrecondition(
+                "this node holds no partitions in the current layout; it can simply be stopped"
+                    .to_string(),
+            ));
+        }
+        let mut batch = WriteBatch::new();
+        batch.put(Cf::Meta, LEAVING_KEY, Vec::new());
+        self.engine.write(batch)?;
+        self.leaving.store(true, Ordering::SeqCst);
+        self.refresh_status();
+        Ok(())
+    }
+
+    /// Records that this node received every partition it gains in layout
+    /// `version`.
+    pub fn set_transfers_done(&self, version: u64) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_transfers_done(version);
+    }
+
+    /// Declares this node's status from the layout and the operator's
+    /// requests: `up` in the layout, `leaving` while asked to leave or
+    /// while its partitions drain away, `left` once a layout without it is
+    /// settled after a leave, `joining` otherwise.
+    fn refresh_status(&self) {
+        let layout = self.layout();
+        let leaving = self.leaving.load(Ordering::SeqCst);
+        let status = match &layout {
+            None => Status::Joining,
+            Some(l) if l.contains(self.me) => {
+                if leaving {
+                    Status::Leaving
+                } else {
+                    Status::Up
+                }
+            }
+            Some(l) if l.previous().is_some_and(|p| p.contains(self.me)) => Status::Leaving,
+            Some(_) if leaving => Status::Left,
+            Some(_) => Status::Joining,
+        };
+        let bytes = self.engine.approximate_size_bytes();
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.set_status(status);
+        state.set_storage_bytes(bytes);
     }
 
     pub fn me(&self) -> NodeId {
@@ -283,7 +451,8 @@ impl Cluster {
         };
         if peers.len() < fanout || self.layout().is_none() {
             let own = self.config.advertise_address();
-            for seed in &self.config.cluster.seeds {
+            let seeds = self.seeds.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            for seed in &seeds {
                 let known = peers.iter().any(|(_, a)| a == seed);
                 if *seed != own && !known {
                     targets.push((None, seed.clone()));
@@ -303,6 +472,7 @@ impl Cluster {
         });
         futures::future::join_all(calls).await;
         self.sync_layout().await;
+        self.refresh_status();
     }
 
     async fn gossip_with(
@@ -386,6 +556,9 @@ impl Cluster {
     /// so concurrent replacements do not race.
     fn maybe_replace(&self) {
         let Some(layout) = self.layout() else { return };
+        if layout.in_transition() {
+            return;
+        }
         let members = self.members();
         let lowest_live = members
             .iter()
@@ -473,6 +646,22 @@ impl Cluster {
     /// Computes layout v1 once `bootstrap_expect` members are seen alive,
     /// if this node has the lowest id among them.
     pub fn maybe_bootstrap(&self) {
+        // A node with seeds other than itself and no quorum to wait for
+        // joins the seeds' cluster rather than forming its own; and nobody
+        // bootstraps once some member already holds a layout.
+        let own = self.config.advertise_address();
+        let peer_seeds = self
+            .seeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|s| *s != own);
+        if peer_seeds && self.config.cluster.bootstrap_expect <= 1 {
+            return;
+        }
+        if self.members().iter().any(|m| m.info.layout_version > 0) {
+            return;
+        }
         let alive: Vec<MemberInfo> = self
             .members()
             .into_iter()
@@ -533,9 +722,11 @@ impl Cluster {
         );
         *current = Some(Arc::new(layout));
         drop(current);
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.set_layout_version(version);
-        state.set_status(Status::Up);
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set_layout_version(version);
+        self.refresh_status();
         Ok(true)
     }
 
@@ -582,6 +773,9 @@ fn entry_to_proto(m: MemberInfo) -> pb::MemberEntry {
         heartbeat: m.heartbeat,
         status: m.status.to_string(),
         layout_version: m.layout_version,
+        transfers_done: m.transfers_done,
+        join: m.join.as_str().to_string(),
+        storage_bytes: m.storage_bytes,
     }
 }
 
@@ -602,6 +796,12 @@ fn entry_from_proto(e: pb::MemberEntry) -> Result<MemberInfo> {
             .parse()
             .map_err(|_| Error::InvalidArgument(format!("gossiped status {:?}", e.status)))?,
         layout_version: e.layout_version,
+        transfers_done: e.transfers_done,
+        join: e
+            .join
+            .parse()
+            .map_err(|_| Error::InvalidArgument(format!("gossiped join mode {:?}", e.join)))?,
+        storage_bytes: e.storage_bytes,
     })
 }
 

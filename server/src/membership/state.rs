@@ -104,6 +104,44 @@ impl FromStr for Status {
     }
 }
 
+/// How a node outside the layout asks to enter it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum JoinMode {
+    /// It does not ask (yet): `cluster.auto_join = false` and no
+    /// `ringkv cluster join`.
+    #[default]
+    None,
+    /// `ringkv cluster join`: planned, and entered at the next commit.
+    Staged,
+    /// `cluster.auto_join`: planned and committed without an operator.
+    Auto,
+}
+
+impl JoinMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JoinMode::None => "",
+            JoinMode::Staged => "staged",
+            JoinMode::Auto => "auto",
+        }
+    }
+}
+
+impl FromStr for JoinMode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "" => Ok(JoinMode::None),
+            "staged" => Ok(JoinMode::Staged),
+            "auto" => Ok(JoinMode::Auto),
+            other => Err(Error::InvalidArgument(format!(
+                "invalid join mode {other:?}: expected \"\", staged or auto"
+            ))),
+        }
+    }
+}
+
 /// One node's entry in the membership table, written only by that node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberInfo {
@@ -129,6 +167,14 @@ pub struct MemberInfo {
     /// The highest layout version the node holds, so peers see who still
     /// needs the latest layout.
     pub layout_version: u64,
+    /// The highest layout version whose incoming partition transfers the
+    /// node has finished; the claimant retires a change once every node
+    /// that gains partitions reports it.
+    pub transfers_done: u64,
+    /// Whether and how the node asks to enter the layout.
+    pub join: JoinMode,
+    /// Approximate bytes stored, for the estimates of a plan.
+    pub storage_bytes: u64,
 }
 
 impl MemberInfo {
@@ -202,8 +248,35 @@ impl MembershipState {
     /// entry peers hold, so it spreads.
     pub fn set_status(&mut self, status: Status) {
         let me = self.me_mut();
-        me.status = status;
-        me.heartbeat += 1;
+        if me.status != status {
+            me.status = status;
+            me.heartbeat += 1;
+        }
+    }
+
+    /// Records that this node finished receiving the partitions of layout
+    /// `version`.
+    pub fn set_transfers_done(&mut self, version: u64) {
+        let me = self.me_mut();
+        if me.transfers_done < version {
+            me.transfers_done = version;
+            me.heartbeat += 1;
+        }
+    }
+
+    /// Declares how this node asks to enter the layout.
+    pub fn set_join(&mut self, join: JoinMode) {
+        let me = self.me_mut();
+        if me.join != join {
+            me.join = join;
+            me.heartbeat += 1;
+        }
+    }
+
+    /// Records the approximate bytes this node stores; it travels with the
+    /// next heartbeat.
+    pub fn set_storage_bytes(&mut self, bytes: u64) {
+        self.me_mut().storage_bytes = bytes;
     }
 
     /// Records the highest layout version this node holds; bumps the
@@ -347,6 +420,9 @@ mod tests {
             heartbeat,
             status: Status::Up,
             layout_version: 1,
+            transfers_done: 0,
+            join: JoinMode::None,
+            storage_bytes: 0,
         }
     }
 

@@ -84,9 +84,43 @@ impl Repair {
         Ok(report)
     }
 
+    /// Brings this node's copy of `partition` level with each of `peers`
+    /// that is alive (both directions, no purge): the last step of a
+    /// partition transfer, which streamed from one old replica and must
+    /// also hold what only the others have. Returns the keys repaired.
+    pub async fn sync_partition(&self, partition: u32, peers: &[NodeId]) -> Result<u64> {
+        self.check_partition(partition)?;
+        let me = self.cluster.me();
+        let survey = self.survey(partition, None).await?;
+        let mut repaired = 0;
+        for &peer in peers.iter().filter(|n| **n != me) {
+            if !self.cluster.is_alive(peer) {
+                continue;
+            }
+            let address = self.cluster.address_of(peer).ok_or_else(|| {
+                Error::Internal(format!("partition {partition}: no address for {peer}"))
+            })?;
+            let x = self
+                .exchange(partition, &survey.summary, peer, &address)
+                .await?;
+            if let Some(e) = x.first_failure {
+                return Err(e);
+            }
+            repaired += x.repaired;
+        }
+        Ok(repaired)
+    }
+
     /// Exchanges one partition with each of its other live replicas, then
     /// purges its old tombstones if this node drives that.
     async fn repair_partition(&self, layout: &Layout, partition: u32, report: &mut RepairReport) {
+        if layout.is_moving(partition) {
+            // The transfer of a moving partition syncs it; a purge now could
+            // delete a tombstone that an old replica still streams a value
+            // under.
+            self.count("partitions_moving", 1);
+            return;
+        }
         report.partitions += 1;
         let me = self.cluster.me();
         let replicas = layout.replicas(partition);

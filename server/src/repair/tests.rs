@@ -11,7 +11,7 @@ use bytes::Bytes;
 use super::merkle::{leaf_of, state_digest};
 use super::*;
 use crate::config::Config;
-use crate::membership::state::{MemberInfo, Status};
+use crate::membership::state::{JoinMode, MemberInfo, Status};
 use crate::replica::{wall_clock_ms, LocalWrite};
 use crate::ring::{Layout, MemberSpec};
 use crate::server::shutdown_channel;
@@ -53,6 +53,9 @@ fn node_on(id: u64, engine: Arc<dyn Engine>, config: Config) -> TestNode {
         heartbeat: 0,
         status: Status::Joining,
         layout_version: 0,
+        transfers_done: 0,
+        join: JoinMode::None,
+        storage_bytes: 0,
     };
     let cluster = Cluster::new(me, config.clone(), engine, transport).unwrap();
     cluster.maybe_bootstrap();

@@ -315,6 +315,64 @@ impl Replica {
     }
 }
 
+/// Partition transfers (`rebalance`): merging a received chunk, and letting
+/// go of a partition this node no longer replicates.
+impl Replica {
+    /// Merges a chunk of received keys, each under its key lock like any
+    /// other merge (a write to the same key may land meanwhile; the merge
+    /// keeps both). Returns how many keys changed here.
+    pub async fn merge_many(&self, entries: Vec<(Bytes, VersionSet)>) -> Result<usize> {
+        let entries: Vec<(Vec<u8>, VersionSet)> = entries
+            .into_iter()
+            .map(|(key, set)| (data_key(self.partition_of(&key), &key), set))
+            .collect();
+        if let Some(seen) = entries.iter().filter_map(|(_, s)| s.max_timestamp()).max() {
+            let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+            clock.observe(seen, wall_clock_ms());
+        }
+        let engine = self.engine.clone();
+        let locks = self.locks.clone();
+        let cap = self.max_siblings;
+        tokio::task::spawn_blocking(move || {
+            let mut changed = 0;
+            for (stored_key, incoming) in entries {
+                let _guard = locks.lock(&stored_key);
+                let current = read_state(engine.as_ref(), &stored_key)?;
+                let mut state = current.merged(&incoming);
+                state.enforce_cap(cap);
+                if state != current {
+                    let mut batch = WriteBatch::new();
+                    batch.put(Cf::Data, stored_key, state.encode());
+                    engine.write(batch)?;
+                    changed += 1;
+                }
+            }
+            Ok(changed)
+        })
+        .await?
+    }
+
+    /// Deletes up to `limit` keys of `partition` (one batch); returns how
+    /// many were deleted, 0 once the partition is empty here.
+    pub async fn delete_partition_chunk(&self, partition: u32, limit: usize) -> Result<usize> {
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || {
+            let (start, end) = partition_range(partition);
+            let keys = engine.scan(Cf::Data, &start, end.as_deref(), limit)?;
+            if keys.is_empty() {
+                return Ok(0);
+            }
+            let mut batch = WriteBatch::new();
+            for (key, _) in &keys {
+                batch.delete(Cf::Data, key.clone());
+            }
+            engine.write(batch)?;
+            Ok(keys.len())
+        })
+        .await?
+    }
+}
+
 /// Reads and decodes a stored version set; a missing key is the empty set.
 fn read_state(engine: &dyn Engine, stored_key: &[u8]) -> Result<VersionSet> {
     match engine.get(Cf::Data, stored_key)? {

@@ -84,6 +84,7 @@ mod proptests;
 mod targets;
 #[cfg(test)]
 mod tests;
+mod transition;
 
 use std::collections::BTreeMap;
 
@@ -134,6 +135,9 @@ pub struct Layout {
     /// Q rows of N distinct member ids, row p at `p*N..(p+1)*N`, each in
     /// preference order. One flat vector: one allocation, slices for free.
     replicas: Vec<NodeId>,
+    /// The layout this one replaces while its transfers run (see
+    /// `transition`); never itself in transition.
+    previous: Option<Box<Layout>>,
 }
 
 impl Layout {
@@ -215,6 +219,7 @@ impl Layout {
             replication: n as u32,
             members,
             replicas,
+            previous: None,
         };
         layout
             .check()

@@ -30,9 +30,10 @@ use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
 use crate::handoff::deliver::{self, Delivery};
 use crate::handoff::HintStore;
-use crate::membership::state::{MemberInfo, Status};
+use crate::membership::state::{JoinMode, MemberInfo, Status};
 use crate::membership::{self, Cluster};
 use crate::metrics::{self, Metrics};
+use crate::rebalance::Rebalance;
 use crate::repair::Repair;
 use crate::replica::Replica;
 use crate::storage::{Engine, MemoryEngine, RocksEngine};
@@ -88,6 +89,13 @@ impl Node {
             heartbeat: 0,
             status: Status::Joining,
             layout_version: 0,
+            transfers_done: 0,
+            join: if config.cluster.auto_join {
+                JoinMode::Auto
+            } else {
+                JoinMode::None
+            },
+            storage_bytes: engine.approximate_size_bytes(),
         };
         let cluster = Cluster::new(me, config.clone(), engine.clone(), transport.clone())?;
         cluster.maybe_bootstrap();
@@ -103,6 +111,13 @@ impl Node {
             config.clone(),
             metrics.clone(),
         );
+        let rebalance = Rebalance::new(
+            replica.clone(),
+            cluster.clone(),
+            repair.clone(),
+            config.clone(),
+            metrics.clone(),
+        )?;
         let coordinator = Arc::new(Coordinator::new(
             replica.clone(),
             cluster.clone(),
@@ -157,6 +172,7 @@ impl Node {
                 cluster: cluster.clone(),
                 hints: hints.clone(),
                 repair: repair.clone(),
+                rebalance: rebalance.clone(),
                 workers: workers.clone(),
             },
             info,
@@ -169,6 +185,7 @@ impl Node {
             cluster.clone(),
             hints.clone(),
             repair.clone(),
+            rebalance.clone(),
             gate,
             config.limits.max_key_bytes,
         ))
@@ -211,6 +228,9 @@ impl Node {
         });
         workers.spawn("anti-entropy", trigger.subscribe(), move |handle, stop| {
             repair.run(handle, stop)
+        });
+        workers.spawn("rebalance", trigger.subscribe(), move |handle, stop| {
+            rebalance.run(handle, stop)
         });
         info!(
             node_id = %node_id,

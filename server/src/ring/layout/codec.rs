@@ -13,6 +13,16 @@
 //! u64 LE checksum         xxh3-64 (seed LAYOUT_CHECKSUM_SEED) of all the above
 //! ```
 //!
+//! Format 2, a layout in transition (see `transition`):
+//! ```text
+//! 0x02
+//! varint length           of the target layout's format-1 encoding
+//! target layout           format 1, its own checksum included
+//! previous layout         format 1, the rest of the bytes
+//! u64 LE checksum         xxh3-64 (seed LAYOUT_CHECKSUM_SEED) of all the above
+//! ```
+//! A settled layout is always written as format 1.
+//!
 //! Every state has one encoding (minimal varints, sorted members), so
 //! `encode(decode(b)) == b` for every accepted `b`. The checksum matters
 //! because a flipped member index would otherwise decode into a valid but
@@ -28,6 +38,9 @@ use crate::version::NodeId;
 /// old formats (layouts are stored).
 pub const LAYOUT_FORMAT_VERSION: u8 = 1;
 
+/// Format byte of a layout in transition: two format-1 layouts.
+const TRANSITION_FORMAT_VERSION: u8 = 2;
+
 /// Seed of the trailing checksum. Part of the format.
 pub(super) const LAYOUT_CHECKSUM_SEED: u64 = 0x7269_6e67_6b76_6c79; // "ringkvly"
 
@@ -37,6 +50,22 @@ impl Layout {
     /// The stored and gossiped bytes: format byte [`LAYOUT_FORMAT_VERSION`]
     /// first, checksum last (see the module `codec`).
     pub fn encode(&self) -> Vec<u8> {
+        let Some(previous) = &self.previous else {
+            return self.encode_settled();
+        };
+        let target = self.encode_settled();
+        let mut out = Vec::with_capacity(16 + target.len() * 2);
+        out.push(TRANSITION_FORMAT_VERSION);
+        put_varint(&mut out, target.len() as u64);
+        out.extend_from_slice(&target);
+        out.extend_from_slice(&previous.encode_settled());
+        let checksum = XxHash3_64::oneshot_with_seed(LAYOUT_CHECKSUM_SEED, &out);
+        out.extend_from_slice(&checksum.to_le_bytes());
+        out
+    }
+
+    /// Format 1: the layout without its previous one.
+    fn encode_settled(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(32 + self.members.len() * 16 + self.replicas.len());
         out.push(LAYOUT_FORMAT_VERSION);
         put_varint(&mut out, self.version);
@@ -63,6 +92,37 @@ impl Layout {
     /// non-minimal varints, unsorted members, a bad Q or N, a partition
     /// without N distinct members) is [`Error::Corrupt`]; never a panic.
     pub fn decode(bytes: &[u8]) -> Result<Layout> {
+        if bytes.first() == Some(&TRANSITION_FORMAT_VERSION) {
+            return Self::decode_transition(bytes);
+        }
+        Self::decode_settled(bytes)
+    }
+
+    fn decode_transition(bytes: &[u8]) -> Result<Layout> {
+        let mut r = Reader { bytes, pos: 1 };
+        let Some(body_len) = bytes.len().checked_sub(CHECKSUM_LEN).filter(|&l| l >= 1) else {
+            return Err(r.error("truncated checksum".to_string()));
+        };
+        let (body, sum) = bytes.split_at(body_len);
+        let stored = u64::from_le_bytes(sum.try_into().unwrap_or([0; CHECKSUM_LEN]));
+        if XxHash3_64::oneshot_with_seed(LAYOUT_CHECKSUM_SEED, body) != stored {
+            return Err(Error::Corrupt("layout: checksum mismatch".to_string()));
+        }
+        r.bytes = body;
+        let len = r.varint("target length")?;
+        let target = r.take(
+            usize::try_from(len).map_err(|_| r.error(format!("target of {len} bytes")))?,
+            "target layout",
+        )?;
+        let previous = &body[r.pos..];
+        let target = Self::decode_settled(target)?;
+        let previous = Self::decode_settled(previous)?;
+        target
+            .with_previous(&previous)
+            .map_err(|e| Error::Corrupt(format!("layout: {e}")))
+    }
+
+    fn decode_settled(bytes: &[u8]) -> Result<Layout> {
         let mut r = Reader { bytes, pos: 0 };
         if bytes.is_empty() {
             return Err(Error::Corrupt("layout: empty".to_string()));
@@ -142,6 +202,7 @@ impl Layout {
             replication: u32::try_from(replication).unwrap_or(u32::MAX),
             members,
             replicas,
+            previous: None,
         };
         layout
             .check()

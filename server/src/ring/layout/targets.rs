@@ -369,3 +369,21 @@ fn integer_targets(
 fn internal(msg: String) -> Error {
     Error::Internal(format!("layout: {msg}"))
 }
+
+/// The fewest partition replicas any layout within the balance band must
+/// copy onto `members` when they held `held` replicas before (index by
+/// member): Σ max(0, ⌊share⌋ − held). Used to report how close a plan's
+/// copies come to the minimum.
+pub(super) fn minimum_copies(
+    members: &[MemberSpec],
+    replication: usize,
+    q: u64,
+    held: &[usize],
+) -> usize {
+    let topo = Topology::new(members, replication);
+    shares(members, &topo, q)
+        .iter()
+        .zip(held)
+        .map(|(&share, &had)| ((share >> FRACTION_BITS) as usize).saturating_sub(had))
+        .sum()
+}

@@ -1,0 +1,266 @@
+//! Layouts in transition: what a committed change looks like while the
+//! partitions it moves are being streamed.
+//!
+//! Committing a change publishes a layout whose rows are the *target*
+//! replicas and which carries the layout it replaces as `previous`. While
+//! it is in force, a partition whose replica set changed has two sets:
+//!
+//! * reads use the old set ([`Layout::read_replicas`]): the new replicas
+//!   may not hold the partition yet;
+//! * writes go to both and need their quorum in each
+//!   ([`Layout::write_sets`]), so a write acknowledged during the change is
+//!   on W old replicas (which reads see now) and on W new ones (which reads
+//!   see afterwards).
+//!
+//! A replica that gains a partition streams it from the old set
+//! ([`Layout::incoming`]). When every gaining node reports its transfers
+//! done, the claimant publishes [`Layout::retired`]: the same rows, no
+//! `previous`, one version up. From then on the old replicas no longer own
+//! the partitions they lost and delete them.
+
+use super::Layout;
+use crate::error::{Error, Result};
+use crate::version::NodeId;
+
+impl Layout {
+    /// This layout as the target of a change from `previous`, which stays
+    /// in force for reads until the transfers finish. A `previous` that is
+    /// itself in transition contributes its target rows.
+    pub fn with_previous(mut self, previous: &Layout) -> Result<Layout> {
+        if previous.partitions != self.partitions || previous.version >= self.version {
+            return Err(Error::FailedPrecondition(format!(
+                "layout v{} cannot follow v{} ({} and {} partitions)",
+                self.version, previous.version, self.partitions, previous.partitions
+            )));
+        }
+        let mut previous = previous.clone();
+        previous.previous = None;
+        self.previous = Some(Box::new(previous));
+        Ok(self)
+    }
+
+    /// The layout being replaced, while this one's transfers run.
+    pub fn previous(&self) -> Option<&Layout> {
+        self.previous.as_deref()
+    }
+
+    /// Whether a change is still being streamed.
+    pub fn in_transition(&self) -> bool {
+        self.previous.is_some()
+    }
+
+    /// Whether `partition`'s replica set differs from the previous layout's.
+    pub fn is_moving(&self, partition: u32) -> bool {
+        match &self.previous {
+            None => false,
+            Some(prev) => {
+                let (old, new) = (prev.replicas(partition), self.replicas(partition));
+                old.len() != new.len() || new.iter().any(|n| !old.contains(n))
+            }
+        }
+    }
+
+    /// The replicas reads use: the old set while the partition moves.
+    pub fn read_replicas(&self, partition: u32) -> &[NodeId] {
+        match &self.previous {
+            Some(prev) if self.is_moving(partition) => prev.replicas(partition),
+            _ => self.replicas(partition),
+        }
+    }
+
+    /// The replica sets a write needs its quorum in: the partition's set,
+    /// or the old and the new set while it moves.
+    pub fn write_sets(&self, partition: u32) -> Vec<&[NodeId]> {
+        match &self.previous {
+            Some(prev) if self.is_moving(partition) => {
+                vec![prev.replicas(partition), self.replicas(partition)]
+            }
+            _ => vec![self.replicas(partition)],
+        }
+    }
+
+    /// Every node a write to `partition` goes to: the old set first (in its
+    /// preference order), then the new replicas.
+    pub fn write_replicas(&self, partition: u32) -> Vec<NodeId> {
+        let mut out: Vec<NodeId> = Vec::new();
+        for set in self.write_sets(partition) {
+            for node in set {
+                if !out.contains(node) {
+                    out.push(*node);
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether `node` holds `partition` now: in the read or the write set.
+    pub fn holds(&self, node: NodeId, partition: u32) -> bool {
+        self.write_sets(partition).iter().any(|s| s.contains(&node))
+    }
+
+    /// Partitions `node` gains in this change, each with the old replicas
+    /// to stream it from (in preference order). Empty outside a transition.
+    pub fn incoming(&self, node: NodeId) -> Vec<(u32, Vec<NodeId>)> {
+        let Some(prev) = &self.previous else {
+            return Vec::new();
+        };
+        (0..self.partitions)
+            .filter(|&p| self.replicas(p).contains(&node) && !prev.replicas(p).contains(&node))
+            .map(|p| (p, prev.replicas(p).to_vec()))
+            .collect()
+    }
+
+    /// The nodes that gain at least one partition in this change.
+    pub fn receivers(&self) -> Vec<NodeId> {
+        let mut out: Vec<NodeId> = Vec::new();
+        if let Some(prev) = &self.previous {
+            for p in 0..self.partitions {
+                for node in self.replicas(p) {
+                    if !prev.replicas(p).contains(node) && !out.contains(node) {
+                        out.push(*node);
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// The layout that ends the transition: the same rows, no previous
+    /// layout, one version up. The old replicas then let go.
+    pub fn retired(&self) -> Result<Layout> {
+        let mut next = self.clone();
+        next.previous = None;
+        next.version = self
+            .version
+            .checked_add(1)
+            .ok_or_else(|| Error::FailedPrecondition("layout version overflow".to_string()))?;
+        Ok(next)
+    }
+
+    /// The fewest partition replicas any balanced layout over this layout's
+    /// members must copy, coming from `previous`: what `plan` compares its
+    /// copies with. It is the larger of what new shares force
+    /// (Σ max(0, ⌊share⌋ − held before)) and the replicas of departed
+    /// members, which must be re-created somewhere.
+    pub fn minimum_moves_from(&self, previous: &Layout) -> usize {
+        let held_before = previous.replica_counts();
+        let held: Vec<usize> = self
+            .members
+            .iter()
+            .map(|m| held_before.get(&m.id).copied().unwrap_or(0))
+            .collect();
+        let by_shares = super::targets::minimum_copies(
+            &self.members,
+            self.replication as usize,
+            u64::from(self.partitions),
+            &held,
+        );
+        let departed: usize = held_before
+            .iter()
+            .filter(|(id, _)| !self.contains(**id))
+            .map(|(_, &c)| c)
+            .sum();
+        by_shares.max(departed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::MemberSpec;
+    use super::*;
+
+    fn members(ids: &[u64]) -> Vec<MemberSpec> {
+        ids.iter()
+            .map(|&id| MemberSpec {
+                id: NodeId(id),
+                zone: "z".into(),
+                weight: 1,
+            })
+            .collect()
+    }
+
+    fn grown() -> (Layout, Layout) {
+        let v1 = Layout::compute(&members(&[1, 2, 3]), 3, 64, None).unwrap();
+        let v2 = Layout::compute(&members(&[1, 2, 3, 4]), 3, 64, Some(&v1))
+            .unwrap()
+            .with_previous(&v1)
+            .unwrap();
+        (v1, v2)
+    }
+
+    #[test]
+    fn moving_partitions_read_old_and_write_both() {
+        let (v1, v2) = grown();
+        let moving: Vec<u32> = (0..64).filter(|&p| v2.is_moving(p)).collect();
+        assert!(!moving.is_empty() && moving.len() < 64);
+        for p in 0..64 {
+            assert_eq!(v2.read_replicas(p), v1.replicas(p));
+            let union = v2.write_replicas(p);
+            for node in v1.replicas(p).iter().chain(v2.replicas(p)) {
+                assert!(union.contains(node));
+            }
+            assert_eq!(v2.write_sets(p).len(), if v2.is_moving(p) { 2 } else { 1 });
+        }
+        let incoming = v2.incoming(NodeId(4));
+        assert_eq!(incoming.len(), v2.partitions_of(NodeId(4)).len());
+        for (p, sources) in incoming {
+            assert!(v2.is_moving(p));
+            assert_eq!(sources, v1.replicas(p));
+        }
+        assert_eq!(v2.receivers(), vec![NodeId(4)]);
+    }
+
+    #[test]
+    fn retiring_drops_the_old_sets() {
+        let (_, v2) = grown();
+        let v3 = v2.retired().unwrap();
+        assert_eq!(v3.version(), v2.version() + 1);
+        assert!(!v3.in_transition());
+        for p in 0..64 {
+            assert_eq!(v3.read_replicas(p), v2.replicas(p));
+            assert_eq!(v3.write_sets(p).len(), 1);
+        }
+        assert!(v3.incoming(NodeId(4)).is_empty());
+    }
+
+    #[test]
+    fn a_transition_survives_encoding() {
+        let (_, v2) = grown();
+        let decoded = Layout::decode(&v2.encode()).unwrap();
+        assert_eq!(decoded, v2);
+        assert!(decoded.in_transition());
+        // A settled layout keeps the original format byte.
+        let v3 = v2.retired().unwrap();
+        assert_eq!(v3.encode()[0], 1);
+        assert_eq!(Layout::decode(&v3.encode()).unwrap(), v3);
+    }
+
+    #[test]
+    fn corrupt_transitions_are_refused() {
+        let (_, v2) = grown();
+        let bytes = v2.encode();
+        for cut in [1, bytes.len() / 2, bytes.len() - 1] {
+            assert!(Layout::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut flipped = bytes.clone();
+        let mid = flipped.len() / 2;
+        flipped[mid] ^= 0x10;
+        assert!(Layout::decode(&flipped).is_err());
+        // A previous layout must be older.
+        let (v1, _) = grown();
+        assert!(v1.clone().with_previous(&v1).is_err());
+    }
+
+    #[test]
+    fn minimum_moves_counts_the_new_members_share() {
+        let (v1, v2) = grown();
+        // 4 equal members of 64 × 3 replicas: the new one needs 48.
+        assert_eq!(v2.minimum_moves_from(&v1), 48);
+        let shrunk = Layout::compute(&members(&[1, 2, 3]), 3, 64, Some(&v2)).unwrap();
+        assert_eq!(
+            shrunk.minimum_moves_from(&v2),
+            v2.replica_counts()[&NodeId(4)]
+        );
+    }
+}
