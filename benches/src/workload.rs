@@ -1,13 +1,24 @@
-//! The load: a fixed number of closed-loop clients issuing reads and
-//! blind-overwrite writes of uniformly chosen keys.
+//! The load: a fixed number of clients issuing a mix of operations on
+//! chosen keys, closed-loop or open-loop.
 //!
-//! *Closed loop* means each of the `--concurrency` workers sends one request,
-//! waits for its answer, and only then sends the next. Throughput is then
-//! what the cluster sustains with that many requests outstanding, and
-//! latency is what a client waiting on each request sees. (An open-loop
-//! generator, issuing at a fixed rate whatever happens, is the other
-//! design; it exposes queueing that a closed loop hides, so these figures
-//! are a best case for tail latency. YCSB is closed-loop too.)
+//! **Closed loop** (the default): each of the `--concurrency` workers sends
+//! one request, waits for its answer, and only then sends the next.
+//! Throughput is then what the system sustains with that many requests
+//! outstanding, and latency is what a client waiting on each request sees.
+//! YCSB works this way. Its blind spot is *coordinated omission*: when the
+//! system stalls, the workers stall with it and stop sending, so the stall
+//! shows up as one slow request instead of the many that real users,
+//! arriving at their own pace, would have queued behind it.
+//!
+//! **Open loop** (`--target-rate OPS`): each worker owns a fixed schedule,
+//! one request every `concurrency / OPS` seconds, staggered so the workers
+//! interleave evenly. A request is sent at its scheduled time, or at once
+//! if the worker is still waiting on the previous answer, and its latency
+//! runs from the *scheduled* time. A stall therefore charges every request
+//! scheduled during it with the time it waited, which is what users would
+//! have seen (the correction wrk2 applies). Concurrency still bounds the
+//! requests in flight; when the system cannot keep up, the achieved rate
+//! falls short of the target and the report says so.
 //!
 //! A run has three phases, all bounded in time:
 //!
@@ -16,16 +27,17 @@
 //! 2. **warm-up** (`--warmup`): load runs but nothing is recorded, so
 //!    connection set-up and cold caches do not count;
 //! 3. **measurement** (`--duration`, or until `--max-ops` measured requests
-//!    were issued). Requests still in flight when it ends may finish (they
-//!    are recorded) until a drain deadline [`DRAIN_GRACE`] later, after
-//!    which they are abandoned and counted as `cut_off`.
+//!    were issued, or, for the load workload, until every key was
+//!    inserted). Requests still in flight when it ends may finish (they are
+//!    recorded) until a drain deadline [`DRAIN_GRACE`] later, after which
+//!    they are abandoned and counted as `cut_off`.
 //!
-//! Keys are `<prefix><index, 10 digits>` with the index uniform in
-//! `0..--keys` (YCSB's default is zipfian; uniform spreads load evenly over
-//! partitions, which is the fairer test of a hashed ring). Writes carry no
-//! context, as a client that overwrites without reading first does, so they
-//! create no siblings. Values are slices of one random buffer: distinct
-//! enough that compression cannot flatter the store, and free to produce.
+//! Keys are `<prefix><index, 10 digits>`, the index drawn by the run's
+//! [`KeyChooser`] (inserts take indexes in order instead). Updates carry no
+//! context, as a client that overwrites without reading first does, so
+//! they create no siblings; read-modify-writes send back the context of
+//! their get. Values are slices of one random buffer: distinct enough that
+//! compression cannot flatter the store, and free to produce.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,12 +47,14 @@ use anyhow::{Context as _, Result};
 use bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use ringkv_client::{Client, PutOptions, RequestOptions};
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout_at, Instant};
 
-use crate::report::{Measurement, OpStats, PreloadReport};
-use crate::Config;
+use crate::config::{Config, Distribution};
+use crate::keys::KeyChooser;
+use crate::progress::{Counters, Phases, Progress};
+use crate::report::{Measurement, Op, OpStats, PreloadReport, Tally};
+use crate::target::{OpError, Target};
 
 /// How long in-flight requests may still finish after the measured phase
 /// ends before they are abandoned; bounds the run even against a node that
@@ -52,9 +66,10 @@ pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// written and the report says the preload was incomplete.
 pub const MAX_PRELOAD_TIME: Duration = Duration::from_secs(600);
 
-/// Pause after a failed request before the worker's next one, so that a
-/// node that refuses instantly (down, overloaded) is not hammered in a
-/// tight loop and the error counts stay meaningful.
+/// Pause after a failed request before a closed-loop worker's next one, so
+/// that a node that refuses instantly (down, overloaded) is not hammered
+/// in a tight loop and the error counts stay meaningful. (Open-loop
+/// workers keep their schedule.)
 const ERROR_BACKOFF: Duration = Duration::from_millis(10);
 
 /// Size of the random buffer values are sliced from, on top of the value
@@ -67,30 +82,87 @@ const SEED_STRIDE: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// What every worker of a run shares.
 pub struct Load {
-    client: Client,
+    target: Arc<Target>,
     config: Config,
+    keys: KeyChooser,
     /// Values are random slices of this buffer (cheap `Bytes` clones).
     value_pool: Bytes,
 }
 
+/// When the phases of one `run_phases` call begin and end.
+#[derive(Clone, Copy)]
+struct Phase {
+    /// Warm-up starts; open-loop schedules start here.
+    start: Instant,
+    /// Recording starts.
+    measure_start: Instant,
+    /// No request is started at or after this.
+    end: Instant,
+}
+
+/// Counters all workers of a phase update.
+struct Shared {
+    /// Measured requests started, for `--max-ops`.
+    issued: AtomicU64,
+    /// The next key index to insert (load workload).
+    next_insert: AtomicU64,
+    /// For the progress line.
+    counters: Arc<Counters>,
+}
+
 /// What one worker measured.
 struct WorkerTally {
-    reads: OpStats,
-    writes: OpStats,
+    tally: Tally,
     cut_off: u64,
     /// When the worker's last request ended: the measured phase lasts until
     /// the slowest worker's last answer.
     finished: Instant,
 }
 
+/// An open-loop worker's fixed schedule: request `k` is due at
+/// `first + k × interval`. Computed from `k` rather than accumulated, so
+/// rounding never drifts.
+struct Schedule {
+    first: Instant,
+    interval_s: f64,
+    k: u64,
+}
+
+impl Schedule {
+    /// Worker `worker` of `workers` sharing `rate` requests per second,
+    /// starting at `start`; workers are offset by equal fractions of the
+    /// interval so that together they issue at even spacing.
+    fn new(rate: f64, workers: usize, worker: usize, start: Instant) -> Self {
+        let interval_s = workers as f64 / rate;
+        Schedule {
+            first: start + Duration::from_secs_f64(interval_s * worker as f64 / workers as f64),
+            interval_s,
+            k: 0,
+        }
+    }
+
+    fn next_due(&mut self) -> Instant {
+        let due = self.first + Duration::from_secs_f64(self.k as f64 * self.interval_s);
+        self.k += 1;
+        due
+    }
+}
+
 impl Load {
-    pub fn new(client: Client, config: Config) -> Arc<Self> {
+    pub fn new(target: Arc<Target>, config: Config) -> Arc<Self> {
         let mut rng = SmallRng::seed_from_u64(config.seed);
         let mut pool = vec![0u8; VALUE_POOL_BYTES + config.value_size];
         rng.fill(pool.as_mut_slice());
+        let keys = match config.distribution {
+            Distribution::Uniform => KeyChooser::uniform(config.keys),
+            Distribution::Zipfian => {
+                KeyChooser::zipfian(config.keys, config.zipf_theta, config.seed)
+            }
+        };
         Arc::new(Load {
-            client,
+            target,
             config,
+            keys,
             value_pool: Bytes::from(pool),
         })
     }
@@ -102,26 +174,6 @@ impl Load {
     fn value(&self, rng: &mut SmallRng) -> Bytes {
         let start = rng.random_range(0..=self.value_pool.len() - self.config.value_size);
         self.value_pool.slice(start..start + self.config.value_size)
-    }
-
-    fn read_options(&self) -> RequestOptions {
-        RequestOptions {
-            level: self.config.read_level,
-            sloppy: None,
-            timeout: self.config.timeout,
-        }
-    }
-
-    fn put_options(&self) -> PutOptions {
-        PutOptions {
-            consistency: RequestOptions {
-                level: self.config.write_level,
-                sloppy: None,
-                timeout: self.config.timeout,
-            },
-            context: None,
-            ttl: None,
-        }
     }
 
     fn rng(&self, worker: usize) -> SmallRng {
@@ -136,12 +188,22 @@ impl Load {
     pub async fn preload(self: &Arc<Self>) -> Result<PreloadReport> {
         let started = Instant::now();
         let deadline = started + MAX_PRELOAD_TIME;
+        let progress = Progress::start(
+            self.config.progress,
+            Phases {
+                spans: vec![("preload", started, None)],
+            },
+        );
         let next = Arc::new(AtomicU64::new(0));
         let mut workers = JoinSet::new();
         for worker in 0..self.config.concurrency {
             let load = Arc::clone(self);
             let next = Arc::clone(&next);
-            workers.spawn(async move { load.preload_worker(worker, &next, deadline).await });
+            let counters = progress.counters();
+            workers.spawn(async move {
+                load.preload_worker(worker, &next, deadline, &counters)
+                    .await
+            });
         }
         let mut total = OpStats::new()?;
         let mut complete = true;
@@ -150,6 +212,7 @@ impl Load {
             total.merge(&stats)?;
             complete &= finished;
         }
+        progress.finish();
         Ok(PreloadReport {
             keys: self.config.keys,
             written: total.succeeded(),
@@ -167,10 +230,10 @@ impl Load {
         worker: usize,
         next: &AtomicU64,
         deadline: Instant,
+        counters: &Counters,
     ) -> Result<(OpStats, bool)> {
         let mut rng = self.rng(worker);
         let mut stats = OpStats::new()?;
-        let opts = self.put_options();
         loop {
             let index = next.fetch_add(1, Ordering::Relaxed);
             if index >= self.config.keys {
@@ -180,109 +243,140 @@ impl Load {
             if started >= deadline {
                 return Ok((stats, false));
             }
-            let put = self
-                .client
-                .put(self.key(index), self.value(&mut rng), opts.clone());
+            let put = self.target.put(self.key(index), self.value(&mut rng), None);
             match timeout_at(deadline, put).await {
                 Err(_) => return Ok((stats, false)),
-                Ok(Ok(_)) => stats.record_success(started.elapsed()),
+                Ok(Ok(())) => {
+                    stats.record_success(started.elapsed());
+                    counters.succeeded();
+                }
                 Ok(Err(e)) => {
                     stats.record_error(&e);
+                    counters.failed();
                     sleep_until((started + ERROR_BACKOFF).min(deadline)).await;
                 }
             }
         }
     }
 
-    /// Warm-up then measurement (phases 2 and 3).
+    /// Warm-up then measurement (phases 2 and 3), as configured.
     pub async fn run(self: &Arc<Self>) -> Result<Measurement> {
-        let measure_start = Instant::now() + self.config.warmup;
-        let end = measure_start + self.config.duration;
-        let issued = Arc::new(AtomicU64::new(0));
+        self.run_phases(self.config.warmup, self.config.duration)
+            .await
+    }
+
+    /// A warm-up of `warmup` then a measured phase of `duration`; `compare`
+    /// calls it twice to read CPU counters between the two.
+    pub async fn run_phases(
+        self: &Arc<Self>,
+        warmup: Duration,
+        duration: Duration,
+    ) -> Result<Measurement> {
+        let start = Instant::now();
+        let phase = Phase {
+            start,
+            measure_start: start + warmup,
+            end: start + warmup + duration,
+        };
+        let progress = Progress::start(
+            self.config.progress,
+            Phases {
+                spans: vec![
+                    ("warm-up", phase.start, Some(phase.measure_start)),
+                    ("measuring", phase.measure_start, Some(phase.end)),
+                ],
+            },
+        );
+        let shared = Arc::new(Shared {
+            issued: AtomicU64::new(0),
+            next_insert: AtomicU64::new(0),
+            counters: progress.counters(),
+        });
         let mut workers = JoinSet::new();
         for worker in 0..self.config.concurrency {
             let load = Arc::clone(self);
-            let issued = Arc::clone(&issued);
-            workers.spawn(async move { load.worker(worker, measure_start, end, &issued).await });
+            let shared = Arc::clone(&shared);
+            workers.spawn(async move { load.worker(worker, phase, &shared).await });
         }
-        let mut reads = OpStats::new()?;
-        let mut writes = OpStats::new()?;
+        let mut tally = Tally::new()?;
         let mut cut_off = 0;
-        let mut last_answer = measure_start;
+        let mut last_answer = phase.measure_start;
         while let Some(joined) = workers.join_next().await {
-            let tally = joined.context("a load worker panicked")??;
-            reads.merge(&tally.reads)?;
-            writes.merge(&tally.writes)?;
-            cut_off += tally.cut_off;
-            last_answer = last_answer.max(tally.finished);
+            let worker = joined.context("a load worker panicked")??;
+            tally.merge(&worker.tally)?;
+            cut_off += worker.cut_off;
+            last_answer = last_answer.max(worker.finished);
         }
+        progress.finish();
         Ok(Measurement {
-            reads,
-            writes,
-            elapsed: last_answer.saturating_duration_since(measure_start),
+            tally,
+            elapsed: last_answer.saturating_duration_since(phase.measure_start),
             cut_off,
         })
     }
 
-    /// One closed-loop client: a request, its answer, the next request.
-    /// `issued` counts measured requests across workers for `--max-ops`.
-    async fn worker(
-        &self,
-        worker: usize,
-        measure_start: Instant,
-        end: Instant,
-        issued: &AtomicU64,
-    ) -> Result<WorkerTally> {
-        let drain_deadline = end + DRAIN_GRACE;
+    /// One client. `shared.issued` counts measured requests across workers
+    /// for `--max-ops`.
+    async fn worker(&self, worker: usize, phase: Phase, shared: &Shared) -> Result<WorkerTally> {
+        let drain_deadline = phase.end + DRAIN_GRACE;
         let mut rng = self.rng(worker);
-        let read_opts = self.read_options();
-        let put_opts = self.put_options();
+        let mut schedule = self
+            .config
+            .target_rate
+            .map(|rate| Schedule::new(rate, self.config.concurrency, worker, phase.start));
         let mut tally = WorkerTally {
-            reads: OpStats::new()?,
-            writes: OpStats::new()?,
+            tally: Tally::new()?,
             cut_off: 0,
             finished: Instant::now(),
         };
         loop {
-            let started = Instant::now();
-            if started >= end {
+            // The time the request counts from: its slot in the schedule
+            // (open loop) or now (closed loop).
+            let started = match schedule.as_mut() {
+                Some(schedule) => {
+                    let due = schedule.next_due();
+                    if due >= phase.end {
+                        break;
+                    }
+                    sleep_until(due).await;
+                    due
+                }
+                None => Instant::now(),
+            };
+            if started >= phase.end {
                 break;
             }
-            let measured = started >= measure_start;
+            let measured = started >= phase.measure_start;
             if measured {
                 if let Some(max) = self.config.max_ops {
-                    if issued.fetch_add(1, Ordering::Relaxed) >= max {
+                    if shared.issued.fetch_add(1, Ordering::Relaxed) >= max {
                         break;
                     }
                 }
             }
-            let key = self.key(rng.random_range(0..self.config.keys));
-            let is_read = rng.random_bool(self.config.read_ratio);
-            // Ok(found) on success; a write always "finds".
-            let outcome = if is_read {
-                let get = self.client.get(key, read_opts, false);
-                timeout_at(drain_deadline, get)
-                    .await
-                    .map(|r| r.map(|got| got.found()))
+            let op = self.config.mix.pick(rng.random());
+            let index = if op == Op::Insert {
+                let next = shared.next_insert.fetch_add(1, Ordering::Relaxed);
+                if next >= self.config.keys {
+                    break;
+                }
+                next
             } else {
-                let put = self.client.put(key, self.value(&mut rng), put_opts.clone());
-                timeout_at(drain_deadline, put)
-                    .await
-                    .map(|r| r.map(|_| true))
+                self.keys.next(&mut rng)
             };
-            let latency = started.elapsed();
+            let value = self.value(&mut rng);
+            let outcome =
+                timeout_at(drain_deadline, self.execute(op, self.key(index), value)).await;
             tally.finished = Instant::now();
-            let stats = if is_read {
-                &mut tally.reads
-            } else {
-                &mut tally.writes
-            };
+            let latency = tally.finished.saturating_duration_since(started);
+            let stats = tally.tally.op_mut(op);
             match outcome {
                 Err(_) => {
                     tally.cut_off += 1;
                     break;
                 }
                 Ok(Ok(found)) => {
+                    shared.counters.succeeded();
                     if measured {
                         stats.record_success(latency);
                         if !found {
@@ -291,13 +385,54 @@ impl Load {
                     }
                 }
                 Ok(Err(e)) => {
+                    shared.counters.failed();
                     if measured {
                         stats.record_error(&e);
                     }
-                    sleep_until((tally.finished + ERROR_BACKOFF).min(end)).await;
+                    if schedule.is_none() {
+                        sleep_until((tally.finished + ERROR_BACKOFF).min(phase.end)).await;
+                    }
                 }
             }
         }
         Ok(tally)
+    }
+
+    /// Performs one operation; `Ok(found)`, where writes always "find".
+    async fn execute(&self, op: Op, key: Bytes, value: Bytes) -> Result<bool, OpError> {
+        match op {
+            Op::Read => self.target.get(key).await.map(|got| got.found),
+            Op::Update | Op::Insert => self.target.put(key, value, None).await.map(|()| true),
+            Op::ReadModifyWrite => {
+                let got = self.target.get(key.clone()).await?;
+                self.target.put(key, value, got.context).await?;
+                Ok(got.found)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_interleave_workers_at_the_target_rate() {
+        let start = Instant::now();
+        // 4 workers sharing 1 000 ops/s: each every 4 ms, offset by 1 ms.
+        let mut dues: Vec<Duration> = (0..4)
+            .flat_map(|w| {
+                let mut s = Schedule::new(1_000.0, 4, w, start);
+                (0..3)
+                    .map(move |_| s.next_due() - start)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        dues.sort();
+        let expected: Vec<Duration> = (0..12).map(Duration::from_millis).collect();
+        for (got, want) in dues.iter().zip(&expected) {
+            let diff = got.abs_diff(*want);
+            assert!(diff < Duration::from_micros(1), "{dues:?}");
+        }
     }
 }

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Measures ringkv beside its limits and beside etcd in one run on this
+# machine, and prints one table (see docs/benchmarks.md):
+#
+#   (a) the raw tonic unary round trip on loopback (an echo server),
+#   (b) ringkv's RocksDB engine in process,
+#   (c) one ringkv node,
+#   (d) three ringkv nodes, N=3, R=W=QUORUM (routed; via one node;
+#       storage.sync = always for puts),
+#   (e) three etcd members (Debian's etcd-server, installed if missing),
+#
+# all with the same key count, value size and concurrency, driven by the
+# same load generator (`ringkv-bench compare`). Every server is started on
+# free loopback ports with a temporary data directory and stopped by its
+# PID afterwards. Arguments are passed to `ringkv-bench compare`, e.g.
+#
+#   benches/compare.sh --duration 10s --keys 50000 --output json
+#   benches/compare.sh --only echo,cluster,etcd
+#
+# Takes about 3 minutes with the defaults (5 s measured per row), plus the
+# release build.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ringkv/target}"
+
+if ! command -v etcd >/dev/null 2>&1; then
+    echo "== installing etcd (Debian packages etcd-server, etcd-client)" >&2
+    sudo_cmd=()
+    [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get install -y etcd-server etcd-client >&2
+fi
+
+echo "== building ringkv-server and ringkv-bench (release)" >&2
+(cd "$ROOT" && cargo build --release -p ringkv-server -p ringkv-benches --bins >&2)
+
+exec "$CARGO_TARGET_DIR/release/ringkv-bench" compare \
+    --server-bin "$CARGO_TARGET_DIR/release/ringkv-server" \
+    --etcd-bin "$(command -v etcd)" \
+    "$@"

@@ -1,0 +1,245 @@
+//! The server processes `compare` starts, and what it reads about them.
+//!
+//! Every server runs as a child process on loopback ports chosen here, with
+//! its data and log under the run's work directory. A [`Proc`] stops its
+//! process when dropped (SIGTERM, then SIGKILL after [`STOP_GRACE`]), so an
+//! error or a Ctrl-C of the tool leaves nothing running; only processes
+//! this tool started are ever signalled, by their PID.
+//!
+//! CPU time comes from `/proc/PID/stat` (user + system time of all the
+//! process's threads, in clock ticks), read before and after a measured
+//! phase.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use rand::Rng;
+
+/// Ports handed to servers: below Linux's ephemeral range (32768-60999),
+/// so a client connection's source port cannot take one between the check
+/// and the server's bind, and apart from the 20000-31999 band the cluster
+/// tests use, so a comparison can run beside them.
+const PORTS: std::ops::Range<u16> = 10_000..20_000;
+
+/// How long a stopped server may take to exit after SIGTERM before it is
+/// killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Lines of a server's log quoted when it fails.
+const LOG_TAIL_LINES: usize = 20;
+
+/// Linux's clock tick for `/proc` times when `getconf` cannot say
+/// (USER_HZ is 100 on every mainstream architecture).
+const DEFAULT_CLOCK_TICKS: f64 = 100.0;
+
+/// A server process started by `compare`.
+pub struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `program args...` with stdout and stderr appended to `log`.
+    pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Proc> {
+        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {name} ({})", program.display()))?;
+        Ok(Proc {
+            name: name.to_string(),
+            child,
+            log: log.to_path_buf(),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// An error quoting the log when the process has exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!(
+                "{} exited ({status}); the end of its log {}:\n{}",
+                self.name,
+                self.log.display(),
+                log_tail(&self.log)
+            );
+        }
+        Ok(())
+    }
+
+    /// The end of the process's log, for error messages.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.log)
+    }
+
+    fn stop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        // std can only SIGKILL; a SIGTERM lets the server shut down as in
+        // production. `kill` is given this child's PID and nothing else.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+}
+
+/// A loopback port in [`PORTS`] that was free a moment ago and has not been
+/// handed out before by this process.
+pub fn free_port() -> Result<u16> {
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let given = GIVEN.get_or_init(Default::default);
+    let mut rng = rand::rng();
+    for _ in 0..1_000 {
+        let port = rng.random_range(PORTS);
+        let mut given = given.lock().unwrap_or_else(|p| p.into_inner());
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return Ok(port);
+        }
+    }
+    bail!("no free loopback port in {PORTS:?}")
+}
+
+/// CPU seconds (user + system) used so far by the processes `pids`.
+pub fn cpu_seconds(pids: &[u32]) -> Result<f64> {
+    let mut ticks = 0;
+    for pid in pids {
+        let path = format!("/proc/{pid}/stat");
+        let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        ticks += stat_cpu_ticks(&stat).with_context(|| format!("parsing {path}"))?;
+    }
+    Ok(ticks as f64 / clock_ticks())
+}
+
+/// utime + stime from the text of `/proc/PID/stat`. The command name (field
+/// 2) is in parentheses and may itself hold spaces and parentheses, so
+/// fields are counted from the last `)`: utime and stime are fields 14 and
+/// 15, the 12th and 13th after it.
+fn stat_cpu_ticks(stat: &str) -> Result<u64> {
+    let after = stat
+        .rfind(')')
+        .map(|i| &stat[i + 1..])
+        .context("no ')' after the command name")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .context("too few fields")?
+            .parse()
+            .context("a CPU time is not a number")
+    };
+    Ok(field(11)? + field(12)?)
+}
+
+/// Clock ticks per second of `/proc` times (`getconf CLK_TCK`).
+fn clock_ticks() -> f64 {
+    static TICKS: OnceLock<f64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|&t| t > 0.0)
+            .unwrap_or(DEFAULT_CLOCK_TICKS)
+    })
+}
+
+/// The 1-minute load average, to record how busy the shared machine was.
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `program` as given when it holds a `/`, else found in `PATH`.
+pub fn find_program(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return program.is_file().then(|| program.to_path_buf());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|candidate| candidate.is_file())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_are_read_after_the_command_name() {
+        // A command name with a space and a parenthesis, as a thread may have.
+        let stat = "4242 (etcd (raft) x) S 1 4242 4242 0 -1 4194560 2048 0 0 0 \
+                    1234 567 0 0 20 0 12 0 98765 123456789 4321 18446744073709551615";
+        assert_eq!(stat_cpu_ticks(stat).unwrap(), 1234 + 567);
+        assert!(stat_cpu_ticks("4242 (short) S 1 2").is_err());
+        assert!(stat_cpu_ticks("no name at all").is_err());
+    }
+
+    #[test]
+    fn own_cpu_time_is_readable_and_grows() {
+        let me = std::process::id();
+        let before = cpu_seconds(&[me]).unwrap();
+        let mut x = 0u64;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(200) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let after = cpu_seconds(&[me]).unwrap();
+        assert!(after > before, "{before} -> {after}");
+    }
+
+    #[test]
+    fn ports_are_not_handed_out_twice() {
+        let ports: HashSet<u16> = (0..50).map(|_| free_port().unwrap()).collect();
+        assert_eq!(ports.len(), 50);
+        assert!(ports.iter().all(|p| PORTS.contains(p)));
+    }
+}

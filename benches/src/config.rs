@@ -1,0 +1,640 @@
+//! The command line of a load run, and the validated [`Config`] it becomes.
+//!
+//! A run is: a **target** (a ringkv cluster by default; etcd, the echo
+//! server or the in-process storage engine for comparison), a **mix** of
+//! operations (a YCSB workload or a read ratio), a **key distribution**,
+//! and how hard to push: `--concurrency` requests in flight, either as fast
+//! as answers come back (closed loop) or issued on a fixed schedule
+//! (`--target-rate`, open loop). Everything is bounded in time.
+//!
+//! The YCSB core workloads, as this tool runs them:
+//!
+//! | workload | mix | YCSB's example |
+//! |---|---|---|
+//! | `a` | 50% read, 50% update | session store |
+//! | `b` | 95% read, 5% update | photo tagging |
+//! | `c` | 100% read | user profile cache |
+//! | `f` | 50% read, 50% read-modify-write | user database |
+//! | `load` | 100% insert, each key once | the load phase |
+//!
+//! Updates are blind overwrites (no context); a read-modify-write gets a
+//! key and writes it back with the get's context, as a careful ringkv
+//! client does. (YCSB's D and E need "latest" keys and scans, which a
+//! key-value store without ordered scans does not serve.)
+//!
+//! [`Config`] is also the `config` object of the JSON report, so every run
+//! records exactly what it did, including the seed.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+use ringkv_client::Level;
+use serde::{Serialize, Serializer};
+
+use crate::report::Op;
+
+/// The node a bare `ringkv-bench` talks to: a local node on the default port.
+pub const DEFAULT_ENDPOINT: &str = "127.0.0.1:7379";
+
+/// Most concurrent clients accepted. Each keeps four latency histograms
+/// (about 140 KiB each), and far more clients than this only measure the
+/// generator's own scheduler.
+pub const MAX_CONCURRENCY: usize = 1024;
+
+/// Largest key space accepted: the key format has 10 digits.
+pub const MAX_KEYS: u64 = 9_999_999_999;
+
+/// Largest value accepted: the server's default value limit (1 MiB).
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+
+/// Longest measured phase or warm-up accepted, so that a typo cannot start
+/// a load that runs for days.
+pub const MAX_DURATION: Duration = Duration::from_secs(3600);
+
+/// Highest `--target-rate` accepted: beyond what any loopback setup here
+/// serves, and a schedule interval still far above timer resolution.
+pub const MAX_TARGET_RATE: f64 = 10_000_000.0;
+
+/// Warm-up when none is given: long enough to open connections and warm
+/// caches, short enough not to matter.
+pub const DEFAULT_WARMUP: Duration = Duration::from_secs(1);
+
+/// YCSB's zipfian constant: the hottest of 100 000 keys gets about 8% of
+/// requests.
+pub const DEFAULT_ZIPF_THETA: f64 = 0.99;
+
+/// Smoke mode: measured phase length.
+pub const SMOKE_DURATION: Duration = Duration::from_secs(1);
+
+/// Smoke mode: key space, preloaded so reads find values.
+pub const SMOKE_KEYS: u64 = 200;
+
+/// Smoke mode: at most this many clients, to stay light beside a test node
+/// on a small CI machine.
+pub const SMOKE_CONCURRENCY: usize = 8;
+
+/// Smoke mode: at most this many measured requests.
+pub const SMOKE_MAX_OPS: u64 = 20_000;
+
+/// The read share used when neither `--read-ratio` nor `--workload` is given
+/// (YCSB workload A).
+pub const DEFAULT_READ_RATIO: f64 = 0.5;
+
+/// YCSB core workloads (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// Update heavy: 50% reads, 50% updates.
+    A,
+    /// Read mostly: 95% reads, 5% updates.
+    B,
+    /// Read only.
+    C,
+    /// Read-modify-write: 50% reads, 50% get-then-put with context.
+    F,
+    /// Load phase: every key inserted once, in order.
+    Load,
+}
+
+impl Workload {
+    fn mix(self) -> Mix {
+        match self {
+            Workload::A => Mix::reads(0.5),
+            Workload::B => Mix::reads(0.95),
+            Workload::C => Mix::reads(1.0),
+            Workload::F => Mix {
+                read: 0.5,
+                update: 0.0,
+                read_modify_write: 0.5,
+                insert: 0.0,
+            },
+            Workload::Load => Mix {
+                read: 0.0,
+                update: 0.0,
+                read_modify_write: 0.0,
+                insert: 1.0,
+            },
+        }
+    }
+}
+
+impl fmt::Display for Workload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Workload::A => "a",
+            Workload::B => "b",
+            Workload::C => "c",
+            Workload::F => "f",
+            Workload::Load => "load",
+        })
+    }
+}
+
+/// Shares of each operation type; they sum to 1.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Mix {
+    pub read: f64,
+    pub update: f64,
+    pub read_modify_write: f64,
+    /// Either 1 (the load workload) or 0: inserts take keys in order and
+    /// do not mix with the rest.
+    pub insert: f64,
+}
+
+impl Mix {
+    /// `read` reads, the rest updates.
+    pub fn reads(read: f64) -> Mix {
+        Mix {
+            read,
+            update: 1.0 - read,
+            read_modify_write: 0.0,
+            insert: 0.0,
+        }
+    }
+
+    pub fn share(&self, op: Op) -> f64 {
+        match op {
+            Op::Read => self.read,
+            Op::Update => self.update,
+            Op::ReadModifyWrite => self.read_modify_write,
+            Op::Insert => self.insert,
+        }
+    }
+
+    /// The operation a uniform draw `u` in [0, 1) picks.
+    pub fn pick(&self, u: f64) -> Op {
+        let mut left = u;
+        for op in Op::ALL {
+            let share = self.share(op);
+            if left < share {
+                return op;
+            }
+            left -= share;
+        }
+        // Rounding can leave u just past the last non-zero share.
+        Op::ALL
+            .into_iter()
+            .rev()
+            .find(|&op| self.share(op) > 0.0)
+            .unwrap_or(Op::Read)
+    }
+}
+
+/// What the load runs against (see [`crate::target`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// ringkv nodes at --endpoints.
+    Ringkv,
+    /// etcd members' client URLs at --endpoints (host:port).
+    Etcd,
+    /// `ringkv-bench echo-server` processes at --endpoints.
+    Echo,
+    /// ringkv's RocksDB engine in this process (--data-dir, --sync).
+    Storage,
+}
+
+/// How keys are chosen (see [`crate::keys`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Distribution {
+    Uniform,
+    /// YCSB's zipfian, scrambled over the key space.
+    Zipfian,
+}
+
+/// `storage.sync` of the storage target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageSync {
+    Always,
+    Periodic,
+    Never,
+}
+
+impl StorageSync {
+    pub fn mode(self) -> ringkv_server::storage::SyncMode {
+        use ringkv_server::storage::SyncMode;
+        match self {
+            StorageSync::Always => SyncMode::Always,
+            StorageSync::Periodic => SyncMode::Periodic,
+            StorageSync::Never => SyncMode::Never,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// Options of a load run (the command without a subcommand).
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// System to load.
+    #[arg(long, value_enum, default_value_t = Target::Ringkv)]
+    target: Target,
+    /// Nodes to send requests to, comma separated; any ringkv node
+    /// coordinates any key.
+    #[arg(long, env = "RINGKV_ENDPOINTS", value_delimiter = ',', default_value = DEFAULT_ENDPOINT)]
+    endpoints: Vec<String>,
+    /// ringkv: send each request to the endpoints in turn and let the node
+    /// forward it, instead of straight to a replica of the key.
+    #[arg(long)]
+    no_routing: bool,
+    /// Storage target: RocksDB directory [default: a temporary one].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Storage target: storage.sync.
+    #[arg(long, value_enum, default_value_t = StorageSync::Periodic)]
+    sync: StorageSync,
+    /// Requests in flight at once (clients).
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Size of the key space.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// Bytes per written value.
+    #[arg(long, default_value_t = 100)]
+    value_size: usize,
+    /// Share of requests that are reads, the rest updates, 0.0 to 1.0
+    /// [default: 0.5].
+    #[arg(long, conflicts_with = "workload")]
+    read_ratio: Option<f64>,
+    /// YCSB mix: a (50% reads), b (95%), c (100%), f (50% reads, 50%
+    /// read-modify-write), load (insert every key once).
+    #[arg(long, value_enum)]
+    workload: Option<Workload>,
+    /// Key choice.
+    #[arg(long, value_enum, default_value_t = Distribution::Uniform)]
+    distribution: Distribution,
+    /// Skew of --distribution zipfian, between 0 and 1 (exclusive).
+    #[arg(long, default_value_t = DEFAULT_ZIPF_THETA)]
+    zipf_theta: f64,
+    /// Open loop: schedule this many requests per second in total, at fixed
+    /// intervals, and time each from its scheduled start [default: closed
+    /// loop, each client sends when its previous answer arrives].
+    #[arg(long, value_name = "OPS")]
+    target_rate: Option<f64>,
+    /// Length of the measured phase (e.g. 10s, 1m).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Stop after this many measured requests, even before --duration.
+    #[arg(long)]
+    max_ops: Option<u64>,
+    /// Load run before measuring, not recorded [default: 1s; 0 for
+    /// --workload load].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    warmup: Option<Duration>,
+    /// Write every key once before measuring, so reads find values.
+    #[arg(long)]
+    preload: bool,
+    /// Read consistency: one, quorum, all or a replica count [default: the node's].
+    #[arg(short = 'r', long = "read-level", value_name = "LEVEL")]
+    read_level: Option<Level>,
+    /// Write consistency: one, quorum, all or a replica count [default: the node's].
+    #[arg(short = 'w', long = "write-level", value_name = "LEVEL")]
+    write_level: Option<Level>,
+    /// Per-request timeout sent to the node [default: the node's].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    /// Prefix of every key, keeping bench keys apart from other data.
+    #[arg(long, default_value = "ringkv-bench/")]
+    key_prefix: String,
+    /// Seed of the key, operation and value choices [default: random].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// Show a progress line on stderr even when it is not a terminal.
+    #[arg(long)]
+    progress: bool,
+    /// CI mode: 1 s measured, no warm-up, 200 keys (preloaded unless the
+    /// workload is load), at most 8 clients and 20 000 requests; exits
+    /// non-zero when no request succeeded.
+    #[arg(long)]
+    smoke: bool,
+}
+
+/// A validated run description; also the `config` object of the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    pub target: Target,
+    pub endpoints: Vec<String>,
+    /// ringkv: partition-aware routing (off with `--no-routing`).
+    pub routing: bool,
+    /// Storage target only.
+    pub data_dir: Option<PathBuf>,
+    /// Storage target only.
+    pub sync: StorageSync,
+    pub concurrency: usize,
+    pub keys: u64,
+    pub value_size: usize,
+    /// Share of plain reads (kept beside `mix` for older scripts).
+    pub read_ratio: f64,
+    pub mix: Mix,
+    /// The YCSB preset the mix came from, if any.
+    pub workload: Option<Workload>,
+    pub distribution: Distribution,
+    /// Used with `distribution = zipfian` only.
+    pub zipf_theta: f64,
+    /// Open loop at this many requests per second; `null` for closed loop.
+    pub target_rate: Option<f64>,
+    #[serde(serialize_with = "serialize_level")]
+    pub read_level: Option<Level>,
+    #[serde(serialize_with = "serialize_level")]
+    pub write_level: Option<Level>,
+    #[serde(rename = "timeout_s", serialize_with = "serialize_opt_secs")]
+    pub timeout: Option<Duration>,
+    #[serde(rename = "duration_s", serialize_with = "serialize_secs")]
+    pub duration: Duration,
+    #[serde(rename = "warmup_s", serialize_with = "serialize_secs")]
+    pub warmup: Duration,
+    pub max_ops: Option<u64>,
+    pub preload: bool,
+    pub smoke: bool,
+    pub key_prefix: String,
+    /// The seed actually used, so a run's choices can be repeated.
+    pub seed: u64,
+    #[serde(skip)]
+    pub output: Output,
+    /// Show the progress line (a terminal, or `--progress`).
+    #[serde(skip)]
+    pub progress: bool,
+}
+
+impl Config {
+    pub fn from_args(args: RunArgs) -> Result<Config> {
+        let mix = match (args.read_ratio, args.workload) {
+            (Some(r), _) => Mix::reads(r),
+            (None, Some(w)) => w.mix(),
+            (None, None) => Mix::reads(DEFAULT_READ_RATIO),
+        };
+        let loading = args.workload == Some(Workload::Load);
+        if loading && args.warmup.is_some_and(|w| !w.is_zero()) {
+            bail!("--warmup does not apply to --workload load: every insert is measured");
+        }
+        if loading && args.preload {
+            bail!("--preload does not apply to --workload load, which is itself the preload");
+        }
+        let mut config = Config {
+            target: args.target,
+            endpoints: args.endpoints,
+            routing: !args.no_routing,
+            data_dir: args.data_dir,
+            sync: args.sync,
+            concurrency: args.concurrency,
+            keys: args.keys,
+            value_size: args.value_size,
+            read_ratio: mix.read,
+            mix,
+            workload: args.workload,
+            distribution: args.distribution,
+            zipf_theta: args.zipf_theta,
+            target_rate: args.target_rate,
+            read_level: args.read_level,
+            write_level: args.write_level,
+            timeout: args.timeout,
+            duration: args.duration,
+            warmup: args.warmup.unwrap_or(if loading {
+                Duration::ZERO
+            } else {
+                DEFAULT_WARMUP
+            }),
+            max_ops: args.max_ops,
+            preload: args.preload,
+            smoke: args.smoke,
+            key_prefix: args.key_prefix,
+            seed: args.seed.unwrap_or_else(rand::random),
+            output: args.output,
+            progress: args.progress || std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        };
+        if config.smoke {
+            config.duration = SMOKE_DURATION;
+            config.warmup = Duration::ZERO;
+            config.keys = SMOKE_KEYS;
+            config.preload = !loading;
+            config.concurrency = config.concurrency.min(SMOKE_CONCURRENCY);
+            config.max_ops = Some(
+                config
+                    .max_ops
+                    .map_or(SMOKE_MAX_OPS, |m| m.min(SMOKE_MAX_OPS)),
+            );
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
+            bail!("--concurrency must be between 1 and {MAX_CONCURRENCY}");
+        }
+        if !(1..=MAX_KEYS).contains(&self.keys) {
+            bail!("--keys must be between 1 and {MAX_KEYS}");
+        }
+        if !(1..=MAX_VALUE_BYTES).contains(&self.value_size) {
+            bail!("--value-size must be between 1 and {MAX_VALUE_BYTES} bytes");
+        }
+        if !(0.0..=1.0).contains(&self.read_ratio) {
+            bail!("--read-ratio must be between 0.0 and 1.0");
+        }
+        if !(self.zipf_theta > 0.0 && self.zipf_theta < 1.0) {
+            bail!("--zipf-theta must be between 0 and 1, both excluded");
+        }
+        if let Some(rate) = self.target_rate {
+            if !(rate > 0.0 && rate <= MAX_TARGET_RATE) {
+                bail!("--target-rate must be more than 0 and at most {MAX_TARGET_RATE} ops/s");
+            }
+        }
+        if self.duration.is_zero() || self.duration > MAX_DURATION {
+            bail!("--duration must be more than 0 and at most {MAX_DURATION:?}");
+        }
+        if self.warmup > MAX_DURATION {
+            bail!("--warmup must be at most {MAX_DURATION:?}");
+        }
+        if self.max_ops == Some(0) {
+            bail!("--max-ops must be at least 1");
+        }
+        if self.timeout.is_some_and(|t| t.is_zero()) {
+            bail!("--timeout must be more than 0");
+        }
+        if self.target != Target::Ringkv
+            && (self.read_level.is_some() || self.write_level.is_some() || self.timeout.is_some())
+        {
+            bail!("-r, -w and --timeout apply to --target ringkv only");
+        }
+        if self.target != Target::Storage && self.data_dir.is_some() {
+            bail!("--data-dir applies to --target storage only");
+        }
+        Ok(())
+    }
+
+    /// What was loaded, for the text report.
+    pub fn target_label(&self) -> String {
+        match self.target {
+            Target::Storage => format!("RocksDB engine in process (sync {})", sync_name(self.sync)),
+            Target::Ringkv => format!("ringkv {}", self.endpoints.join(",")),
+            Target::Etcd => format!("etcd {}", self.endpoints.join(",")),
+            Target::Echo => format!("echo {}", self.endpoints.join(",")),
+        }
+    }
+
+    pub fn distribution_label(&self) -> String {
+        match self.distribution {
+            Distribution::Uniform => "uniform".to_string(),
+            Distribution::Zipfian => format!("zipfian θ={}", self.zipf_theta),
+        }
+    }
+
+    pub fn mix_label(&self) -> String {
+        let parts: Vec<String> = Op::ALL
+            .into_iter()
+            .filter(|&op| self.mix.share(op) > 0.0)
+            .map(|op| format!("{:.0}% {}", self.mix.share(op) * 100.0, op.label()))
+            .collect();
+        let preset = self
+            .workload
+            .map(|w| format!(" (workload {w})"))
+            .unwrap_or_default();
+        format!("{}{preset}", parts.join(", "))
+    }
+}
+
+fn sync_name(sync: StorageSync) -> &'static str {
+    match sync {
+        StorageSync::Always => "always",
+        StorageSync::Periodic => "periodic",
+        StorageSync::Never => "never",
+    }
+}
+
+/// How a level appears in reports: its command-line spelling, or
+/// `default` when the node's configured default applies.
+pub fn level_label(level: Option<Level>) -> String {
+    level.map_or_else(|| "default".to_string(), |l| l.to_string())
+}
+
+fn serialize_level<S: Serializer>(level: &Option<Level>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&level_label(*level))
+}
+
+fn serialize_secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+fn serialize_opt_secs<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn config(args: &[&str]) -> Result<Config> {
+        let argv = std::iter::once("ringkv-bench").chain(args.iter().copied());
+        Config::from_args(Cli::try_parse_from(argv)?.run)
+    }
+
+    #[test]
+    fn workloads_set_the_mix() {
+        assert_eq!(config(&[]).unwrap().read_ratio, DEFAULT_READ_RATIO);
+        assert_eq!(config(&["--workload", "a"]).unwrap().mix, Mix::reads(0.5));
+        assert_eq!(config(&["--workload", "b"]).unwrap().read_ratio, 0.95);
+        assert_eq!(config(&["--workload", "c"]).unwrap().mix.update, 0.0);
+        let f = config(&["--workload", "f"]).unwrap().mix;
+        assert_eq!((f.read, f.read_modify_write, f.update), (0.5, 0.5, 0.0));
+        let load = config(&["--workload", "load"]).unwrap();
+        assert_eq!(load.mix.insert, 1.0);
+        assert_eq!(load.warmup, Duration::ZERO);
+        assert_eq!(config(&["--read-ratio", "0.25"]).unwrap().read_ratio, 0.25);
+        assert!(config(&["--read-ratio", "0.2", "--workload", "c"]).is_err());
+    }
+
+    #[test]
+    fn the_mix_picks_each_operation_by_its_share() {
+        let f = Workload::F.mix();
+        assert_eq!(f.pick(0.0), Op::Read);
+        assert_eq!(f.pick(0.49), Op::Read);
+        assert_eq!(f.pick(0.5), Op::ReadModifyWrite);
+        assert_eq!(f.pick(0.999_999), Op::ReadModifyWrite);
+        assert_eq!(Workload::C.mix().pick(0.999_999), Op::Read);
+        assert_eq!(Workload::Load.mix().pick(0.3), Op::Insert);
+        assert_eq!(Mix::reads(0.0).pick(0.0), Op::Update);
+    }
+
+    #[test]
+    fn out_of_range_settings_are_rejected() {
+        for bad in [
+            &["--read-ratio", "1.5"][..],
+            &["--read-ratio", "NaN"],
+            &["--concurrency", "0"],
+            &["--keys", "0"],
+            &["--value-size", "0"],
+            &["--duration", "0s"],
+            &["--duration", "2days"],
+            &["--max-ops", "0"],
+            &["-w", "zero"],
+            &["--zipf-theta", "1"],
+            &["--zipf-theta", "0"],
+            &["--target-rate", "0"],
+            &["--target-rate", "-5"],
+            &["--workload", "load", "--warmup", "2s"],
+            &["--workload", "load", "--preload"],
+            &["--target", "etcd", "-w", "all"],
+            &["--data-dir", "/tmp/x"],
+        ] {
+            assert!(config(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn smoke_mode_is_short_and_preloaded() {
+        let c = config(&[
+            "--smoke",
+            "--duration",
+            "1h",
+            "--keys",
+            "5",
+            "--concurrency",
+            "64",
+        ])
+        .unwrap();
+        assert_eq!(c.duration, SMOKE_DURATION);
+        assert_eq!(c.warmup, Duration::ZERO);
+        assert_eq!(c.keys, SMOKE_KEYS);
+        assert_eq!(c.concurrency, SMOKE_CONCURRENCY);
+        assert_eq!(c.max_ops, Some(SMOKE_MAX_OPS));
+        assert!(c.preload);
+        // The load workload is its own preload.
+        assert!(!config(&["--smoke", "--workload", "load"]).unwrap().preload);
+    }
+
+    #[test]
+    fn levels_appear_as_typed() {
+        let c = config(&["-r", "ALL", "-w", "2"]).unwrap();
+        assert_eq!(c.read_level, Some(Level::All));
+        assert_eq!(c.write_level, Some(Level::Count(2)));
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["read_level"], "all");
+        assert_eq!(json["write_level"], "2");
+        assert_eq!(
+            serde_json::to_value(config(&[]).unwrap()).unwrap()["read_level"],
+            "default"
+        );
+    }
+}
