@@ -1,0 +1,319 @@
+//! The receiving side of a change: streaming the partitions this node
+//! gains, and deleting those it no longer replicates once the change ends
+//! (see the modules `rebalance` and `transfer`).
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use super::transfer::{self, Cursor, State};
+use super::Rebalance;
+use crate::error::{Error, Result};
+use crate::ring::Layout;
+use crate::storage::{Cf, WriteBatch};
+use crate::transport::is_unreachable;
+use crate::version::{NodeId, VersionSet};
+
+/// Keys deleted per batch when letting go of a partition.
+const RETIRE_BATCH: usize = 1024;
+
+impl Rebalance {
+    /// Starts the transfers of `layout` this node still needs, and reports
+    /// when all are done.
+    pub(super) async fn receive(
+        self: &Arc<Self>,
+        layout: &Arc<Layout>,
+        tasks: &mut JoinSet<(u64, u32, Result<()>)>,
+        running: &mut BTreeSet<(u64, u32)>,
+    ) -> Result<()> {
+        let version = layout.version();
+        let mut all_done = true;
+        for (partition, sources) in layout.incoming(self.me()) {
+            if self.registry.get(version, partition).is_none() {
+                let stored = self.load_cursor(version, partition).await?;
+                let estimate = self.estimate(&sources);
+                self.registry.update(version, partition, |p| {
+                    p.from = sources.first().copied();
+                    p.estimated_bytes = estimate;
+                    if let Some(c) = stored.filter(|c| c.done) {
+                        p.bytes = c.bytes;
+                        p.keys = c.keys;
+                        p.state = State::Done;
+                    }
+                });
+            }
+            if self
+                .registry
+                .get(version, partition)
+                .is_some_and(|p| p.state == State::Done)
+            {
+                continue;
+            }
+            all_done = false;
+            if running.contains(&(version, partition))
+                || running.len() >= self.config.transfer.concurrency
+            {
+                continue;
+            }
+            running.insert((version, partition));
+            let this = self.clone();
+            tasks.spawn(async move {
+                let result = this.transfer(version, partition, sources).await;
+                (version, partition, result)
+            });
+        }
+        if all_done {
+            self.cluster.set_transfers_done(version);
+        }
+        Ok(())
+    }
+
+    pub(super) fn estimate(&self, sources: &[NodeId]) -> u64 {
+        let Some(layout) = self.cluster.layout() else {
+            return 0;
+        };
+        let sizes = self.partition_sizes(layout.previous().unwrap_or(&layout));
+        sources
+            .iter()
+            .filter_map(|s| sizes.get(s).copied())
+            .max()
+            .unwrap_or(0)
+    }
+
+    pub(super) async fn load_cursor(&self, version: u64, partition: u32) -> Result<Option<Cursor>> {
+        let engine = self.replica.engine().clone();
+        tokio::task::spawn_blocking(move || Cursor::load(engine.as_ref(), version, partition))
+            .await?
+    }
+
+    pub(super) async fn store_cursor(
+        &self,
+        cursor: &Cursor,
+        version: u64,
+        partition: u32,
+    ) -> Result<()> {
+        let engine = self.replica.engine().clone();
+        let cursor = cursor.clone();
+        tokio::task::spawn_blocking(move || cursor.store(engine.as_ref(), version, partition))
+            .await?
+    }
+
+    /// Streams one partition from the old replicas, resuming from the
+    /// stored cursor, then syncs it with every live old replica.
+    pub(super) async fn transfer(
+        &self,
+        version: u64,
+        partition: u32,
+        sources: Vec<NodeId>,
+    ) -> Result<()> {
+        let mut cursor = self
+            .load_cursor(version, partition)
+            .await?
+            .unwrap_or_default();
+        let started = Instant::now();
+        self.registry.update(version, partition, |p| {
+            p.state = State::Streaming;
+            p.bytes = cursor.bytes;
+            p.keys = cursor.keys;
+            p.resumed_from_bytes = cursor.bytes;
+            p.started = Some(started);
+            p.finished = None;
+        });
+        if cursor.bytes > 0 {
+            info!(
+                partition,
+                version,
+                bytes = cursor.bytes,
+                keys = cursor.keys,
+                "resuming partition transfer"
+            );
+        }
+        let retry = Duration::from_millis(self.config.transfer.retry_ms);
+        let timeout = self
+            .config
+            .limits
+            .request_timeout()
+            .max(Duration::from_secs(10));
+        while !cursor.streamed {
+            self.check_current(version)?;
+            let Some((source, address)) = self.pick_source(&sources) else {
+                self.note(
+                    version,
+                    partition,
+                    "no old replica of the partition is alive; waiting",
+                );
+                tokio::time::sleep(retry).await;
+                continue;
+            };
+            let fetched = self
+                .cluster
+                .transport
+                .fetch_partition(
+                    source,
+                    &address,
+                    partition,
+                    cursor.after.clone(),
+                    self.config.transfer.chunk_bytes,
+                    timeout,
+                )
+                .await;
+            let chunk = match fetched {
+                Ok(chunk) => chunk,
+                Err(status) => {
+                    if is_unreachable(&status) {
+                        self.cluster.rpc_failed(source);
+                    }
+                    self.note(
+                        version,
+                        partition,
+                        &format!("fetching from {source}: {}", status.message()),
+                    );
+                    tokio::time::sleep(retry).await;
+                    continue;
+                }
+            };
+            let mut bytes = 0u64;
+            let mut entries = Vec::with_capacity(chunk.entries.len());
+            for e in chunk.entries {
+                bytes += (e.key.len() + e.version_set.len()) as u64;
+                let set = VersionSet::decode(&e.version_set).map_err(|err| {
+                    Error::Corrupt(format!("partition {partition} from {source}: {err}"))
+                })?;
+                entries.push((e.key, set));
+            }
+            let keys = entries.len() as u64;
+            if let Some((last, _)) = entries.last() {
+                cursor.after = Some(last.clone());
+            }
+            self.replica.merge_many(entries).await?;
+            cursor.bytes += bytes;
+            cursor.keys += keys;
+            cursor.streamed = chunk.done;
+            self.store_cursor(&cursor, version, partition).await?;
+            self.metrics.transferred(bytes, keys);
+            self.registry.update(version, partition, |p| {
+                p.from = Some(source);
+                p.bytes = cursor.bytes;
+                p.keys = cursor.keys;
+                p.estimated_bytes = chunk.estimated_bytes.max(cursor.bytes);
+                p.last_error.clear();
+            });
+            let wait = self
+                .throttle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .book(bytes, tokio::time::Instant::now());
+            tokio::time::sleep(wait).await;
+        }
+        self.registry
+            .update(version, partition, |p| p.state = State::Syncing);
+        loop {
+            self.check_current(version)?;
+            match self.repair.sync_partition(partition, &sources).await {
+                Ok(_) => break,
+                Err(e) => {
+                    self.note(
+                        version,
+                        partition,
+                        &format!("syncing with old replicas: {e}"),
+                    );
+                    tokio::time::sleep(retry).await;
+                }
+            }
+        }
+        cursor.done = true;
+        self.store_cursor(&cursor, version, partition).await?;
+        self.registry.update(version, partition, |p| {
+            p.state = State::Done;
+            p.finished = Some(Instant::now());
+            p.estimated_bytes = p.bytes;
+        });
+        info!(
+            partition,
+            version,
+            bytes = cursor.bytes,
+            keys = cursor.keys,
+            "partition transfer done"
+        );
+        Ok(())
+    }
+
+    pub(super) fn check_current(&self, version: u64) -> Result<()> {
+        match self.cluster.layout() {
+            Some(l) if l.version() == version => Ok(()),
+            _ => Err(Error::FailedPrecondition(format!(
+                "layout v{version} was replaced; its transfers stop"
+            ))),
+        }
+    }
+
+    /// The first old replica believed alive, with its address.
+    pub(super) fn pick_source(&self, sources: &[NodeId]) -> Option<(NodeId, String)> {
+        sources
+            .iter()
+            .filter(|s| **s != self.me() && self.cluster.is_alive(**s))
+            .find_map(|s| self.cluster.address_of(*s).map(|a| (*s, a)))
+    }
+
+    pub(super) fn note(&self, version: u64, partition: u32, message: &str) {
+        warn!(partition, version, "transfer: {message}");
+        self.registry
+            .update(version, partition, |p| p.last_error = message.to_string());
+    }
+
+    /// Deletes the partitions this node no longer replicates (once per
+    /// settled layout), and the cursors of finished changes.
+    pub(super) async fn retire(&self, layout: &Layout) -> Result<()> {
+        let version = layout.version();
+        if self.retired_version.load(Ordering::SeqCst) == version {
+            return Ok(());
+        }
+        let me = self.me();
+        let mut deleted = 0;
+        for partition in 0..layout.partitions() {
+            if layout.replicas(partition).contains(&me) {
+                continue;
+            }
+            loop {
+                self.check_current(version)?;
+                let n = self
+                    .replica
+                    .delete_partition_chunk(partition, RETIRE_BATCH)
+                    .await?;
+                deleted += n;
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        if deleted > 0 {
+            info!(
+                version,
+                keys = deleted,
+                "deleted the partitions this node no longer replicates"
+            );
+        }
+        let engine = self.replica.engine().clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let mut end = transfer::CURSOR_PREFIX.to_vec();
+            end.extend_from_slice(&version.to_be_bytes());
+            let old = engine.scan(Cf::Meta, transfer::CURSOR_PREFIX, Some(&end), 1_000_000)?;
+            if !old.is_empty() {
+                let mut batch = WriteBatch::new();
+                for (key, _) in old {
+                    batch.delete(Cf::Meta, key);
+                }
+                engine.write(batch)?;
+            }
+            Ok(())
+        })
+        .await??;
+        self.registry.retain_from(version);
+        self.retired_version.store(version, Ordering::SeqCst);
+        Ok(())
+    }
+}
