@@ -268,6 +268,14 @@ pub fn sample(keys: &[(String, Vec<String>)], at_most: usize) -> Vec<(String, Ve
     keys.iter().step_by(step).cloned().collect()
 }
 
+/// Read errors a hand-over may cause when every node keeps running: the
+/// documented retryable codes UNAVAILABLE and DEADLINE_EXCEEDED.
+pub const HAND_OVER_READ_ERRORS: &[&str] = &["unavailable", "deadline-exceeded"];
+
+/// Read errors when a node was killed as well: a request the client had
+/// already sent to it fails as unreachable.
+pub const DEAD_NODE_READ_ERRORS: &[&str] = &["unavailable", "deadline-exceeded", "unreachable"];
+
 /// Keys placement is checked for at most (all preloaded keys are checked).
 pub const PLACEMENT_SAMPLE: usize = 2_000;
 
@@ -281,6 +289,7 @@ pub async fn check_after_change(
     members: &BTreeSet<String>,
     report: &LoadReport,
     preloaded: &[(String, String)],
+    read_errors_allowed: &[&str],
     problems: &mut Vec<String>,
 ) {
     let layout = &settled.layout;
@@ -290,7 +299,7 @@ pub async fn check_after_change(
             layout_members(layout)
         ));
     }
-    problems.extend(report.problems());
+    problems.extend(report.problems(read_errors_allowed));
     if settled.transition_seen_after.is_none() {
         problems.push("no layout in transition was ever seen: nothing was handed over".into());
     }

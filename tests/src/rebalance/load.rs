@@ -111,9 +111,22 @@ impl LoadReport {
             .collect()
     }
 
-    /// Everything the load itself saw go wrong.
-    pub fn problems(&self) -> Vec<String> {
+    /// Everything the load itself saw go wrong; reads may have failed only
+    /// with the error kinds in `read_errors_allowed` (names as
+    /// [`error_kind`] gives them).
+    pub fn problems(&self, read_errors_allowed: &[&str]) -> Vec<String> {
         let mut out = Vec::new();
+        let unexpected: BTreeMap<&str, u64> = self
+            .read_errors
+            .iter()
+            .filter(|(kind, _)| !read_errors_allowed.contains(kind))
+            .map(|(kind, n)| (*kind, *n))
+            .collect();
+        if !unexpected.is_empty() {
+            out.push(format!(
+                "reads failed with {unexpected:?}; only {read_errors_allowed:?} are expected here"
+            ));
+        }
         if !self.non_retryable_reads.is_empty() {
             out.push(format!(
                 "{} reads failed with errors that are not retryable, e.g. {:?}",
