@@ -61,13 +61,18 @@ fn say(out: &mut impl Write, json: bool, message: &str) {
     }
 }
 
-/// Prints what committing would do.
-pub async fn plan(client: &Client, json: bool, out: &mut impl Write) -> Result<(), Error> {
+/// Prints what committing would do; each partition move with `moves`.
+pub async fn plan(
+    client: &Client,
+    moves: bool,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), Error> {
     let plan = client.plan().await?;
     if json {
         let _ = writeln!(out, "{}", plan_json(&plan));
     } else {
-        print_plan(&plan, out);
+        print_plan(&plan, moves, out);
     }
     Ok(())
 }
@@ -93,7 +98,7 @@ fn plan_json(plan: &pb::PlanResponse) -> serde_json::Value {
     })
 }
 
-fn print_plan(plan: &pb::PlanResponse, out: &mut impl Write) {
+fn print_plan(plan: &pb::PlanResponse, moves: bool, out: &mut impl Write) {
     if plan.changes.is_empty() {
         let _ = writeln!(
             out,
@@ -161,19 +166,40 @@ fn print_plan(plan: &pb::PlanResponse, out: &mut impl Write) {
             m.change
         );
     }
-    let _ = writeln!(
-        out,
-        "{:>9}  {:<18} {:<18} {:>10}",
-        "PARTITION", "FROM", "TO", "EST. BYTES"
-    );
-    for m in &plan.moves {
+    if moves {
         let _ = writeln!(
             out,
             "{:>9}  {:<18} {:<18} {:>10}",
-            m.partition,
-            m.from,
-            m.to,
-            human_bytes(m.estimated_bytes)
+            "PARTITION", "FROM", "TO", "EST. BYTES"
+        );
+        for m in &plan.moves {
+            let _ = writeln!(
+                out,
+                "{:>9}  {:<18} {:<18} {:>10}",
+                m.partition,
+                m.from,
+                m.to,
+                human_bytes(m.estimated_bytes)
+            );
+        }
+    } else {
+        let mut by_receiver: std::collections::BTreeMap<&str, (usize, u64)> = Default::default();
+        for m in &plan.moves {
+            let e = by_receiver.entry(m.to.as_str()).or_default();
+            e.0 += 1;
+            e.1 += m.estimated_bytes;
+        }
+        let _ = writeln!(
+            out,
+            "{:<18} {:>10} {:>10}",
+            "RECEIVER", "PARTITIONS", "EST. BYTES"
+        );
+        for (to, (count, bytes)) in by_receiver {
+            let _ = writeln!(out, "{to:<18} {count:>10} {:>10}", human_bytes(bytes));
+        }
+        let _ = writeln!(
+            out,
+            "(`ringkv cluster plan --moves` lists every partition move)"
         );
     }
     let _ = writeln!(
@@ -264,13 +290,12 @@ async fn follow(
                 "transfers of layout v{version} still running after {WAIT_LIMIT:?}; follow them with `ringkv cluster transfers`"
             )));
         }
-        let transfers: Vec<pb::Transfer> = collect(client)
-            .await?
-            .into_iter()
-            .filter(|t| t.layout_version == version)
-            .collect();
-        if !json && (terminal || last_line.elapsed() >= Duration::from_secs(1)) {
-            let line = progress_line(&transfers);
+        let (transfers, rate) = of_version(&collect(client).await?, version);
+        if !json
+            && !transfers.is_empty()
+            && (terminal || last_line.elapsed() >= Duration::from_secs(1))
+        {
+            let line = progress_line(&transfers, rate);
             if terminal {
                 let _ = write!(out, "\r{line}\x1b[K");
             } else {
@@ -284,17 +309,13 @@ async fn follow(
 }
 
 /// `[#####.....]  45%  12.3 MB of 27.1 MB  4.1 MB/s  ETA 3s  12/40 partitions`
-fn progress_line(transfers: &[pb::Transfer]) -> String {
+/// (`rate`: bytes per second over all receiving nodes).
+fn progress_line(transfers: &[pb::Transfer], rate: f64) -> String {
     let done_parts = transfers.iter().filter(|t| t.state == "done").count();
     let bytes: u64 = transfers.iter().map(|t| t.bytes).sum();
     let total: u64 = transfers
         .iter()
         .map(|t| t.estimated_bytes.max(t.bytes))
-        .sum();
-    let rate: f64 = transfers
-        .iter()
-        .filter(|t| t.state != "done")
-        .map(|t| t.rate)
         .sum();
     let fraction = if transfers.is_empty() {
         0.0
@@ -323,27 +344,57 @@ fn progress_line(transfers: &[pb::Transfer]) -> String {
     )
 }
 
-/// Every live member's transfers.
-async fn collect(client: &Client) -> Result<Vec<pb::Transfer>, Error> {
+/// Every live member's transfer report, with its name.
+async fn collect(client: &Client) -> Result<Vec<(String, pb::TransfersResponse)>, Error> {
     let mut all = Vec::new();
     for m in client.members().await? {
         if m.liveness != "alive" {
             continue;
         }
         if let Ok(t) = client.transfers_at(&m.address).await {
-            all.extend(t.transfers);
+            all.push((m.name, t));
         }
     }
     Ok(all)
 }
 
-/// Prints every live member's transfers.
-pub async fn transfers(client: &Client, json: bool, out: &mut impl Write) -> Result<(), Error> {
+/// The transfers of layout `version` over all reports, and the summed
+/// node rates.
+fn of_version(
+    reports: &[(String, pb::TransfersResponse)],
+    version: u64,
+) -> (Vec<pb::Transfer>, f64) {
+    let mut list = Vec::new();
+    let mut rate = 0.0;
+    for (_, r) in reports {
+        if r.layout_version == version {
+            rate += r.rate;
+        }
+        list.extend(
+            r.transfers
+                .iter()
+                .filter(|t| t.layout_version == version)
+                .cloned(),
+        );
+    }
+    (list, rate)
+}
+
+/// Prints the current change's progress per receiving node and its
+/// unfinished transfers (every transfer with `all`).
+pub async fn transfers(
+    client: &Client,
+    all: bool,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), Error> {
     let layout = client.layout().await?;
-    let list = collect(client).await?;
+    let reports = collect(client).await?;
+    let (current, rate) = of_version(&reports, layout.version);
     if json {
-        let items: Vec<_> = list
+        let items: Vec<_> = reports
             .iter()
+            .flat_map(|(_, r)| r.transfers.iter())
             .map(|t| {
                 json!({
                     "partition": t.partition, "from": t.from, "to": t.to,
@@ -360,6 +411,7 @@ pub async fn transfers(client: &Client, json: bool, out: &mut impl Write) -> Res
             json!({
                 "layout_version": layout.version,
                 "in_transition": layout.previous_version != 0,
+                "rate": rate,
                 "transfers": items,
             })
         );
@@ -373,16 +425,47 @@ pub async fn transfers(client: &Client, json: bool, out: &mut impl Write) -> Res
             "layout v{} replacing v{}: {}",
             layout.version,
             layout.previous_version,
-            progress_line(
-                &list
-                    .iter()
-                    .filter(|t| t.layout_version == layout.version)
-                    .cloned()
-                    .collect::<Vec<_>>()
-            )
+            progress_line(&current, rate)
         );
     }
-    if list.is_empty() {
+    let receiving: Vec<_> = reports
+        .iter()
+        .filter(|(_, r)| {
+            r.transfers
+                .iter()
+                .any(|t| t.layout_version == layout.version)
+        })
+        .collect();
+    if !receiving.is_empty() {
+        let _ = writeln!(
+            out,
+            "{:<10} {:<18} {:>11} {:>10} {:>10}",
+            "RECEIVER", "NODE", "PARTITIONS", "BYTES", "RATE"
+        );
+        for (name, r) in &receiving {
+            let mine: Vec<_> = r
+                .transfers
+                .iter()
+                .filter(|t| t.layout_version == layout.version)
+                .collect();
+            let done = mine.iter().filter(|t| t.state == "done").count();
+            let _ = writeln!(
+                out,
+                "{:<10} {:<18} {:>5}/{:<5} {:>10} {:>8}/s",
+                name,
+                mine.first().map(|t| t.to.as_str()).unwrap_or(""),
+                done,
+                mine.len(),
+                human_bytes(mine.iter().map(|t| t.bytes).sum()),
+                human_bytes(r.rate as u64),
+            );
+        }
+    }
+    let shown: Vec<&pb::Transfer> = current
+        .iter()
+        .filter(|t| all || t.state != "done")
+        .collect();
+    if shown.is_empty() {
         return Ok(());
     }
     let _ = writeln!(
@@ -390,7 +473,7 @@ pub async fn transfers(client: &Client, json: bool, out: &mut impl Write) -> Res
         "{:>9}  {:<18} {:<18} {:<9} {:>10} {:>8} {:>10} {:>7} {:>10}",
         "PARTITION", "FROM", "TO", "STATE", "BYTES", "KEYS", "RATE", "ETA", "RESUMED AT"
     );
-    for t in &list {
+    for t in shown {
         let eta = if t.eta_ms > 0 {
             format!("{:.0}s", t.eta_ms as f64 / 1000.0)
         } else {
@@ -452,7 +535,7 @@ mod tests {
             rate: 1000.0,
             ..Default::default()
         };
-        let line = progress_line(&[t(500, 1000, "streaming"), t(1000, 1000, "done")]);
+        let line = progress_line(&[t(500, 1000, "streaming"), t(1000, 1000, "done")], 1000.0);
         assert!(
             line.starts_with(&format!("[{}{}]", "#".repeat(23), ".".repeat(7))),
             "{line}"
@@ -461,6 +544,6 @@ mod tests {
             line.contains("75%") && line.contains("1/2 partitions"),
             "{line}"
         );
-        assert!(progress_line(&[]).contains("0/0 partitions"));
+        assert!(progress_line(&[], 0.0).contains("0/0 partitions"));
     }
 }

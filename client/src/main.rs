@@ -134,15 +134,24 @@ enum ClusterCommand {
     /// from the survivors at the next commit.
     Remove { node: String },
     /// Show the moves the staged changes would make.
-    Plan,
+    Plan {
+        /// List every partition move, not only the totals per receiver.
+        #[arg(long)]
+        moves: bool,
+    },
     /// Publish the staged changes as the next layout version.
     Commit {
         /// Follow the transfers with a progress bar until they are done.
         #[arg(long)]
         wait: bool,
     },
-    /// Partition transfers in progress, from every live member.
-    Transfers,
+    /// Progress of the change being transferred: per receiving node, and
+    /// each unfinished partition transfer.
+    Transfers {
+        /// List finished transfers too.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -475,8 +484,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Cluster {
-            command: ClusterCommand::Plan,
-        } => changes::plan(&client, json, &mut stdout)
+            command: ClusterCommand::Plan { moves },
+        } => changes::plan(&client, moves, json, &mut stdout)
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Cluster {
@@ -485,8 +494,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Cluster {
-            command: ClusterCommand::Transfers,
-        } => changes::transfers(&client, json, &mut stdout)
+            command: ClusterCommand::Transfers { all },
+        } => changes::transfers(&client, all, json, &mut stdout)
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Cluster {

@@ -183,9 +183,34 @@ impl AdminService {
         let cluster = self.cluster();
         let layout = cluster.layout();
         let me = cluster.me().to_string();
-        let transfers = self
-            .rebalance()
-            .transfers()
+        let all = self.rebalance().transfers();
+        let current = layout.as_ref().map(|l| l.version()).unwrap_or(0);
+        let of_change: Vec<_> = all.iter().filter(|p| p.version == current).collect();
+        let rate = match of_change.iter().filter_map(|p| p.started).min() {
+            Some(first) => {
+                let end = if of_change.iter().all(|p| p.finished.is_some()) {
+                    of_change
+                        .iter()
+                        .filter_map(|p| p.finished)
+                        .max()
+                        .unwrap_or(first)
+                } else {
+                    std::time::Instant::now()
+                };
+                let bytes: u64 = of_change
+                    .iter()
+                    .map(|p| p.bytes.saturating_sub(p.resumed_from_bytes))
+                    .sum();
+                let secs = end.duration_since(first).as_secs_f64();
+                if secs > 0.0 {
+                    bytes as f64 / secs
+                } else {
+                    0.0
+                }
+            }
+            None => 0.0,
+        };
+        let transfers = all
             .into_iter()
             .map(|p| pb::Transfer {
                 partition: p.partition,
@@ -208,6 +233,7 @@ impl AdminService {
             in_transition: layout.is_some_and(|l| l.in_transition()),
             transfers,
             bytes_received: self.bytes_received(),
+            rate,
         }))
     }
 }
