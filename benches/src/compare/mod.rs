@@ -158,6 +158,9 @@ struct Row {
     server_cpu_s_per_1k: Option<f64>,
     /// CPU seconds of this process (the load generator) per 1 000 operations.
     client_cpu_s_per_1k: Option<f64>,
+    /// The machine's 1-minute load average when the measured run ended:
+    /// how much else was competing for the CPUs.
+    load_average: Option<f64>,
     /// Why the row has no figures.
     error: Option<String>,
     /// The full report of the run.
@@ -177,6 +180,7 @@ impl Row {
             vs_etcd: None,
             server_cpu_s_per_1k: None,
             client_cpu_s_per_1k: None,
+            load_average: None,
             error: Some(format!("{error:#}")),
             report: None,
         }
@@ -607,6 +611,7 @@ impl Runner<'_> {
             vs_etcd: None,
             server_cpu_s_per_1k: per_1k(server_after - server_before),
             client_cpu_s_per_1k: per_1k(client_after - client_before),
+            load_average: load_average(),
             error: None,
             report: Some(report),
         });
@@ -793,7 +798,7 @@ fn table(c: &Comparison) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<28} {:<4} {:>9} {:>7} {:>7} {:>6} {:>8} {:>7} {:>11} {:>11}",
+        "{:<28} {:<4} {:>9} {:>7} {:>7} {:>6} {:>8} {:>7} {:>11} {:>11} {:>5}",
         "system",
         "op",
         "ops/s",
@@ -803,12 +808,13 @@ fn table(c: &Comparison) -> String {
         "x tonic",
         "x etcd",
         "server CPU",
-        "client CPU"
+        "client CPU",
+        "load"
     );
     let _ = writeln!(
         out,
-        "{:<28} {:<4} {:>9} {:>7} {:>7} {:>6} {:>8} {:>7} {:>11} {:>11}",
-        "", "", "", "", "", "", "", "", "s/1k ops", "s/1k ops"
+        "{:<28} {:<4} {:>9} {:>7} {:>7} {:>6} {:>8} {:>7} {:>11} {:>11} {:>5}",
+        "", "", "", "", "", "", "", "", "s/1k ops", "s/1k ops", "avg"
     );
     let opt = |v: Option<f64>, precision: usize| {
         v.map_or_else(|| "-".to_string(), |v| format!("{v:.precision$}"))
@@ -826,7 +832,7 @@ fn table(c: &Comparison) -> String {
         }
         let _ = writeln!(
             out,
-            "{:<28} {op:<4} {:>9} {:>7} {:>7} {:>6} {:>8} {:>7} {:>11} {:>11}",
+            "{:<28} {op:<4} {:>9} {:>7} {:>7} {:>6} {:>8} {:>7} {:>11} {:>11} {:>5}",
             r.system,
             opt(r.ops_per_sec, 0),
             ms(r.p50_us),
@@ -836,13 +842,15 @@ fn table(c: &Comparison) -> String {
             opt(r.vs_etcd, 2),
             opt(r.server_cpu_s_per_1k, 3),
             opt(r.client_cpu_s_per_1k, 3),
+            opt(r.load_average, 1),
         );
     }
     let _ = writeln!(
         out,
         "\nx tonic / x etcd: throughput divided by the echo server's / etcd's for the same operation. \
          server CPU: the system's server processes (for RocksDB in process: this whole process, \
-         generator included); client CPU: this load generator."
+         generator included); client CPU: this load generator; load avg: the machine's 1-minute load \
+         average when the row's run ended."
     );
     out
 }
