@@ -463,8 +463,15 @@ pub async fn transfers(
     }
     let shown: Vec<&pb::Transfer> = current
         .iter()
-        .filter(|t| all || t.state != "done")
+        .filter(|t| all || (t.state != "done" && t.state != "queued"))
         .collect();
+    let queued = current.iter().filter(|t| t.state == "queued").count();
+    if !all && queued > 0 {
+        let _ = writeln!(
+            out,
+            "{queued} partitions queued (`--all` lists every transfer, finished and queued ones too)"
+        );
+    }
     if shown.is_empty() {
         return Ok(());
     }

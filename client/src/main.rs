@@ -146,9 +146,9 @@ enum ClusterCommand {
         wait: bool,
     },
     /// Progress of the change being transferred: per receiving node, and
-    /// each unfinished partition transfer.
+    /// each partition transfer running now.
     Transfers {
-        /// List finished transfers too.
+        /// List finished and queued transfers too.
         #[arg(long)]
         all: bool,
     },
