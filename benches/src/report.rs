@@ -206,6 +206,15 @@ impl Tally {
         self.by_op.iter().map(OpStats::succeeded).sum()
     }
 
+    /// Every operation type's figures in one (latency over the whole mix).
+    pub fn combined(&self) -> Result<OpStats> {
+        let mut all = OpStats::new()?;
+        for stats in &self.by_op {
+            all.merge(stats)?;
+        }
+        Ok(all)
+    }
+
     pub fn failed(&self) -> u64 {
         self.by_op.iter().map(OpStats::failed).sum()
     }
@@ -265,7 +274,8 @@ pub struct OpReport {
 }
 
 impl OpReport {
-    fn new(stats: &OpStats, elapsed: Duration) -> Self {
+    /// The figures of `stats` over a measured phase of `elapsed`.
+    pub fn new(stats: &OpStats, elapsed: Duration) -> Self {
         let h = &stats.latency;
         OpReport {
             ops: stats.succeeded(),

@@ -21,6 +21,11 @@
 //! 5. **three etcd members** (Debian's `etcd-server`), linearizable ranges
 //!    and puts, which etcd always fsyncs on a majority.
 //!
+//! With `--half-load`, one node and the routed three-node cluster also run
+//! YCSB workloads A and C closed-loop (their maximum throughput here), then
+//! open-loop at half that rate: the p99 a client sees when the system is
+//! half busy, with latency timed from each request's scheduled start.
+//!
 //! Each system starts fresh, on free loopback ports, with its data under a
 //! temporary directory, and is stopped before the next one starts, so
 //! they never compete for the two CPUs. For each: every key is written once
@@ -44,7 +49,8 @@ use ringkv_client::{Client, Level, RequestOptions};
 use serde::Serialize;
 
 use crate::config::{
-    Config, Distribution, Mix, Output, StorageSync, Target as TargetKind, DEFAULT_ZIPF_THETA,
+    Config, Distribution, Mix, Output, StorageSync, Target as TargetKind, Workload,
+    DEFAULT_ZIPF_THETA,
 };
 use crate::echo::EchoClient;
 use crate::etcd::EtcdKv;
@@ -130,14 +136,55 @@ pub struct CompareArgs {
     /// Show a progress line on stderr even when it is not a terminal.
     #[arg(long)]
     progress: bool,
+    /// Also run workloads A and C on one node and three nodes, closed-loop
+    /// and then open-loop at half the closed-loop throughput.
+    #[arg(long)]
+    half_load: bool,
 }
 
 /// What a row measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 enum Op {
+    /// 100% blind overwrites of preloaded keys.
     Put,
+    /// 100% reads of preloaded keys.
     Get,
+    /// YCSB workload A (50% reads, 50% updates), latency over both.
+    A,
+    /// YCSB workload C (100% reads).
+    C,
+}
+
+impl Op {
+    fn mix(self) -> Mix {
+        match self {
+            Op::Put => Mix::reads(0.0),
+            Op::Get | Op::C => Mix::reads(1.0),
+            Op::A => Mix::reads(0.5),
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Op::Put => "put",
+            Op::Get => "get",
+            Op::A => "A",
+            Op::C => "C",
+        }
+    }
+}
+
+/// One measured run of the comparison.
+struct Spec {
+    /// The row's label.
+    system: &'static str,
+    op: Op,
+    kind: TargetKind,
+    /// Write every key once first.
+    preload: bool,
+    /// Open loop at this rate; `None` for closed loop.
+    target_rate: Option<f64>,
 }
 
 /// One line of the table.
@@ -145,6 +192,8 @@ enum Op {
 struct Row {
     system: &'static str,
     op: Op,
+    /// Open-loop rate of the run (`--half-load` rows); `null` for closed loop.
+    target_rate: Option<f64>,
     /// `null` when the run failed; see `error`.
     ops_per_sec: Option<f64>,
     p50_us: Option<u64>,
@@ -172,6 +221,7 @@ impl Row {
         Row {
             system,
             op,
+            target_rate: None,
             ops_per_sec: None,
             p50_us: None,
             p99_us: None,
@@ -278,10 +328,7 @@ pub async fn run(args: CompareArgs) -> Result<ExitCode> {
 
 /// The settings every measured run of the comparison shares.
 fn base_config(args: &CompareArgs, seed: u64, target: TargetKind, op: Op) -> Config {
-    let mix = match op {
-        Op::Put => Mix::reads(0.0),
-        Op::Get => Mix::reads(1.0),
-    };
+    let mix = op.mix();
     // ringkv runs name their levels: N=3, R=W=QUORUM (one node caps N at 1).
     let level = (target == TargetKind::Ringkv).then_some(Level::Quorum);
     Config {
@@ -295,7 +342,11 @@ fn base_config(args: &CompareArgs, seed: u64, target: TargetKind, op: Op) -> Con
         value_size: args.value_size,
         read_ratio: mix.read,
         mix,
-        workload: None,
+        workload: match op {
+            Op::A => Some(Workload::A),
+            Op::C => Some(Workload::C),
+            Op::Put | Op::Get => None,
+        },
         distribution: Distribution::Uniform,
         zipf_theta: DEFAULT_ZIPF_THETA,
         target_rate: None,
@@ -385,10 +436,30 @@ impl Runner<'_> {
         let target = Arc::new(Target::Echo(client));
         let pids = [server.pid()];
         // Nothing to preload: the echo server stores nothing.
-        self.measure(ECHO, Op::Put, &target, TargetKind::Echo, &pids, false)
-            .await?;
-        self.measure(ECHO, Op::Get, &target, TargetKind::Echo, &pids, false)
-            .await?;
+        self.measure(
+            Spec {
+                system: ECHO,
+                op: Op::Put,
+                kind: TargetKind::Echo,
+                preload: false,
+                target_rate: None,
+            },
+            &target,
+            &pids,
+        )
+        .await?;
+        self.measure(
+            Spec {
+                system: ECHO,
+                op: Op::Get,
+                kind: TargetKind::Echo,
+                preload: false,
+                target_rate: None,
+            },
+            &target,
+            &pids,
+        )
+        .await?;
         Ok(())
     }
 
@@ -404,12 +475,32 @@ impl Runner<'_> {
                 Some(&dir),
                 sync.mode(),
             )?));
-            self.measure(label, Op::Put, &target, TargetKind::Storage, &me, true)
-                .await?;
+            self.measure(
+                Spec {
+                    system: label,
+                    op: Op::Put,
+                    kind: TargetKind::Storage,
+                    preload: true,
+                    target_rate: None,
+                },
+                &target,
+                &me,
+            )
+            .await?;
             // Sync changes only writes; reads are measured once.
             if sync == StorageSync::Periodic {
-                self.measure(label, Op::Get, &target, TargetKind::Storage, &me, false)
-                    .await?;
+                self.measure(
+                    Spec {
+                        system: label,
+                        op: Op::Get,
+                        kind: TargetKind::Storage,
+                        preload: false,
+                        target_rate: None,
+                    },
+                    &target,
+                    &me,
+                )
+                .await?;
             }
         }
         Ok(())
@@ -422,10 +513,31 @@ impl Runner<'_> {
         wait_ringkv(&mut nodes, &endpoints).await?;
         let target = Arc::new(ringkv_target(&endpoints, true)?);
         let pids: Vec<u32> = nodes.iter().map(|n| n.proc.pid()).collect();
-        self.measure(SINGLE, Op::Put, &target, TargetKind::Ringkv, &pids, true)
-            .await?;
-        self.measure(SINGLE, Op::Get, &target, TargetKind::Ringkv, &pids, false)
-            .await?;
+        self.measure(
+            Spec {
+                system: SINGLE,
+                op: Op::Put,
+                kind: TargetKind::Ringkv,
+                preload: true,
+                target_rate: None,
+            },
+            &target,
+            &pids,
+        )
+        .await?;
+        self.measure(
+            Spec {
+                system: SINGLE,
+                op: Op::Get,
+                kind: TargetKind::Ringkv,
+                preload: false,
+                target_rate: None,
+            },
+            &target,
+            &pids,
+        )
+        .await?;
+        self.half_load(SINGLE, &target, &pids).await?;
         Ok(())
     }
 
@@ -437,21 +549,45 @@ impl Runner<'_> {
             wait_ringkv(&mut nodes, &endpoints).await?;
             let pids: Vec<u32> = nodes.iter().map(|n| n.proc.pid()).collect();
             let routed = Arc::new(ringkv_target(&endpoints, true)?);
-            self.measure(CLUSTER, Op::Put, &routed, TargetKind::Ringkv, &pids, true)
-                .await?;
-            self.measure(CLUSTER, Op::Get, &routed, TargetKind::Ringkv, &pids, false)
-                .await?;
+            self.measure(
+                Spec {
+                    system: CLUSTER,
+                    op: Op::Put,
+                    kind: TargetKind::Ringkv,
+                    preload: true,
+                    target_rate: None,
+                },
+                &routed,
+                &pids,
+            )
+            .await?;
+            self.measure(
+                Spec {
+                    system: CLUSTER,
+                    op: Op::Get,
+                    kind: TargetKind::Ringkv,
+                    preload: false,
+                    target_rate: None,
+                },
+                &routed,
+                &pids,
+            )
+            .await?;
+            self.half_load(CLUSTER, &routed, &pids).await?;
             // The same cluster with every request sent to node 1, which
             // coordinates or forwards it.
             let via_one = Arc::new(ringkv_target(&endpoints[..1], false)?);
             for op in [Op::Put, Op::Get] {
                 self.measure(
-                    CLUSTER_ONE_NODE,
-                    op,
+                    Spec {
+                        system: CLUSTER_ONE_NODE,
+                        op,
+                        kind: TargetKind::Ringkv,
+                        preload: false,
+                        target_rate: None,
+                    },
                     &via_one,
-                    TargetKind::Ringkv,
                     &pids,
-                    false,
                 )
                 .await?;
             }
@@ -465,12 +601,15 @@ impl Runner<'_> {
         let pids: Vec<u32> = nodes.iter().map(|n| n.proc.pid()).collect();
         let target = Arc::new(ringkv_target(&endpoints, true)?);
         self.measure(
-            CLUSTER_ALWAYS,
-            Op::Put,
+            Spec {
+                system: CLUSTER_ALWAYS,
+                op: Op::Put,
+                kind: TargetKind::Ringkv,
+                preload: true,
+                target_rate: None,
+            },
             &target,
-            TargetKind::Ringkv,
             &pids,
-            true,
         )
         .await?;
         Ok(())
@@ -549,26 +688,52 @@ impl Runner<'_> {
         .await?;
         let pids: Vec<u32> = procs.iter().map(Proc::pid).collect();
         let target = Arc::new(Target::Etcd(kv));
-        self.measure(ETCD, Op::Put, &target, TargetKind::Etcd, &pids, true)
-            .await?;
-        self.measure(ETCD, Op::Get, &target, TargetKind::Etcd, &pids, false)
-            .await?;
+        self.measure(
+            Spec {
+                system: ETCD,
+                op: Op::Put,
+                kind: TargetKind::Etcd,
+                preload: true,
+                target_rate: None,
+            },
+            &target,
+            &pids,
+        )
+        .await?;
+        self.measure(
+            Spec {
+                system: ETCD,
+                op: Op::Get,
+                kind: TargetKind::Etcd,
+                preload: false,
+                target_rate: None,
+            },
+            &target,
+            &pids,
+        )
+        .await?;
         Ok(())
     }
 
-    /// Preloads (when asked), warms up, then measures one operation,
-    /// reading the CPU counters around the measured phase only.
+    /// Preloads (when asked), warms up, then measures one run, reading
+    /// the CPU counters around the measured phase only. Returns the run's
+    /// throughput.
     async fn measure(
         &mut self,
-        system: &'static str,
-        op: Op,
+        spec: Spec,
         target: &Arc<Target>,
-        kind: TargetKind,
         server_pids: &[u32],
-        preload: bool,
-    ) -> Result<()> {
+    ) -> Result<f64> {
+        let Spec {
+            system,
+            op,
+            kind,
+            preload,
+            target_rate,
+        } = spec;
         let mut config = base_config(self.args, self.seed, kind, op);
         config.preload = preload;
+        config.target_rate = target_rate;
         let load = Load::new(Arc::clone(target), config.clone());
         let preloaded = if preload {
             self.note(&format!("{system}: writing {} keys", self.args.keys));
@@ -586,7 +751,10 @@ impl Runner<'_> {
         } else {
             None
         };
-        self.note(&format!("{system}: measuring {op:?}"));
+        match target_rate {
+            Some(rate) => self.note(&format!("{system}: measuring {op:?} at {rate:.0} ops/s")),
+            None => self.note(&format!("{system}: measuring {op:?}")),
+        }
         if !self.args.warmup.is_zero() {
             load.run_phases(Duration::ZERO, self.args.warmup).await?;
         }
@@ -595,15 +763,22 @@ impl Runner<'_> {
         let measurement = load.run_phases(Duration::ZERO, self.args.duration).await?;
         let (server_after, client_after) = (cpu_seconds(server_pids)?, cpu_seconds(&me)?);
         let report = Report::new(config, preloaded, &measurement);
+        let combined;
         let figures: &OpReport = match op {
             Op::Put => &report.writes,
             Op::Get => &report.reads,
+            Op::A | Op::C => {
+                combined = OpReport::new(&measurement.tally.combined()?, measurement.elapsed);
+                &combined
+            }
         };
         let per_1k = |cpu: f64| (figures.ops > 0).then(|| cpu / figures.ops as f64 * 1_000.0);
-        self.rows.push(Row {
+        let ops_per_sec = figures.ops_per_sec;
+        let row = Row {
             system,
             op,
-            ops_per_sec: Some(figures.ops_per_sec),
+            target_rate,
+            ops_per_sec: Some(ops_per_sec),
             p50_us: figures.latency_us.as_ref().map(|l| l.p50),
             p99_us: figures.latency_us.as_ref().map(|l| l.p99),
             errors: figures.errors + report.cut_off,
@@ -614,7 +789,35 @@ impl Runner<'_> {
             load_average: load_average(),
             error: None,
             report: Some(report),
-        });
+        };
+        self.rows.push(row);
+        Ok(ops_per_sec)
+    }
+
+    /// With `--half-load`: workloads A and C closed-loop, then open-loop at
+    /// half the throughput the closed loop reached.
+    async fn half_load(
+        &mut self,
+        system: &'static str,
+        target: &Arc<Target>,
+        pids: &[u32],
+    ) -> Result<()> {
+        if !self.args.half_load {
+            return Ok(());
+        }
+        for op in [Op::A, Op::C] {
+            let spec = |target_rate| Spec {
+                system,
+                op,
+                kind: TargetKind::Ringkv,
+                preload: false,
+                target_rate,
+            };
+            let max = self.measure(spec(None), target, pids).await?;
+            if max > 0.0 {
+                self.measure(spec(Some(max / 2.0)), target, pids).await?;
+            }
+        }
         Ok(())
     }
 }
@@ -798,7 +1001,7 @@ fn table(c: &Comparison) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<28} {:<4} {:>9} {:>7} {:>7} {:>6} {:>8} {:>7} {:>11} {:>11} {:>5}",
+        "{:<28} {:<5} {:>9} {:>7} {:>7} {:>6} {:>8} {:>7} {:>11} {:>11} {:>5}",
         "system",
         "op",
         "ops/s",
@@ -813,7 +1016,7 @@ fn table(c: &Comparison) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<28} {:<4} {:>9} {:>7} {:>7} {:>6} {:>8} {:>7} {:>11} {:>11} {:>5}",
+        "{:<28} {:<5} {:>9} {:>7} {:>7} {:>6} {:>8} {:>7} {:>11} {:>11} {:>5}",
         "", "", "", "", "", "", "", "", "s/1k ops", "s/1k ops", "avg"
     );
     let opt = |v: Option<f64>, precision: usize| {
@@ -821,18 +1024,18 @@ fn table(c: &Comparison) -> String {
     };
     let ms = |us: Option<u64>| opt(us.map(|us| us as f64 / 1_000.0), 2);
     for r in &c.rows {
-        let op = match r.op {
-            Op::Put => "put",
-            Op::Get => "get",
+        let op = match r.target_rate {
+            Some(_) => format!("{}@50%", r.op.label()),
+            None => r.op.label().to_string(),
         };
         if let Some(error) = &r.error {
             let first_line = error.lines().next().unwrap_or_default();
-            let _ = writeln!(out, "{:<28} {op:<4} failed: {first_line}", r.system);
+            let _ = writeln!(out, "{:<28} {op:<5} failed: {first_line}", r.system);
             continue;
         }
         let _ = writeln!(
             out,
-            "{:<28} {op:<4} {:>9} {:>7} {:>7} {:>6} {:>8} {:>7} {:>11} {:>11} {:>5}",
+            "{:<28} {op:<5} {:>9} {:>7} {:>7} {:>6} {:>8} {:>7} {:>11} {:>11} {:>5}",
             r.system,
             opt(r.ops_per_sec, 0),
             ms(r.p50_us),
