@@ -300,6 +300,10 @@ impl Default for RepairConfig {
     }
 }
 
+/// Largest `transfer.chunk_bytes`; a chunk is also kept under half the
+/// largest gRPC message the node accepts.
+pub const MAX_CHUNK_BYTES: usize = 64 << 20;
+
 /// Partition transfers during cluster changes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -307,7 +311,8 @@ pub struct TransferConfig {
     /// MB/s (10^6 bytes) this node receives at most over all its transfers;
     /// 0 = unlimited.
     pub max_rate: f64,
-    /// Bytes of keys and versions per chunk.
+    /// Bytes of keys and versions per chunk (kept under half the largest
+    /// message, see `limits`).
     pub chunk_bytes: usize,
     /// Partitions received at once.
     pub concurrency: usize,
@@ -497,11 +502,10 @@ impl Config {
                 t.max_rate
             ));
         }
-        if t.chunk_bytes < 1024 || t.chunk_bytes > self.limits.max_message_bytes() / 2 {
+        if !(1024..=MAX_CHUNK_BYTES).contains(&t.chunk_bytes) {
             return fail(format!(
-                "transfer.chunk_bytes = {} must be between 1024 and half the largest message ({})",
-                t.chunk_bytes,
-                self.limits.max_message_bytes() / 2
+                "transfer.chunk_bytes = {} must be between 1024 and {MAX_CHUNK_BYTES}",
+                t.chunk_bytes
             ));
         }
         if t.concurrency == 0 || t.retry_ms == 0 {

@@ -157,7 +157,10 @@ impl Rebalance {
                     &address,
                     partition,
                     cursor.after.clone(),
-                    self.config.transfer.chunk_bytes,
+                    self.config
+                        .transfer
+                        .chunk_bytes
+                        .min(self.config.limits.max_message_bytes() / 2),
                     timeout,
                 )
                 .await;
