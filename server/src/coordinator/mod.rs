@@ -225,18 +225,25 @@ impl Coordinator {
     }
 
     fn layout(&self) -> Result<Arc<Layout>> {
-        self.cluster.layout().ok_or_else(|| Error::Unavailable {
+        self.cluster.layout().ok_or_else(|| {
+            self.cannot_coordinate(format!(
+                "the cluster is forming: no layout yet (waiting for cluster.bootstrap_expect = {} members)",
+                self.config.cluster.bootstrap_expect
+            ))
+        })
+    }
+
+    /// The retryable error of a request this node cannot coordinate now.
+    fn cannot_coordinate(&self, why: String) -> Error {
+        Error::Unavailable {
             needed: 1,
             got: 0,
             acked: Vec::new(),
             failed: vec![ReplicaError {
                 node: self.node_id().to_string(),
-                error: format!(
-                    "the cluster is forming: no layout yet (waiting for cluster.bootstrap_expect = {} members)",
-                    self.config.cluster.bootstrap_expect
-                ),
+                error: why,
             }],
-        })
+        }
     }
 
     /// `id@address`, how replicas are named in replies and errors.
@@ -522,18 +529,10 @@ impl Coordinator {
             .filter(|n| !write_sets.iter().any(|s| s.contains(n)))
             .collect();
         if !read_set.contains(&self.node_id()) {
-            return Err(Error::Unavailable {
-                needed: 1,
-                got: 0,
-                acked: Vec::new(),
-                failed: vec![ReplicaError {
-                    node: self.node_id().to_string(),
-                    error: format!(
-                        "this node no longer coordinates partition {partition} (layout v{} is being adopted); retry",
-                        layout.version()
-                    ),
-                }],
-            });
+            return Err(self.cannot_coordinate(format!(
+                "this node no longer coordinates partition {partition} (layout v{} is being adopted); retry",
+                layout.version()
+            )));
         }
         let consistency = Consistency {
             level: requested.level.unwrap_or(default_level),

@@ -100,15 +100,8 @@ impl Layout {
 
     fn decode_transition(bytes: &[u8]) -> Result<Layout> {
         let mut r = Reader { bytes, pos: 1 };
-        let Some(body_len) = bytes.len().checked_sub(CHECKSUM_LEN).filter(|&l| l >= 1) else {
-            return Err(r.error("truncated checksum".to_string()));
-        };
-        let (body, sum) = bytes.split_at(body_len);
-        let stored = u64::from_le_bytes(sum.try_into().unwrap_or([0; CHECKSUM_LEN]));
-        if XxHash3_64::oneshot_with_seed(LAYOUT_CHECKSUM_SEED, body) != stored {
-            return Err(Error::Corrupt("layout: checksum mismatch".to_string()));
-        }
-        r.bytes = body;
+        r.bytes = checked_body(&r)?;
+        let body = r.bytes;
         let len = r.varint("target length")?;
         let target = r.take(
             usize::try_from(len).map_err(|_| r.error(format!("target of {len} bytes")))?,
@@ -133,15 +126,7 @@ impl Layout {
                 "unknown format version {format} (expected {LAYOUT_FORMAT_VERSION})"
             )));
         }
-        let Some(body_len) = bytes.len().checked_sub(CHECKSUM_LEN).filter(|&l| l >= 1) else {
-            return Err(r.error("truncated checksum".to_string()));
-        };
-        let (body, sum) = bytes.split_at(body_len);
-        let stored = u64::from_le_bytes(sum.try_into().unwrap_or([0; CHECKSUM_LEN]));
-        if XxHash3_64::oneshot_with_seed(LAYOUT_CHECKSUM_SEED, body) != stored {
-            return Err(Error::Corrupt("layout: checksum mismatch".to_string()));
-        }
-        r.bytes = body;
+        r.bytes = checked_body(&r)?;
 
         let version = r.varint("version")?;
         let partitions = r.varint("partitions")?;
@@ -209,6 +194,20 @@ impl Layout {
             .map_err(|e| Error::Corrupt(format!("layout: {e}")))?;
         Ok(layout)
     }
+}
+
+/// The bytes before the trailing checksum, once the checksum matches.
+fn checked_body<'a>(r: &Reader<'a>) -> Result<&'a [u8]> {
+    let bytes = r.bytes;
+    let Some(body_len) = bytes.len().checked_sub(CHECKSUM_LEN).filter(|&l| l >= 1) else {
+        return Err(r.error("truncated checksum".to_string()));
+    };
+    let (body, sum) = bytes.split_at(body_len);
+    let stored = u64::from_le_bytes(sum.try_into().unwrap_or([0; CHECKSUM_LEN]));
+    if XxHash3_64::oneshot_with_seed(LAYOUT_CHECKSUM_SEED, body) != stored {
+        return Err(Error::Corrupt("layout: checksum mismatch".to_string()));
+    }
+    Ok(body)
 }
 
 /// LEB128: 7 bits per byte, low bits first.
