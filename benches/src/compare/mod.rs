@@ -289,14 +289,25 @@ pub async fn run(args: CompareArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let load_before = load_average();
     let mut rows = Vec::new();
-    for system in systems {
-        let mut runner = Runner {
-            args: &args,
-            seed,
-            work: work.path(),
-            rows: &mut rows,
-        };
-        runner.system(system).await;
+    let runs = async {
+        for system in systems {
+            let mut runner = Runner {
+                args: &args,
+                seed,
+                work: work.path(),
+                rows: &mut rows,
+            };
+            runner.system(system).await;
+        }
+    };
+    // On SIGINT or SIGTERM the runs are dropped, and with them every
+    // server process they started (see `procs::Proc`).
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        () = runs => {}
+        _ = tokio::signal::ctrl_c() => bail!("interrupted; stopped the servers this run started"),
+        _ = terminate.recv() => bail!("terminated; stopped the servers this run started"),
     }
     fill_ratios(&mut rows);
     let comparison = Comparison {

@@ -3,8 +3,9 @@
 //! Every server runs as a child process on loopback ports chosen here, with
 //! its data and log under the run's work directory. A [`Proc`] stops its
 //! process when dropped (SIGTERM, then SIGKILL after [`STOP_GRACE`]), so an
-//! error or a Ctrl-C of the tool leaves nothing running; only processes
-//! this tool started are ever signalled, by their PID.
+//! error, a Ctrl-C or a SIGTERM of the tool (anything short of SIGKILL)
+//! leaves nothing running; only processes this tool started are ever
+//! signalled, by their PID.
 //!
 //! CPU time comes from `/proc/PID/stat` (user + system time of all the
 //! process's threads, in clock ticks), read before and after a measured
