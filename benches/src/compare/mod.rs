@@ -2,7 +2,7 @@
 //! etcd, measured in one run on one machine.
 //!
 //! Absolute figures from a shared virtual machine mean little: the same
-//! command gives results 1.5× apart minutes later. A ratio between two
+//! command gives results up to 2× apart minutes later. A ratio between two
 //! figures taken minutes apart on the same machine, with the same load
 //! generator, key count, value size and concurrency, is far steadier. So
 //! this mode measures, one after the other:
@@ -16,8 +16,9 @@
 //! 3. **one ringkv node** (`ringkv-server`, RocksDB, `sync = periodic`);
 //! 4. **three ringkv nodes**, N = 3, R = W = QUORUM: with partition-aware
 //!    routing (the client sends each request to a replica), then through
-//!    one node only (no routing: that node forwards), then a fresh cluster
-//!    with `storage.sync = always` for puts;
+//!    one node only (no routing: that node coordinates every request, or
+//!    forwards it when it holds no replica of the key), then a fresh
+//!    cluster with `storage.sync = always` for puts;
 //! 5. **three etcd members** (Debian's `etcd-server`), linearizable ranges
 //!    and puts, which etcd always fsyncs on a majority.
 //!
@@ -28,7 +29,7 @@
 //!
 //! Each system starts fresh, on free loopback ports, with its data under a
 //! temporary directory, and is stopped before the next one starts, so
-//! they never compete for the two CPUs. For each: every key is written once
+//! they never compete with each other for the CPUs. For each: every key is written once
 //! (not measured), then a put run (100% blind overwrites) and a get run
 //! (100% reads), each after its own warm-up. The table gives ops/s, p50
 //! and p99, throughput as a ratio to the echo ceiling and to etcd for the
