@@ -727,9 +727,11 @@ async fn transfers_keep_within_ten_percent_of_the_rate_limit() {
     const LIMIT_MB: f64 = 0.5;
     /// Window the measurement must at least cover.
     const MIN_WINDOW: Duration = Duration::from_secs(4);
-    /// Shortest stretch the rate is also held to: long enough that one
-    /// chunk (64 KiB, booked at once) is within a few percent of it.
-    const SUB_WINDOW: Duration = Duration::from_secs(3);
+    /// Shortest stretch the rate is also held to. Each of the
+    /// `transfer.concurrency` (2) transfers may have one chunk (64 KiB)
+    /// in beyond what the rate has paid for, so over 4 s the limit may be
+    /// exceeded by up to ~6.5% without any fault.
+    const SUB_WINDOW: Duration = Duration::from_secs(4);
     let _serial = SERIAL.lock().await;
     let started = Instant::now();
     let limit = LIMIT_MB.to_string();
@@ -747,49 +749,60 @@ async fn transfers_keep_within_ten_percent_of_the_rate_limit() {
     let new = cluster.add_node(&[]).await.unwrap();
     let receiver = cluster.nodes[new].client();
 
-    let mut samples: Vec<(Instant, u64)> = Vec::new();
+    // Each reading happened somewhere between sending the request and
+    // getting the answer; a stretch between two readings is taken as the
+    // longest it can have been, so a slow answer never makes a rate look
+    // faster than it was.
+    struct Sample {
+        sent: Instant,
+        answered: Instant,
+        bytes: u64,
+    }
+    let rate_between = |a: &Sample, b: &Sample| {
+        let span = b.answered - a.sent;
+        ((b.bytes - a.bytes) as f64 / span.as_secs_f64(), span)
+    };
+    let mut samples: Vec<Sample> = Vec::new();
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     loop {
+        let sent = Instant::now();
         let resp = receiver.transfers(0).await.unwrap();
-        let now = Instant::now();
-        samples.push((now, resp.bytes_received));
+        samples.push(Sample {
+            sent,
+            answered: Instant::now(),
+            bytes: resp.bytes_received,
+        });
         let layout = receiver.layout().await.unwrap();
         if layout.version > before.version && layout.previous_version == 0 {
             break;
         }
         assert!(
-            now < deadline,
+            sent < deadline,
             "the join did not settle: {}",
             describe(&layout)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let total = samples.last().map(|s| s.1).unwrap_or(0);
+    let total = samples.last().map(|s| s.bytes).unwrap_or(0);
     // From the first sample with bytes in to the first that shows them all.
-    let first = samples.iter().find(|s| s.1 > 0).copied();
-    let last = samples.iter().find(|s| s.1 == total).copied();
-    let (Some(first), Some(last)) = (first, last) else {
-        panic!("no bytes were transferred: {samples:?}");
+    let Some(first) = samples.iter().position(|s| s.bytes > 0) else {
+        panic!("no bytes were transferred");
     };
-    let window = last.0 - first.0;
-    let rate = (last.1 - first.1) as f64 / window.as_secs_f64();
+    let last = samples
+        .iter()
+        .position(|s| s.bytes == total)
+        .expect("the last sample has the total");
+    let (rate, window) = rate_between(&samples[first], &samples[last]);
     let limit_bytes = LIMIT_MB * 1e6;
     // The rate must hold throughout, not only on average: the fastest
     // stretch of at least SUB_WINDOW between the same bounds.
-    let running: Vec<(Instant, u64)> = samples
-        .iter()
-        .copied()
-        .filter(|s| s.0 >= first.0 && s.0 <= last.0)
-        .collect();
+    let running = &samples[first..=last];
     let mut fastest = (0.0f64, Duration::ZERO);
     for (i, a) in running.iter().enumerate() {
         for b in &running[i + 1..] {
-            let span = b.0 - a.0;
-            if span >= SUB_WINDOW {
-                let r = (b.1 - a.1) as f64 / span.as_secs_f64();
-                if r > fastest.0 {
-                    fastest = (r, span);
-                }
+            let (r, span) = rate_between(a, b);
+            if span >= SUB_WINDOW && r > fastest.0 {
+                fastest = (r, span);
             }
         }
     }
