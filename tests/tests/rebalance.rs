@@ -17,7 +17,7 @@
 //! ```
 //!
 //! The harness for these (load, waits, checkers) is in
-//! `tests/src/rebalance.rs`.
+//! `tests/src/rebalance/`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

@@ -10,13 +10,13 @@
 //! replicas were retired. From then on:
 //!
 //! - every acknowledged key reads back (R = QUORUM) with the value of its
-//!   last acknowledged write, as the only sibling ([`read_problems`]);
+//!   last acknowledged write, as the only sibling ([`check::read_problems`]);
 //! - every key is stored on exactly the replicas the layout names for its
 //!   partition: each of them holds the value, every other running node
 //!   answers `LocalGet` with `found = false`, because an old replica
-//!   deletes what it no longer owns ([`placement_problems`]);
+//!   deletes what it no longer owns ([`check::placement_problems`]);
 //! - each member's share of partition replicas is within ±10% of its
-//!   weight's share ([`share_problems`]).
+//!   weight's share ([`check::share_problems`]).
 //!
 //! During the hand-over the load's reads may fail, but only with the
 //! documented retryable errors, and a read right after an acknowledged
@@ -53,6 +53,7 @@ use load::Load;
 /// transfers and retirements take little time, enough for balance to mean
 /// something (±10% of ~40 replicas per node is ±4).
 pub const PARTITIONS: &str = "64";
+
 /// Polling interval of the waits.
 const POLL: Duration = Duration::from_millis(100);
 
