@@ -4,9 +4,9 @@
 //! each chunk after receiving it; the limiter books the chunk's bytes on a
 //! timeline running at the allowed rate and says how long to wait before
 //! the next fetch. Time a transfer spent waiting on the network is not
-//! credited back (no bursts after a stall), so over any run of chunks the
-//! bytes received never exceed the rate times the elapsed time by more than
-//! the first chunk.
+//! credited back (no bursts after a stall), so over any stretch of time the
+//! bytes received exceed the rate times its length by at most one chunk per
+//! transfer running at once (each may have one chunk in flight).
 
 use std::time::Duration;
 
