@@ -1,4 +1,4 @@
-//! Elastic clusters on real processes (issue 5's "must show" list): growing
+//! Elastic clusters on real processes: growing
 //! and shrinking under a continuous read/write load, removing a killed
 //! node, resuming a transfer after its receiver was killed, the transfer
 //! rate limit, and the balance and size of plans.
