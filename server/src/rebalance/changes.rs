@@ -256,7 +256,11 @@ impl Rebalance {
         }
         let staged = self.staged(layout);
         let joiners: Vec<NodeId> = staged.changes.iter().map(Change::node).collect();
-        if !self.settled(staged.only_auto_joins(), &joiners) {
+        // Only with every member in sight: a member that merely looks dead
+        // from here may be a claimant itself on the other side of a
+        // partition, and two automatic commits there would diverge.
+        let all_alive = layout.members().iter().all(|m| self.cluster.is_alive(m.id));
+        if !self.settled(staged.only_auto_joins() && all_alive, &joiners) {
             return Ok(());
         }
         match self.commit(layout.version()).await {
