@@ -275,11 +275,25 @@ impl<'a> Reader<'a> {
         Ok(slice)
     }
 
+    /// The same check and error as `take(1, what)`, without building a
+    /// slice and with the error out of line, so it inlines into
+    /// [`varint`](Self::varint): varints are read a byte at a time, and
+    /// going through `take` made decoding a stored value a few thousand
+    /// instructions (docs/benchmarks.md, "Optimisations").
+    #[inline]
     fn u8(&mut self, what: &str) -> Result<u8> {
-        match self.take(1, what)? {
-            [b] => Ok(*b),
-            _ => Err(self.error(format!("truncated {what}"))),
+        match self.bytes.get(self.pos) {
+            Some(&b) => {
+                self.pos += 1;
+                Ok(b)
+            }
+            None => Err(self.truncated(what)),
         }
+    }
+
+    #[cold]
+    fn truncated(&self, what: &str) -> Error {
+        self.error(format!("truncated {what}"))
     }
 
     fn u64_le(&mut self, what: &str) -> Result<u64> {

@@ -7,6 +7,9 @@ use std::str::FromStr;
 
 use crate::error::Error;
 
+/// Lowercase hex digits, indexed by nibble.
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 /// A node's permanent random identity.
 ///
 /// Created on first start and stored in the data directory (by the server
@@ -27,6 +30,21 @@ impl NodeId {
                 return NodeId(id);
             }
         }
+    }
+
+    /// Appends what [`Display`](fmt::Display) writes (16 lowercase hex
+    /// digits) without going through the formatting machinery: the
+    /// coordinator names replicas this way several times per request, and
+    /// `format!` with `{:016x}` was one of its larger own costs
+    /// (docs/benchmarks.md, "Optimisations").
+    pub fn push_hex(self, out: &mut String) {
+        let mut digits = [0u8; 16];
+        for (i, digit) in digits.iter_mut().enumerate() {
+            let nibble = (self.0 >> (60 - 4 * i)) & 0xf;
+            *digit = HEX_DIGITS[nibble as usize];
+        }
+        // ASCII by construction, so the fallback is never taken.
+        out.push_str(std::str::from_utf8(&digits).unwrap_or_default());
     }
 }
 
@@ -168,6 +186,20 @@ mod tests {
     fn node_id_display_and_parse_round_trip() {
         let id = NodeId(0x00ab_cdef_0123_4567);
         assert_eq!(id.to_string(), "00abcdef01234567");
+        for n in [
+            0,
+            1,
+            0xf,
+            0x10,
+            u64::MAX,
+            0x8000_0000_0000_0000,
+            0x0123_4567_89ab_cdef,
+        ] {
+            let mut pushed = String::from("x");
+            NodeId(n).push_hex(&mut pushed);
+            assert_eq!(pushed, format!("x{n:016x}"));
+            assert_eq!(pushed[1..], NodeId(n).to_string());
+        }
         assert_eq!("00abcdef01234567".parse::<NodeId>().unwrap(), id);
         assert_eq!("00ABCDEF01234567".parse::<NodeId>().unwrap(), id);
         for _ in 0..100 {
