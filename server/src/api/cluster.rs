@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 
 use ringkv_proto::v1 as pb;
+use ringkv_proto::v1::admin_client::AdminClient;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::admin::AdminService;
@@ -22,7 +24,8 @@ use crate::version::NodeId;
 /// Where a cluster change runs.
 enum Target {
     Here,
-    There(NodeId, String),
+    /// The claimant, through an Admin client.
+    There(AdminClient<Channel>),
 }
 
 impl AdminService {
@@ -45,7 +48,7 @@ impl AdminService {
                 "no address known for the claimant {claimant}"
             )))
         })?;
-        Ok(Target::There(claimant, address))
+        Ok(Target::There(cluster.transport.admin(claimant, &address)?))
     }
 
     fn forwarded<T>(&self, msg: T) -> Request<T> {
@@ -113,13 +116,8 @@ impl AdminService {
         request: Request<pb::RemoveRequest>,
     ) -> Result<Response<pb::ClusterChangeResponse>, Status> {
         match self.claimant_target(&request)? {
-            Target::There(node, address) => {
-                let msg = request.into_inner();
-                self.cluster()
-                    .transport
-                    .admin(node, &address)?
-                    .remove(self.forwarded(msg))
-                    .await
+            Target::There(mut claimant) => {
+                claimant.remove(self.forwarded(request.into_inner())).await
             }
             Target::Here => {
                 let name = request.into_inner().node;
@@ -135,13 +133,7 @@ impl AdminService {
         request: Request<pb::PlanRequest>,
     ) -> Result<Response<pb::PlanResponse>, Status> {
         match self.claimant_target(&request)? {
-            Target::There(node, address) => {
-                self.cluster()
-                    .transport
-                    .admin(node, &address)?
-                    .plan(self.forwarded(pb::PlanRequest {}))
-                    .await
-            }
+            Target::There(mut claimant) => claimant.plan(self.forwarded(pb::PlanRequest {})).await,
             Target::Here => {
                 let view = self.rebalance().plan().map_err(status)?;
                 let names = self
@@ -160,13 +152,8 @@ impl AdminService {
         request: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitResponse>, Status> {
         match self.claimant_target(&request)? {
-            Target::There(node, address) => {
-                let msg = request.into_inner();
-                self.cluster()
-                    .transport
-                    .admin(node, &address)?
-                    .commit(self.forwarded(msg))
-                    .await
+            Target::There(mut claimant) => {
+                claimant.commit(self.forwarded(request.into_inner())).await
             }
             Target::Here => {
                 let expected = request.into_inner().expected_version;

@@ -453,10 +453,14 @@ impl Coordinator {
         let fallbacks = Arc::new(Mutex::new(
             plan.fallbacks.iter().copied().collect::<VecDeque<_>>(),
         ));
-        let others: Vec<quorum::Call<Ack>> = plan
-            .replicas
+        // Each replica's label once: calls, needs and the reply all use it.
+        let labels: std::collections::HashMap<NodeId, String> =
+            plan.replicas.iter().map(|n| (*n, self.label(*n))).collect();
+        let label_of = |n: &NodeId| labels.get(n).cloned().unwrap_or_else(|| n.to_string());
+        let my_label = label_of(&me);
+        let others: Vec<NodeId> = plan.replicas.iter().copied().filter(|n| *n != me).collect();
+        let calls: Vec<quorum::Call<Ack>> = others
             .iter()
-            .filter(|n| **n != me)
             .map(|node| {
                 let send = Send {
                     replica: *node,
@@ -469,31 +473,23 @@ impl Coordinator {
                     cluster: self.cluster.clone(),
                     hints: self.hints.clone(),
                 };
-                quorum::call(self.label(*node), send.run())
+                quorum::call(label_of(node), send.run())
             })
-            .collect();
-        let labels: Vec<String> = plan
-            .replicas
-            .iter()
-            .filter(|n| **n != me)
-            .map(|n| self.label(*n))
             .collect();
         let needs = plan
             .write_sets
             .iter()
-            .map(|(set, need)| {
-                quorum::Need::Among(set.iter().map(|n| self.label(*n)).collect(), *need)
-            })
+            .map(|(set, need)| quorum::Need::Among(set.iter().map(&label_of).collect(), *need))
             .collect();
         let answers = quorum::quorum_of(
-            others,
-            labels,
+            calls,
+            others.iter().map(&label_of).collect(),
             needs,
-            vec![self.label(me)],
+            vec![my_label.clone()],
             plan.consistency.timeout,
         )
         .await?;
-        let mut acked = vec![self.label(me)];
+        let mut acked = vec![my_label];
         let mut used = Vec::new();
         for (label, ack) in answers.ok {
             match ack {
