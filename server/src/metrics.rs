@@ -80,6 +80,10 @@ pub struct Metrics {
     transfer_bytes: AtomicU64,
     /// Keys received by partition transfers.
     transfer_keys: AtomicU64,
+    /// Internal batch calls received from peers.
+    batches: AtomicU64,
+    /// Replica operations those batch calls carried.
+    batch_items: AtomicU64,
 }
 
 impl Metrics {
@@ -138,6 +142,12 @@ impl Metrics {
     /// Bytes received by partition transfers since the node started.
     pub fn transfer_bytes(&self) -> u64 {
         self.transfer_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Records one batch call received, carrying `items` operations.
+    pub fn batch_received(&self, items: usize) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.batch_items.fetch_add(items as u64, Ordering::Relaxed);
     }
 
     pub fn read_repaired(&self, n: usize) {
@@ -229,6 +239,16 @@ impl Metrics {
                 "ringkv_read_repairs_total",
                 "Replicas sent the merged state by read repair.",
                 &self.read_repairs,
+            ),
+            (
+                "ringkv_internal_batches_total",
+                "Batch calls of replica operations received from peers.",
+                &self.batches,
+            ),
+            (
+                "ringkv_internal_batch_items_total",
+                "Replica operations (replicate, hint, local read) carried by those batch calls.",
+                &self.batch_items,
             ),
         ];
         for (name, help, value) in counters {

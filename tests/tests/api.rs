@@ -500,21 +500,27 @@ async fn unknown_resolve_is_invalid() {
     node.assert_still_serving().await;
 }
 
-#[tokio::test]
-async fn replicate_with_a_bad_version_set_is_invalid_and_stores_nothing() {
-    let node = start(&[]).await;
-    node.put(put_req("source", "v")).await.unwrap();
+/// Puts `value` under `key` and returns the node's stored version set of
+/// it, as `Internal.LocalRead` gives it.
+async fn stored_version_set(node: &Node, key: &str, value: &str) -> Vec<u8> {
+    node.put(put_req(key, value)).await.unwrap();
     let read = node
         .internal
         .clone()
         .local_read(pb::LocalReadRequest {
-            key: b"source".to_vec().into(),
+            key: key.as_bytes().to_vec().into(),
         })
         .await
         .unwrap()
         .into_inner();
-    assert!(read.found);
-    let valid = read.version_set.to_vec();
+    assert!(read.found, "{key} was just written");
+    read.version_set.to_vec()
+}
+
+#[tokio::test]
+async fn replicate_with_a_bad_version_set_is_invalid_and_stores_nothing() {
+    let node = start(&[]).await;
+    let valid = stored_version_set(&node, "source", "v").await;
 
     let mut wrong_format = valid.clone();
     wrong_format[0] = 0x7f;
@@ -558,6 +564,66 @@ async fn replicate_with_a_bad_version_set_is_invalid_and_stores_nothing() {
     };
     node.internal.clone().replicate(req).await.unwrap();
     assert_eq!(node.values("target-valid").await, vec!["v"]);
+    node.assert_still_serving().await;
+}
+
+#[tokio::test]
+async fn batch_answers_each_item_on_its_own() {
+    let node = start(&[]).await;
+    let valid = stored_version_set(&node, "source", "v").await;
+    let replicate = |key: &str, version_set: Vec<u8>| pb::BatchItem {
+        op: Some(pb::batch_item::Op::Replicate(pb::ReplicateRequest {
+            key: key.as_bytes().to_vec().into(),
+            version_set: version_set.into(),
+            from: "test".to_string(),
+            hint_for: String::new(),
+        })),
+    };
+    let read = |key: &str| pb::BatchItem {
+        op: Some(pb::batch_item::Op::Read(pb::LocalReadRequest {
+            key: key.as_bytes().to_vec().into(),
+        })),
+    };
+    let items = vec![
+        replicate("batch-ok", valid.clone()),
+        replicate("batch-bad", b"garbage".to_vec()),
+        read("source"),
+        read(""),
+        pb::BatchItem { op: None },
+        read("batch-missing"),
+    ];
+    let results = node
+        .internal
+        .clone()
+        .batch(pb::BatchRequest { items })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 6, "one result per item: {results:?}");
+    let code = |i: usize| Code::from_i32(results[i].code);
+    assert_eq!(code(0), Code::Ok, "{:?}", results[0]);
+    assert_eq!(code(1), Code::InvalidArgument, "{:?}", results[1]);
+    assert!(
+        results[1].message.contains("version set"),
+        "{:?}",
+        results[1]
+    );
+    assert_eq!(code(2), Code::Ok, "{:?}", results[2]);
+    assert!(results[2].found);
+    assert_eq!(
+        results[2].version_set, valid,
+        "the read returns the stored bytes"
+    );
+    assert_eq!(code(3), Code::InvalidArgument, "{:?}", results[3]);
+    assert!(results[3].message.contains("key"), "{:?}", results[3]);
+    assert_eq!(code(4), Code::InvalidArgument, "{:?}", results[4]);
+    assert_eq!(code(5), Code::Ok, "{:?}", results[5]);
+    assert!(!results[5].found);
+
+    // The good item was applied, the bad one stored nothing.
+    assert_eq!(node.values("batch-ok").await, vec!["v"]);
+    assert!(!node.local_get(b"batch-bad").await.unwrap().found);
     node.assert_still_serving().await;
 }
 

@@ -7,11 +7,16 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
+use futures::future::join_all;
+
 use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::internal_server::Internal;
 use tonic::{Request, Response, Status};
 
-use super::{status, Gate};
+use super::{status, Admitted, Gate};
+use crate::config::LimitsConfig;
 use crate::error::Error;
 use crate::handoff::HintStore;
 use crate::membership::Cluster;
@@ -30,6 +35,9 @@ pub struct InternalService {
     rebalance: Arc<Rebalance>,
     gate: Gate,
     max_key_bytes: usize,
+    /// Answers of a batch past this many bytes are sent back to be asked
+    /// again alone, so a batch response stays within the message limit.
+    max_batch_answer_bytes: usize,
 }
 
 impl InternalService {
@@ -40,7 +48,7 @@ impl InternalService {
         repair: Arc<Repair>,
         rebalance: Arc<Rebalance>,
         gate: Gate,
-        max_key_bytes: usize,
+        limits: &LimitsConfig,
     ) -> Self {
         Self {
             replica,
@@ -49,7 +57,9 @@ impl InternalService {
             repair,
             rebalance,
             gate,
-            max_key_bytes,
+            max_key_bytes: limits.max_key_bytes,
+            // Half the limit leaves room for the items' framing.
+            max_batch_answer_bytes: limits.max_message_bytes() / 2,
         }
     }
 
@@ -94,6 +104,191 @@ impl InternalService {
         }
         Ok(())
     }
+
+    /// A Replicate request's work, after the sender was checked: keep a
+    /// hint (when this node is a fallback) or merge into the key's copy.
+    async fn replicate_one(&self, req: pb::ReplicateRequest) -> Result<(), Status> {
+        if !req.hint_for.is_empty() {
+            self.check_key(&req.key)?;
+            let incoming = decode_versions(&req)?;
+            // This node is a fallback: keep the versions for their replica.
+            let target: NodeId = req.hint_for.parse().map_err(status)?;
+            self.hints
+                .store(target, req.key, incoming)
+                .await
+                .map_err(status)?;
+            return Ok(());
+        }
+        let incoming = self.check_merge(&req)?;
+        let merged = self
+            .replica
+            .merge(req.key, incoming)
+            .await
+            .map_err(status)?;
+        if merged.collapsed > 0 {
+            self.gate.metrics().siblings_collapsed(merged.collapsed);
+        }
+        Ok(())
+    }
+
+    /// Checks a Replicate request meant for this node's own copy: a valid
+    /// key, versions that decode, and a partition this node takes writes for.
+    fn check_merge(&self, req: &pb::ReplicateRequest) -> Result<VersionSet, Status> {
+        self.check_key(&req.key)?;
+        let incoming = decode_versions(req)?;
+        self.rebalance
+            .check_write(self.replica.partition_of(&req.key))
+            .map_err(status)?;
+        Ok(incoming)
+    }
+
+    /// Applies a batch's checked merges as one group; each keeps its own
+    /// admission and outcome.
+    async fn merge_group(
+        &self,
+        merges: Vec<(usize, Admitted, Bytes, VersionSet)>,
+    ) -> Vec<(usize, pb::BatchResult)> {
+        if merges.is_empty() {
+            return Vec::new();
+        }
+        let (admitted, entries): (Vec<_>, Vec<_>) = merges
+            .into_iter()
+            .map(|(i, admitted, key, incoming)| ((i, admitted), (key, incoming)))
+            .unzip();
+        match self.replica.merge_group(entries).await {
+            Ok(merged) => admitted
+                .into_iter()
+                .zip(merged)
+                .map(|((i, admitted), merged)| {
+                    if merged.collapsed > 0 {
+                        self.gate.metrics().siblings_collapsed(merged.collapsed);
+                    }
+                    let done = admitted.finish("", Ok(pb::BatchResult::default()));
+                    (i, done.unwrap_or_else(failed))
+                })
+                .collect(),
+            Err(e) => {
+                let error = status(e);
+                admitted
+                    .into_iter()
+                    .map(|(i, admitted)| {
+                        let done = admitted.finish("", Err::<pb::BatchResult, _>(error.clone()));
+                        (i, done.unwrap_or_else(failed))
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Checks a LocalRead request: a valid key of a partition this node
+    /// serves reads for.
+    fn check_read(&self, key: &[u8]) -> Result<(), Status> {
+        self.check_key(key)?;
+        self.rebalance
+            .check_read(self.replica.partition_of(key))
+            .map_err(status)
+    }
+
+    /// Admits a batch item as operation `op` and runs its checks; a refusal
+    /// is recorded and becomes the item's answer.
+    fn admit_checked<T>(
+        &self,
+        op: &'static str,
+        check: impl FnOnce() -> Result<T, Status>,
+    ) -> Result<(Admitted, T), pb::BatchResult> {
+        let admitted = self.gate.admit(op).map_err(failed)?;
+        match check() {
+            Ok(checked) => Ok((admitted, checked)),
+            Err(refused) => Err(admitted
+                .finish::<pb::BatchResult>("", Err(refused))
+                .unwrap_or_else(failed)),
+        }
+    }
+
+    /// Answers a batch's checked reads from one storage lookup.
+    async fn read_group(
+        &self,
+        reads: Vec<(usize, Admitted, Bytes)>,
+    ) -> Vec<(usize, pb::BatchResult)> {
+        if reads.is_empty() {
+            return Vec::new();
+        }
+        let (admitted, keys): (Vec<_>, Vec<_>) = reads
+            .into_iter()
+            .map(|(i, admitted, key)| ((i, admitted), key))
+            .unzip();
+        let answers: Vec<Result<pb::BatchResult, Status>> =
+            match self.replica.read_group(keys).await {
+                Ok(stored) => stored
+                    .into_iter()
+                    .map(|read| {
+                        read.map(|bytes| pb::BatchResult {
+                            found: bytes.is_some(),
+                            version_set: bytes.map(Bytes::from).unwrap_or_default(),
+                            ..Default::default()
+                        })
+                        .map_err(status)
+                    })
+                    .collect(),
+                Err(e) => {
+                    let error = status(e);
+                    admitted.iter().map(|_| Err(error.clone())).collect()
+                }
+            };
+        admitted
+            .into_iter()
+            .zip(answers)
+            .map(|((i, admitted), answer)| (i, admitted.finish("", answer).unwrap_or_else(failed)))
+            .collect()
+    }
+
+    /// A LocalRead request's work, after the sender was checked.
+    async fn read_one(&self, req: pb::LocalReadRequest) -> Result<pb::LocalReadResponse, Status> {
+        self.check_read(&req.key)?;
+        let state = self.replica.read(req.key).await.map_err(status)?;
+        Ok(match state {
+            None => pb::LocalReadResponse::default(),
+            Some(state) => pb::LocalReadResponse {
+                found: true,
+                version_set: state.encode().into(),
+            },
+        })
+    }
+}
+
+/// Decodes the versions of a Replicate request.
+fn decode_versions(req: &pb::ReplicateRequest) -> Result<VersionSet, Status> {
+    VersionSet::decode(&req.version_set).map_err(|e| {
+        status(Error::InvalidArgument(format!(
+            "version set from {}: {e}",
+            req.from
+        )))
+    })
+}
+
+/// Replaces the read answers past `budget` bytes (in item order, the first
+/// always kept) with `retry_alone`, so the response fits its message limit.
+/// Only reads that found data are large; nothing else is ever bounced.
+fn bounce_overflow(results: &mut [pb::BatchResult], budget: usize) {
+    let mut used = 0;
+    for (i, result) in results.iter_mut().enumerate() {
+        used += result.version_set.len() + result.message.len();
+        if i > 0 && used > budget && result.found {
+            *result = pb::BatchResult {
+                retry_alone: true,
+                ..Default::default()
+            };
+        }
+    }
+}
+
+/// A batch item's answer when it failed.
+fn failed(refused: Status) -> pb::BatchResult {
+    pb::BatchResult {
+        code: refused.code() as i32,
+        message: refused.message().to_string(),
+        ..Default::default()
+    }
 }
 
 #[tonic::async_trait]
@@ -105,34 +300,7 @@ impl Internal for InternalService {
         let admitted = self.gate.admit("replicate")?;
         let result = async {
             self.check_sender(&request)?;
-            let req = request.into_inner();
-            self.check_key(&req.key)?;
-            let incoming = VersionSet::decode(&req.version_set).map_err(|e| {
-                status(Error::InvalidArgument(format!(
-                    "version set from {}: {e}",
-                    req.from
-                )))
-            })?;
-            if !req.hint_for.is_empty() {
-                // This node is a fallback: keep the versions for their replica.
-                let target: NodeId = req.hint_for.parse().map_err(status)?;
-                self.hints
-                    .store(target, req.key, incoming)
-                    .await
-                    .map_err(status)?;
-                return Ok(Response::new(pb::ReplicateResponse {}));
-            }
-            self.rebalance
-                .check_write(self.replica.partition_of(&req.key))
-                .map_err(status)?;
-            let merged = self
-                .replica
-                .merge(req.key, incoming)
-                .await
-                .map_err(status)?;
-            if merged.collapsed > 0 {
-                self.gate.metrics().siblings_collapsed(merged.collapsed);
-            }
+            self.replicate_one(request.into_inner()).await?;
             Ok(Response::new(pb::ReplicateResponse {}))
         }
         .await;
@@ -146,22 +314,67 @@ impl Internal for InternalService {
         let admitted = self.gate.admit("local_read")?;
         let result = async {
             self.check_sender(&request)?;
-            let req = request.into_inner();
-            self.check_key(&req.key)?;
-            self.rebalance
-                .check_read(self.replica.partition_of(&req.key))
-                .map_err(status)?;
-            let state = self.replica.read(req.key).await.map_err(status)?;
-            Ok(Response::new(match state {
-                None => pb::LocalReadResponse::default(),
-                Some(state) => pb::LocalReadResponse {
-                    found: true,
-                    version_set: state.encode().into(),
-                },
-            }))
+            self.read_one(request.into_inner()).await.map(Response::new)
         }
         .await;
         admitted.finish("", result)
+    }
+
+    async fn batch(
+        &self,
+        request: Request<pb::BatchRequest>,
+    ) -> Result<Response<pb::BatchResponse>, Status> {
+        self.check_sender(&request)?;
+        let items = request.into_inner().items;
+        self.gate.metrics().batch_received(items.len());
+        let mut results = vec![pb::BatchResult::default(); items.len()];
+        // Merges are applied as one group commit and reads as one lookup;
+        // hints are kept one by one. Each item is admitted, checked and
+        // recorded as its unary call would be.
+        let mut merges = Vec::new();
+        let mut reads = Vec::new();
+        let mut hints = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            match item.op {
+                Some(pb::batch_item::Op::Replicate(req)) if !req.hint_for.is_empty() => {
+                    hints.push((i, req))
+                }
+                Some(pb::batch_item::Op::Replicate(req)) => {
+                    match self.admit_checked("replicate", || self.check_merge(&req)) {
+                        Ok((admitted, incoming)) => merges.push((i, admitted, req.key, incoming)),
+                        Err(refused) => results[i] = refused,
+                    }
+                }
+                Some(pb::batch_item::Op::Read(req)) => {
+                    match self.admit_checked("local_read", || self.check_read(&req.key)) {
+                        Ok((admitted, ())) => reads.push((i, admitted, req.key)),
+                        Err(refused) => results[i] = refused,
+                    }
+                }
+                None => {
+                    results[i] = failed(Status::invalid_argument("batch item names no operation"))
+                }
+            }
+        }
+        let (merged, read, stored) = futures::join!(
+            self.merge_group(merges),
+            self.read_group(reads),
+            join_all(hints.into_iter().map(|(i, req)| async move {
+                let result = match self.gate.admit("replicate") {
+                    Ok(admitted) => {
+                        let done = self.replicate_one(req).await;
+                        admitted.finish("", done.map(|()| pb::BatchResult::default()))
+                    }
+                    Err(refused) => Err(refused),
+                };
+                (i, result.unwrap_or_else(failed))
+            }))
+        );
+        for (i, result) in merged.into_iter().chain(read).chain(stored) {
+            results[i] = result;
+        }
+        bounce_overflow(&mut results, self.max_batch_answer_bytes);
+        Ok(Response::new(pb::BatchResponse { results }))
     }
 
     async fn gossip(
@@ -268,5 +481,46 @@ impl Internal for InternalService {
             done,
             estimated_bytes,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    fn answer(bytes: usize) -> pb::BatchResult {
+        pb::BatchResult {
+            found: true,
+            version_set: vec![7; bytes].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn answers_past_the_budget_are_bounced_but_never_the_first() {
+        let failed_write = pb::BatchResult {
+            code: Code::Unavailable as i32,
+            message: "m".repeat(10),
+            ..Default::default()
+        };
+        let mut results = vec![answer(60), answer(30), answer(20), failed_write, answer(5)];
+        bounce_overflow(&mut results, 100);
+        let bounced: Vec<bool> = results.iter().map(|r| r.retry_alone).collect();
+        assert_eq!(bounced, vec![false, false, true, false, true]);
+        assert_eq!(
+            results[3].code,
+            Code::Unavailable as i32,
+            "only reads are bounced"
+        );
+        assert!(
+            results[2].version_set.is_empty(),
+            "a bounced answer carries no data"
+        );
+
+        let mut alone = vec![answer(500)];
+        bounce_overflow(&mut alone, 100);
+        assert!(!alone[0].retry_alone, "a single answer always goes back");
+        assert_eq!(alone[0].version_set.len(), 500);
     }
 }

@@ -450,6 +450,8 @@ impl Coordinator {
         // The other replicas receive the whole resulting version set and
         // merge it, so they converge on exactly the coordinator's state.
         let state = Arc::new(applied.state.clone());
+        // Encoded once for every replica and fallback it goes to.
+        let encoded = Bytes::from(applied.state.encode());
         let fallbacks = Arc::new(Mutex::new(
             plan.fallbacks.iter().copied().collect::<VecDeque<_>>(),
         ));
@@ -466,6 +468,7 @@ impl Coordinator {
                     replica: *node,
                     key: plan.key.clone(),
                     state: state.clone(),
+                    encoded: encoded.clone(),
                     fallbacks: fallbacks.clone(),
                     sloppy: plan.consistency.sloppy,
                     timeout: plan.consistency.timeout,
@@ -661,6 +664,8 @@ struct Send {
     replica: NodeId,
     key: Bytes,
     state: Arc<VersionSet>,
+    /// `state` as sent.
+    encoded: Bytes,
     /// Fallbacks not yet used by this write, in preference order.
     fallbacks: Arc<Mutex<VecDeque<NodeId>>>,
     sloppy: bool,
@@ -681,11 +686,11 @@ impl Send {
                 Some(address) => {
                     let sent = tokio::time::timeout(
                         self.replica_timeout,
-                        self.cluster.transport.replicate(
+                        self.cluster.transport.replicate_encoded(
                             replica,
                             &address,
                             self.key.clone(),
-                            &self.state,
+                            self.encoded.clone(),
                             self.timeout,
                         ),
                     )
@@ -718,7 +723,7 @@ impl Send {
                     fallback,
                     &address,
                     self.key.clone(),
-                    &self.state,
+                    self.encoded.clone(),
                     replica,
                     self.timeout,
                 )

@@ -17,7 +17,28 @@ impl KeyLocks {
     }
 
     pub fn lock(&self, key: &[u8]) -> MutexGuard<'_, ()> {
-        let i = (crate::ring::key_position(key) % self.stripes.len() as u64) as usize;
+        self.lock_stripe(self.stripe_of(key))
+    }
+
+    /// Locks the stripes of all `keys` at once, in ascending stripe order
+    /// and each stripe once: two callers doing this cannot deadlock (they
+    /// take shared stripes in the same order), and callers of [`Self::lock`]
+    /// hold a single stripe and wait for nothing while they do.
+    pub fn lock_all<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Vec<MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = keys.into_iter().map(|key| self.stripe_of(key)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        stripes.into_iter().map(|i| self.lock_stripe(i)).collect()
+    }
+
+    fn stripe_of(&self, key: &[u8]) -> usize {
+        (crate::ring::key_position(key) % self.stripes.len() as u64) as usize
+    }
+
+    fn lock_stripe(&self, i: usize) -> MutexGuard<'_, ()> {
         // A poisoned stripe only means another update panicked; the data it
         // guards lives in storage, so the lock itself is still usable.
         self.stripes[i].lock().unwrap_or_else(|p| p.into_inner())

@@ -14,6 +14,7 @@
 
 mod locks;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -192,6 +193,62 @@ impl Replica {
         .await?
     }
 
+    /// Merges versions received for many keys as one group commit: the
+    /// keys' stripe locks are taken together (in stripe order, each once,
+    /// so two groups cannot deadlock and a key never waits on itself), the
+    /// stored states are read in one lookup, and every changed state goes
+    /// to storage in one batch: one WAL append, and with `storage.sync =
+    /// always` one fsync, for the whole group. A key that appears twice
+    /// merges both. Returns each entry's outcome, in order; a storage
+    /// failure fails the whole group, and then nothing of it was written.
+    pub async fn merge_group(&self, entries: Vec<(Bytes, VersionSet)>) -> Result<Vec<Merged>> {
+        let entries: Vec<(Vec<u8>, VersionSet)> = entries
+            .into_iter()
+            .map(|(key, set)| (data_key(self.partition_of(&key), &key), set))
+            .collect();
+        if let Some(seen) = entries.iter().filter_map(|(_, s)| s.max_timestamp()).max() {
+            let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+            clock.observe(seen, wall_clock_ms());
+        }
+        let engine = self.engine.clone();
+        let locks = self.locks.clone();
+        let cap = self.max_siblings;
+        tokio::task::spawn_blocking(move || {
+            let _guards = locks.lock_all(entries.iter().map(|(key, _)| key.as_slice()));
+            let stored_keys: Vec<Vec<u8>> = entries.iter().map(|(key, _)| key.clone()).collect();
+            let stored = engine.multi_get(Cf::Data, &stored_keys)?;
+            // States as this group leaves them, for keys it changed.
+            let mut updated: HashMap<Vec<u8>, VersionSet> = HashMap::new();
+            let mut merged = Vec::with_capacity(entries.len());
+            for ((stored_key, incoming), bytes) in entries.into_iter().zip(stored) {
+                let current = match updated.get(&stored_key) {
+                    Some(state) => state.clone(),
+                    None => decode_state(bytes.as_deref())?,
+                };
+                let mut state = current.merged(&incoming);
+                let collapsed = state.enforce_cap(cap);
+                let changed = state != current;
+                if changed {
+                    updated.insert(stored_key, state.clone());
+                }
+                merged.push(Merged {
+                    state,
+                    changed,
+                    collapsed,
+                });
+            }
+            if !updated.is_empty() {
+                let mut batch = WriteBatch::new();
+                for (stored_key, state) in updated {
+                    batch.put(Cf::Data, stored_key, state.encode());
+                }
+                engine.write(batch)?;
+            }
+            Ok(merged)
+        })
+        .await?
+    }
+
     /// This node's stored versions of a key (tombstones included), or
     /// `None` when it holds nothing.
     pub async fn read(&self, key: Bytes) -> Result<Option<VersionSet>> {
@@ -202,6 +259,22 @@ impl Replica {
             Ok((!state.is_empty()).then_some(state))
         })
         .await?
+    }
+
+    /// The stored versions of many keys in one lookup: for each key, its
+    /// encoded version set as stored (`None` when this node holds nothing),
+    /// or the error of a stored value that does not decode. The bytes are
+    /// checked by decoding them but returned as stored (the encoding is
+    /// canonical), so a read sent on to a peer is not encoded again.
+    pub async fn read_group(&self, keys: Vec<Bytes>) -> Result<Vec<Result<Option<Vec<u8>>>>> {
+        let stored = self.read_stored(keys).await?;
+        Ok(stored
+            .into_iter()
+            .map(|bytes| {
+                let state = decode_state(bytes.as_deref())?;
+                Ok(bytes.filter(|_| !state.is_empty()))
+            })
+            .collect())
     }
 
     /// Makes everything written so far durable (shutdown).
@@ -318,38 +391,11 @@ impl Replica {
 /// Partition transfers (`rebalance`): merging a received chunk, and letting
 /// go of a partition this node no longer replicates.
 impl Replica {
-    /// Merges a chunk of received keys, each under its key lock like any
-    /// other merge (a write to the same key may land meanwhile; the merge
-    /// keeps both). Returns how many keys changed here.
+    /// Merges a chunk of received keys (partition transfers) with
+    /// [`Self::merge_group`]. Returns how many keys changed here.
     pub async fn merge_many(&self, entries: Vec<(Bytes, VersionSet)>) -> Result<usize> {
-        let entries: Vec<(Vec<u8>, VersionSet)> = entries
-            .into_iter()
-            .map(|(key, set)| (data_key(self.partition_of(&key), &key), set))
-            .collect();
-        if let Some(seen) = entries.iter().filter_map(|(_, s)| s.max_timestamp()).max() {
-            let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
-            clock.observe(seen, wall_clock_ms());
-        }
-        let engine = self.engine.clone();
-        let locks = self.locks.clone();
-        let cap = self.max_siblings;
-        tokio::task::spawn_blocking(move || {
-            let mut changed = 0;
-            for (stored_key, incoming) in entries {
-                let _guard = locks.lock(&stored_key);
-                let current = read_state(engine.as_ref(), &stored_key)?;
-                let mut state = current.merged(&incoming);
-                state.enforce_cap(cap);
-                if state != current {
-                    let mut batch = WriteBatch::new();
-                    batch.put(Cf::Data, stored_key, state.encode());
-                    engine.write(batch)?;
-                    changed += 1;
-                }
-            }
-            Ok(changed)
-        })
-        .await?
+        let merged = self.merge_group(entries).await?;
+        Ok(merged.iter().filter(|m| m.changed).count())
     }
 
     /// Deletes up to `limit` keys of `partition` (one batch); returns how
@@ -375,9 +421,14 @@ impl Replica {
 
 /// Reads and decodes a stored version set; a missing key is the empty set.
 fn read_state(engine: &dyn Engine, stored_key: &[u8]) -> Result<VersionSet> {
-    match engine.get(Cf::Data, stored_key)? {
+    decode_state(engine.get(Cf::Data, stored_key)?.as_deref())
+}
+
+/// Decodes a stored version set; `None` (no such key) is the empty set.
+fn decode_state(stored: Option<&[u8]>) -> Result<VersionSet> {
+    match stored {
         None => Ok(VersionSet::new()),
-        Some(bytes) => VersionSet::decode(&bytes).map_err(|e| match e {
+        Some(bytes) => VersionSet::decode(bytes).map_err(|e| match e {
             Error::Corrupt(msg) => Error::Corrupt(format!("stored versions of a key: {msg}")),
             other => other,
         }),

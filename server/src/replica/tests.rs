@@ -60,6 +60,57 @@ async fn merge_reports_change_only_when_state_moves() {
 }
 
 #[tokio::test]
+async fn merge_group_equals_one_merge_per_entry() {
+    // Two concurrent writes of "k" (siblings) and one of "j", made on
+    // three coordinators, arrive at a replica in one group.
+    let coordinators: Vec<Replica> = (1..=3)
+        .map(|n| Replica::new(NodeId(n), Arc::new(MemoryEngine::new()), 256, 4))
+        .collect();
+    let k1 = coordinators[0]
+        .apply_write(write("k", "a", None))
+        .await
+        .unwrap();
+    let k2 = coordinators[1]
+        .apply_write(write("k", "b", None))
+        .await
+        .unwrap();
+    let j = coordinators[2]
+        .apply_write(write("j", "c", None))
+        .await
+        .unwrap();
+    let group = vec![
+        (Bytes::from("k"), k1.state.clone()),
+        (Bytes::from("j"), j.state.clone()),
+        (Bytes::from("k"), k2.state.clone()),
+        (Bytes::from("j"), j.state.clone()),
+    ];
+
+    let grouped = replica();
+    let merged = grouped.merge_group(group.clone()).await.unwrap();
+    let one_by_one = replica();
+    for (key, state) in group {
+        one_by_one.merge(key, state).await.unwrap();
+    }
+
+    let changed: Vec<bool> = merged.iter().map(|m| m.changed).collect();
+    assert_eq!(changed, vec![true, true, true, false]);
+    assert_eq!(merged[2].state.versions().len(), 2, "k keeps both writes");
+    for key in ["k", "j"] {
+        let got = grouped.read(Bytes::from(key)).await.unwrap();
+        let want = one_by_one.read(Bytes::from(key)).await.unwrap();
+        assert_eq!(got, want, "{key}");
+        assert!(got.is_some());
+    }
+    assert_eq!(
+        grouped
+            .merge_many(vec![(Bytes::from("j"), j.state)])
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
 async fn parallel_writers_to_one_key_lose_nothing() {
     let r = Arc::new(replica());
     let base = r.apply_write(write("k", "base", None)).await.unwrap();

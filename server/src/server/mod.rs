@@ -187,7 +187,7 @@ impl Node {
             repair.clone(),
             rebalance.clone(),
             gate,
-            config.limits.max_key_bytes,
+            &config.limits,
         ))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);

@@ -1,5 +1,5 @@
-//! Node-to-node calls: one cached gRPC channel per peer, and the test
-//! fault switch.
+//! Node-to-node calls: one cached gRPC channel per peer, replica
+//! operations coalesced per peer ([`batch`]), and the test fault switch.
 //!
 //! Every internal call carries the sender's node id in the
 //! [`FROM_HEADER`] metadata entry, so the receiver can refuse traffic from
@@ -8,6 +8,8 @@
 //! unless `debug.fault_injection = true`. Cutting a node off in one
 //! direction blocks this node's calls to it; in the other, this node
 //! refuses its calls.
+
+mod batch;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -18,12 +20,14 @@ use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::admin_client::AdminClient;
 use ringkv_proto::v1::internal_client::InternalClient;
 use ringkv_proto::v1::kv_client::KvClient;
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
 use crate::error::{Error, Result};
 use crate::version::{NodeId, VersionSet};
+
+use batch::Batcher;
 
 /// Metadata key carrying the sending node's id on internal calls.
 pub const FROM_HEADER: &str = "x-ringkv-from";
@@ -88,6 +92,9 @@ pub struct Transport {
     me: NodeId,
     /// node id → (address, channel). Replaced when a peer's address changes.
     channels: Mutex<HashMap<NodeId, (String, Channel)>>,
+    /// node id → (address, batcher) for replica operations; replaced with
+    /// the channel when a peer's address changes.
+    batchers: Mutex<HashMap<NodeId, (String, Arc<Batcher>)>>,
     pub faults: Arc<Faults>,
     max_message_bytes: usize,
 }
@@ -97,6 +104,7 @@ impl Transport {
         Self {
             me,
             channels: Mutex::new(HashMap::new()),
+            batchers: Mutex::new(HashMap::new()),
             faults: Arc::new(Faults::default()),
             max_message_bytes,
         }
@@ -133,6 +141,15 @@ impl Transport {
         req
     }
 
+    /// The sender and recipient headers of [`Self::request_to`], for
+    /// batch calls built elsewhere.
+    fn headers_to(&self, to: NodeId) -> MetadataMap {
+        let (headers, _, ()) = self.request_to(to, (), Duration::ZERO).into_parts();
+        let mut headers = headers;
+        headers.remove("grpc-timeout");
+        headers
+    }
+
     fn check_fault(&self, node: NodeId) -> Result<(), Status> {
         if self.faults.blocks_outgoing(node) {
             return Err(Status::unavailable(format!(
@@ -152,6 +169,26 @@ impl Transport {
             .max_encoding_message_size(self.max_message_bytes))
     }
 
+    /// The peer's batcher for replica operations, started on first use.
+    fn batcher(&self, node: NodeId, address: &str) -> Result<Arc<Batcher>, Status> {
+        self.check_fault(node)?;
+        let mut batchers = self.batchers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((addr, batcher)) = batchers.get(&node) {
+            if addr == address {
+                return Ok(batcher.clone());
+            }
+        }
+        let client = self.internal(node, address)?;
+        // Half the message limit leaves room for the items' framing.
+        let batcher = Arc::new(Batcher::start(
+            client,
+            self.headers_to(node),
+            self.max_message_bytes / 2,
+        ));
+        batchers.insert(node, (address.to_string(), batcher.clone()));
+        Ok(batcher)
+    }
+
     /// Sends a key's version set to a replica, which merges it.
     pub async fn replicate(
         &self,
@@ -161,21 +198,36 @@ impl Transport {
         state: &VersionSet,
         timeout: Duration,
     ) -> Result<(), Status> {
-        self.send_versions(node, address, key, state, None, timeout)
+        self.send_versions(node, address, key, state.encode().into(), None, timeout)
             .await
     }
 
-    /// Asks a fallback to keep a key's version set as a hint for `target`.
+    /// [`Self::replicate`] of a version set already encoded, so a write
+    /// sent to several replicas is encoded once.
+    pub async fn replicate_encoded(
+        &self,
+        node: NodeId,
+        address: &str,
+        key: Bytes,
+        encoded: Bytes,
+        timeout: Duration,
+    ) -> Result<(), Status> {
+        self.send_versions(node, address, key, encoded, None, timeout)
+            .await
+    }
+
+    /// Asks a fallback to keep a key's version set (encoded) as a hint for
+    /// `target`.
     pub async fn store_hint(
         &self,
         node: NodeId,
         address: &str,
         key: Bytes,
-        state: &VersionSet,
+        encoded: Bytes,
         target: NodeId,
         timeout: Duration,
     ) -> Result<(), Status> {
-        self.send_versions(node, address, key, state, Some(target), timeout)
+        self.send_versions(node, address, key, encoded, Some(target), timeout)
             .await
     }
 
@@ -184,18 +236,22 @@ impl Transport {
         node: NodeId,
         address: &str,
         key: Bytes,
-        state: &VersionSet,
+        encoded: Bytes,
         hint_for: Option<NodeId>,
         timeout: Duration,
     ) -> Result<(), Status> {
+        let bytes = key.len() + encoded.len();
         let msg = pb::ReplicateRequest {
             key,
-            version_set: state.encode().into(),
+            version_set: encoded,
             from: self.me.to_string(),
             hint_for: hint_for.map(|n| n.to_string()).unwrap_or_default(),
         };
-        self.internal(node, address)?
-            .replicate(self.request_to(node, msg, timeout))
+        let item = pb::BatchItem {
+            op: Some(pb::batch_item::Op::Replicate(msg)),
+        };
+        self.batcher(node, address)?
+            .call(item, bytes, timeout)
             .await
             .map(|_| ())
     }
@@ -208,15 +264,18 @@ impl Transport {
         key: Bytes,
         timeout: Duration,
     ) -> Result<Option<VersionSet>, Status> {
-        let resp = self
-            .internal(node, address)?
-            .local_read(self.request_to(node, pb::LocalReadRequest { key }, timeout))
-            .await?
-            .into_inner();
-        if !resp.found {
+        let bytes = key.len();
+        let item = pb::BatchItem {
+            op: Some(pb::batch_item::Op::Read(pb::LocalReadRequest { key })),
+        };
+        let result = self
+            .batcher(node, address)?
+            .call(item, bytes, timeout)
+            .await?;
+        if !result.found {
             return Ok(None);
         }
-        VersionSet::decode(&resp.version_set)
+        VersionSet::decode(&result.version_set)
             .map(Some)
             .map_err(|e| Status::internal(format!("version set from {node}: {e}")))
     }
