@@ -17,7 +17,9 @@ export RINGKV_BIN="$CARGO_TARGET_DIR/release"
 # bindgen loads libclang.so itself (libclang-cpp.so, which LLVM's other
 # packages bring, is a different library) and needs clang's own headers.
 ringkv_have_libclang() {
-    ldconfig -p 2>/dev/null | grep -qE 'libclang(-[0-9.]+)?\.so' \
+    # grep reads all of ldconfig's output (no -q): under `set -o pipefail`
+    # an early exit would fail the pipeline with SIGPIPE.
+    ldconfig -p 2>/dev/null | grep -E 'libclang(-[0-9.]+)?\.so' >/dev/null \
         && ls /usr/lib/llvm-*/lib/clang/*/include/stddef.h >/dev/null 2>&1
 }
 
