@@ -17,6 +17,10 @@
 //! | `f` | 50% read, 50% read-modify-write | user database |
 //! | `load` | 100% insert, each key once | the load phase |
 //!
+//! `--insert-from N` makes the load workload insert only keys `N..keys`, so
+//! a key space that already holds keys `0..N` can be grown step by step
+//! without writing its first keys again.
+//!
 //! Updates are blind overwrites (no context); a read-modify-write gets a
 //! key and writes it back with the get's context, as a careful ringkv
 //! client does. (YCSB's D and E need "latest" keys and scans, which a
@@ -293,6 +297,10 @@ pub struct RunArgs {
     /// Write every key once before measuring, so reads find values.
     #[arg(long)]
     preload: bool,
+    /// Load workload: insert only the keys from this index on (up to
+    /// --keys), growing a key space whose first keys were loaded before.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    insert_from: u64,
     /// Read consistency: one, quorum, all or a replica count [default: the node's].
     #[arg(short = 'r', long = "read-level", value_name = "LEVEL")]
     read_level: Option<Level>,
@@ -357,6 +365,9 @@ pub struct Config {
     pub warmup: Duration,
     pub max_ops: Option<u64>,
     pub preload: bool,
+    /// Load workload: the first key index inserted (0 unless
+    /// `--insert-from`); keys below it are taken as already loaded.
+    pub insert_from: u64,
     pub smoke: bool,
     pub key_prefix: String,
     /// The seed actually used, so a run's choices can be repeated.
@@ -408,6 +419,7 @@ impl Config {
             }),
             max_ops: args.max_ops,
             preload: args.preload,
+            insert_from: args.insert_from,
             smoke: args.smoke,
             key_prefix: args.key_prefix,
             seed: args.seed.unwrap_or_else(rand::random),
@@ -456,6 +468,16 @@ impl Config {
         }
         if self.warmup > MAX_DURATION {
             bail!("--warmup must be at most {MAX_DURATION:?}");
+        }
+        if self.insert_from > 0 && self.mix.insert == 0.0 {
+            bail!("--insert-from applies to --workload load only");
+        }
+        if self.insert_from >= self.keys {
+            bail!(
+                "--insert-from {} leaves nothing to insert: it must be below --keys ({})",
+                self.insert_from,
+                self.keys
+            );
         }
         if self.max_ops == Some(0) {
             bail!("--max-ops must be at least 1");
@@ -595,11 +617,27 @@ mod tests {
             &["--target-rate", "-5"],
             &["--workload", "load", "--warmup", "2s"],
             &["--workload", "load", "--preload"],
+            &["--workload", "load", "--keys", "10", "--insert-from", "10"],
+            &["--workload", "load", "--keys", "10", "--insert-from", "11"],
+            &["--workload", "a", "--insert-from", "5"],
+            &["--insert-from", "5"],
             &["--target", "etcd", "-w", "all"],
             &["--data-dir", "/tmp/x"],
         ] {
             assert!(config(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn insert_from_starts_the_load_part_way() {
+        let c = config(&["--workload", "load", "--keys", "10", "--insert-from", "9"]).unwrap();
+        assert_eq!((c.insert_from, c.keys), (9, 10));
+        assert_eq!(serde_json::to_value(&c).unwrap()["insert_from"], 9);
+        assert_eq!(config(&["--workload", "load"]).unwrap().insert_from, 0);
+        let err = config(&["--workload", "load", "--keys", "10", "--insert-from", "10"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must be below --keys (10)"), "{err}");
     }
 
     #[test]

@@ -368,13 +368,19 @@ impl Report {
         } else {
             String::new()
         };
+        let inserted_from = if c.insert_from > 0 {
+            format!(", inserting from key {}", c.insert_from)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "ringkv-bench: {} | {} clients, {} keys ({}), {} B values, {}{}",
+            "ringkv-bench: {} | {} clients, {} keys ({}{}), {} B values, {}{}",
             c.target_label(),
             c.concurrency,
             c.keys,
             c.distribution_label(),
+            inserted_from,
             c.value_size,
             c.mix_label(),
             levels,

@@ -27,8 +27,8 @@
 //! 2. **warm-up** (`--warmup`): load runs but nothing is recorded, so
 //!    connection set-up and cold caches do not count;
 //! 3. **measurement** (`--duration`, or until `--max-ops` measured requests
-//!    were issued, or, for the load workload, until every key was
-//!    inserted). Requests still in flight when it ends may finish (they are
+//!    were issued, or, for the load workload, until every key from
+//!    `--insert-from` (default 0) to `--keys` was inserted). Requests still in flight when it ends may finish (they are
 //!    recorded) until a drain deadline [`DRAIN_GRACE`] later, after which
 //!    they are abandoned and counted as `cut_off`.
 //!
@@ -104,7 +104,8 @@ struct Phase {
 struct Shared {
     /// Measured requests started, for `--max-ops`.
     issued: AtomicU64,
-    /// The next key index to insert (load workload).
+    /// The next key index to insert (load workload), from
+    /// `--insert-from`.
     next_insert: AtomicU64,
     /// For the progress line.
     counters: Arc<Counters>,
@@ -289,7 +290,7 @@ impl Load {
         );
         let shared = Arc::new(Shared {
             issued: AtomicU64::new(0),
-            next_insert: AtomicU64::new(0),
+            next_insert: AtomicU64::new(self.config.insert_from),
             counters: progress.counters(),
         });
         let mut workers = JoinSet::new();
@@ -415,6 +416,45 @@ impl Load {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RunArgs;
+    use crate::target::StorageTarget;
+    use clap::Parser;
+    use ringkv_server::storage::SyncMode;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    #[tokio::test]
+    async fn the_load_inserts_only_keys_from_insert_from() {
+        let argv = [
+            "ringkv-bench",
+            "--target",
+            "storage",
+            "--workload",
+            "load",
+            "--keys",
+            "10",
+            "--insert-from",
+            "6",
+            "--concurrency",
+            "3",
+            "--seed",
+            "1",
+        ];
+        let config = Config::from_args(Cli::parse_from(argv).run).unwrap();
+        let storage = StorageTarget::open(None, SyncMode::Never).unwrap();
+        let load = Load::new(Arc::new(Target::Storage(storage)), config);
+        let measured = load.run().await.unwrap();
+        assert_eq!(measured.tally.op(Op::Insert).succeeded(), 4);
+        assert_eq!(measured.tally.failed(), 0);
+        for index in 0..10 {
+            let found = load.target.get(load.key(index)).await.unwrap().found;
+            assert_eq!(found, index >= 6, "key {index}");
+        }
+    }
 
     #[test]
     fn schedules_interleave_workers_at_the_target_rate() {

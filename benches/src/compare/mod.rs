@@ -369,6 +369,7 @@ fn base_config(args: &CompareArgs, seed: u64, target: TargetKind, op: Op) -> Con
         warmup: args.warmup,
         max_ops: None,
         preload: true,
+        insert_from: 0,
         smoke: false,
         key_prefix: KEY_PREFIX.to_string(),
         seed,
