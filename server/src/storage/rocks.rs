@@ -39,6 +39,10 @@ const COMPRESSION: DBCompressionType = DBCompressionType::Lz4;
 /// without a cap they accumulate on every restart.
 const INFO_LOG_FILES_KEPT: usize = 5;
 
+/// Total WAL size, in `data` write buffers, past which RocksDB flushes the
+/// column families that keep old WAL files alive.
+const WAL_LIMIT_WRITE_BUFFERS: usize = 2;
+
 /// Name of the thread that fsyncs the WAL in [`SyncMode::Periodic`], as it
 /// appears in `top -H`, debuggers and panics.
 const WAL_SYNC_THREAD_NAME: &str = "ringkv-wal-sync";
@@ -66,6 +70,13 @@ impl RocksEngine {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_keep_log_file_num(INFO_LOG_FILES_KEPT);
+        // A WAL file is deleted only once every column family with writes
+        // in it has flushed them. `meta` and `hints` take few writes and
+        // would hold the oldest file (and every newer one) until RocksDB's
+        // default limit, four times all memtable budgets (about 2 GiB): a
+        // node that crashed would replay all of it at start. Past this
+        // limit RocksDB flushes the column families holding the oldest WAL.
+        db_opts.set_max_total_wal_size((WAL_LIMIT_WRITE_BUFFERS * opts.write_buffer_bytes) as u64);
         // The implicit `default` column family is unused, but RocksDB always
         // opens it; compress it like the rest.
         db_opts.set_compression_type(COMPRESSION);

@@ -502,6 +502,46 @@ fn rocks_drop_does_not_wait_for_the_sync_interval() {
 }
 
 #[test]
+fn rocks_wal_does_not_grow_past_its_limit_behind_a_rarely_written_column_family() {
+    // One `meta` write at start (as a node writes its generation), then
+    // 16 write buffers of data: without a WAL limit the unflushed `meta`
+    // memtable keeps every WAL file since the first.
+    let dir = tempfile::tempdir().unwrap();
+    let opts = test_options(SyncMode::Never);
+    let engine = RocksEngine::open(dir.path(), &opts).unwrap();
+    put(&engine, Cf::Meta, b"generation", b"1");
+    let value = vec![7u8; 1024];
+    for i in 0..16 * 1024u32 {
+        put(&engine, Cf::Data, &i.to_be_bytes(), &value);
+    }
+    let wal_bytes = || -> u64 {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    };
+    // Obsolete WAL files are deleted in the background after a flush.
+    let limit = (4 * opts.write_buffer_bytes) as u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while wal_bytes() > limit && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let written = 16 * 1024 * 1024u64;
+    assert!(
+        wal_bytes() <= limit,
+        "{} bytes of WAL kept after {written} bytes written (limit {limit})",
+        wal_bytes()
+    );
+    assert_eq!(
+        engine.get(Cf::Meta, b"generation").unwrap(),
+        Some(b"1".to_vec())
+    );
+}
+
+#[test]
 fn rocks_open_on_a_regular_file_is_an_error() {
     let dir = TempDir::new().unwrap();
     let file = dir.path().join("not-a-directory");
