@@ -67,10 +67,17 @@ macro_rules! forward {
         let mut req = Request::new($msg);
         $transport.stamp(&mut req);
         client.$method(req).await.map_err(|s| {
-            if transport::is_unreachable(&s) && s.message().is_empty() {
-                Status::unavailable(format!("forwarding to {} failed", $address))
-            } else {
-                s
+            // A status with a source never came from the coordinator: the
+            // connection failed (it may have died mid-request). Say so with
+            // the retryable UNAVAILABLE rather than pass on tonic's bare
+            // "transport error" (UNKNOWN).
+            match std::error::Error::source(&s) {
+                Some(_) => Status::unavailable(format!(
+                    "forwarding to coordinator {} failed: {}; a write may have been applied",
+                    $address,
+                    transport::root_cause(&s)
+                )),
+                None => s,
             }
         })
     }};

@@ -424,6 +424,16 @@ fn lazy_channel(address: &str) -> Result<Channel> {
         .connect_lazy())
 }
 
+/// The innermost cause of an error: what actually failed ("connection
+/// reset") rather than its wrapper ("transport error").
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
 /// The sending node of an internal request, from its metadata.
 pub fn sender<T>(req: &Request<T>) -> Option<NodeId> {
     req.metadata()
