@@ -155,29 +155,20 @@ impl InternalService {
             .into_iter()
             .map(|(i, admitted, key, incoming)| ((i, admitted), (key, incoming)))
             .unzip();
-        match self.replica.merge_group(entries).await {
-            Ok(merged) => admitted
-                .into_iter()
-                .zip(merged)
-                .map(|((i, admitted), merged)| {
-                    if merged.collapsed > 0 {
-                        self.gate.metrics().siblings_collapsed(merged.collapsed);
-                    }
-                    let done = admitted.finish("", Ok(pb::BatchResult::default()));
-                    (i, done.unwrap_or_else(failed))
-                })
-                .collect(),
-            Err(e) => {
-                let error = status(e);
-                admitted
+        let answers: Vec<Result<pb::BatchResult, Status>> =
+            match self.replica.merge_group(entries).await {
+                Ok(merged) => merged
                     .into_iter()
-                    .map(|(i, admitted)| {
-                        let done = admitted.finish("", Err::<pb::BatchResult, _>(error.clone()));
-                        (i, done.unwrap_or_else(failed))
+                    .map(|merged| {
+                        if merged.collapsed > 0 {
+                            self.gate.metrics().siblings_collapsed(merged.collapsed);
+                        }
+                        Ok(pb::BatchResult::default())
                     })
-                    .collect()
-            }
-        }
+                    .collect(),
+                Err(e) => vec![Err(status(e)); admitted.len()],
+            };
+        finish_group(admitted, answers)
     }
 
     /// Checks a LocalRead request: a valid key of a partition this node
@@ -230,16 +221,9 @@ impl InternalService {
                         .map_err(status)
                     })
                     .collect(),
-                Err(e) => {
-                    let error = status(e);
-                    admitted.iter().map(|_| Err(error.clone())).collect()
-                }
+                Err(e) => vec![Err(status(e)); admitted.len()],
             };
-        admitted
-            .into_iter()
-            .zip(answers)
-            .map(|((i, admitted), answer)| (i, admitted.finish("", answer).unwrap_or_else(failed)))
-            .collect()
+        finish_group(admitted, answers)
     }
 
     /// A LocalRead request's work, after the sender was checked.
@@ -280,6 +264,18 @@ fn bounce_overflow(results: &mut [pb::BatchResult], budget: usize) {
             };
         }
     }
+}
+
+/// Records each admitted item of a group with its answer.
+fn finish_group(
+    admitted: Vec<(usize, Admitted)>,
+    answers: Vec<Result<pb::BatchResult, Status>>,
+) -> Vec<(usize, pb::BatchResult)> {
+    admitted
+        .into_iter()
+        .zip(answers)
+        .map(|((i, admitted), answer)| (i, admitted.finish("", answer).unwrap_or_else(failed)))
+        .collect()
 }
 
 /// A batch item's answer when it failed.

@@ -164,33 +164,10 @@ impl Replica {
     /// Merges versions received from another node (replication, read
     /// repair, hint delivery).
     pub async fn merge(&self, key: Bytes, incoming: VersionSet) -> Result<Merged> {
-        let stored_key = data_key(self.partition_of(&key), &key);
-        let engine = self.engine.clone();
-        let locks = self.locks.clone();
-        let clock = self.clock.clone();
-        let cap = self.max_siblings;
-        tokio::task::spawn_blocking(move || {
-            if let Some(seen) = incoming.max_timestamp() {
-                let mut clock = clock.lock().unwrap_or_else(|p| p.into_inner());
-                clock.observe(seen, wall_clock_ms());
-            }
-            let _guard = locks.lock(&stored_key);
-            let current = read_state(engine.as_ref(), &stored_key)?;
-            let mut state = current.merged(&incoming);
-            let collapsed = state.enforce_cap(cap);
-            let changed = state != current;
-            if changed {
-                let mut batch = WriteBatch::new();
-                batch.put(Cf::Data, stored_key, state.encode());
-                engine.write(batch)?;
-            }
-            Ok(Merged {
-                state,
-                changed,
-                collapsed,
-            })
-        })
-        .await?
+        self.merge_group(vec![(key, incoming)])
+            .await?
+            .pop()
+            .ok_or_else(|| Error::Internal("a merge of one key produced no outcome".into()))
     }
 
     /// Merges versions received for many keys as one group commit: the

@@ -134,19 +134,21 @@ impl Transport {
     /// A request meant for `to` only: a different node now answering at
     /// that address (a wiped node that came back with a new id) refuses it.
     fn request_to<T>(&self, to: NodeId, msg: T, timeout: Duration) -> Request<T> {
-        let mut req = self.request(msg, timeout);
-        if let Ok(v) = MetadataValue::try_from(to.to_string()) {
-            req.metadata_mut().insert(TO_HEADER, v);
-        }
+        let mut req = Request::new(msg);
+        *req.metadata_mut() = self.headers_to(to);
+        req.set_timeout(timeout);
         req
     }
 
-    /// The sender and recipient headers of [`Self::request_to`], for
-    /// batch calls built elsewhere.
+    /// The sender and recipient headers of a call meant for `to` only.
     fn headers_to(&self, to: NodeId) -> MetadataMap {
-        let (headers, _, ()) = self.request_to(to, (), Duration::ZERO).into_parts();
-        let mut headers = headers;
-        headers.remove("grpc-timeout");
+        let mut headers = MetadataMap::new();
+        if let Ok(v) = MetadataValue::try_from(self.me.to_string()) {
+            headers.insert(FROM_HEADER, v);
+        }
+        if let Ok(v) = MetadataValue::try_from(to.to_string()) {
+            headers.insert(TO_HEADER, v);
+        }
         headers
     }
 
@@ -198,7 +200,7 @@ impl Transport {
         state: &VersionSet,
         timeout: Duration,
     ) -> Result<(), Status> {
-        self.send_versions(node, address, key, state.encode().into(), None, timeout)
+        self.replicate_encoded(node, address, key, state.encode().into(), timeout)
             .await
     }
 
