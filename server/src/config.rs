@@ -36,6 +36,7 @@ pub const MESSAGE_OVERHEAD_BYTES: usize = 64 * 1024;
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub node: NodeConfig,
+    pub clock: ClockConfig,
     pub cluster: ClusterConfig,
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
@@ -205,6 +206,25 @@ impl LimitsConfig {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+/// Bounds on the hybrid logical clock.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClockConfig {
+    /// How far ahead of this node's wall clock a timestamp (or dot counter)
+    /// in a peer's versions or a client's context may be; beyond it the
+    /// item is refused and counted, so one bad clock cannot drag every
+    /// node's clock to the end of time.
+    pub max_offset_ms: u64,
+}
+
+impl Default for ClockConfig {
+    fn default() -> Self {
+        Self {
+            max_offset_ms: crate::replica::DEFAULT_MAX_CLOCK_OFFSET_MS,
+        }
     }
 }
 
@@ -469,6 +489,16 @@ impl Config {
             if seed.trim().is_empty() || !seed.contains(':') {
                 return fail(format!("cluster.seeds entry {seed:?} must be host:port"));
             }
+        }
+        // Just after a restart a node's timestamps run up to one clock lease
+        // ahead of its wall clock; peers must accept that much.
+        let lease = crate::replica::clock::LEASE_MS;
+        if self.clock.max_offset_ms <= 2 * lease {
+            return fail(format!(
+                "clock.max_offset_ms = {} must exceed {} ms (twice the clock floor's lease)",
+                self.clock.max_offset_ms,
+                2 * lease
+            ));
         }
         if self.gossip.interval_ms == 0 || self.gossip.fanout == 0 {
             return fail("gossip.interval_ms and gossip.fanout must be at least 1".to_string());

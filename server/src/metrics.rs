@@ -84,11 +84,29 @@ pub struct Metrics {
     batches: AtomicU64,
     /// Replica operations those batch calls carried.
     batch_items: AtomicU64,
+    /// Counters kept by other parts of the node (name, help, value),
+    /// registered once at start and rendered with the rest.
+    registered: Mutex<Vec<RegisteredCounter>>,
+}
+
+/// A counter owned elsewhere (e.g. by the replica) and exposed here.
+pub struct RegisteredCounter {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub value: Arc<AtomicU64>,
 }
 
 impl Metrics {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// Exposes a counter owned by another part of the node.
+    pub fn register(&self, counter: RegisteredCounter) {
+        self.registered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(counter);
     }
 
     /// Records one finished request.
@@ -256,6 +274,20 @@ impl Metrics {
                 out,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
                 value.load(Ordering::Relaxed)
+            );
+        }
+        for c in self
+            .registered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                c.value.load(Ordering::Relaxed),
+                name = c.name,
+                help = c.help,
             );
         }
         let _ = writeln!(

@@ -111,6 +111,7 @@ impl InternalService {
         if !req.hint_for.is_empty() {
             self.check_key(&req.key)?;
             let incoming = decode_versions(&req)?;
+            self.replica.check_incoming(&incoming).map_err(status)?;
             // This node is a fallback: keep the versions for their replica.
             let target: NodeId = req.hint_for.parse().map_err(status)?;
             self.hints
@@ -136,6 +137,7 @@ impl InternalService {
     fn check_merge(&self, req: &pb::ReplicateRequest) -> Result<VersionSet, Status> {
         self.check_key(&req.key)?;
         let incoming = decode_versions(req)?;
+        self.replica.check_incoming(&incoming).map_err(status)?;
         self.rebalance
             .check_write(self.replica.partition_of(&req.key))
             .map_err(status)?;

@@ -62,7 +62,8 @@ async fn a_hint_is_removed_only_if_unchanged() {
 
 #[tokio::test]
 async fn a_full_target_refuses_new_hints_but_others_still_accept() {
-    let (s, _) = store(200);
+    // Room for one hint of `big` (with its encoding) but not two.
+    let (s, _) = store(250);
     let big = "x".repeat(150);
     s.store(NodeId(1), Bytes::from("k1"), state(9, &big))
         .await

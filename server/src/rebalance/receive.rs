@@ -180,17 +180,25 @@ impl Rebalance {
                 }
             };
             let mut bytes = 0u64;
+            // The cursor moves past every key of the chunk, skipped ones too.
+            let chunk_last = chunk.entries.last().map(|e| e.key.clone());
             let mut entries = Vec::with_capacity(chunk.entries.len());
             for e in chunk.entries {
                 bytes += (e.key.len() + e.version_set.len()) as u64;
                 let set = VersionSet::decode(&e.version_set).map_err(|err| {
                     Error::Corrupt(format!("partition {partition} from {source}: {err}"))
                 })?;
+                // A key whose clock is out of bounds is skipped (and counted
+                // by the clock), never retried: it would stall the transfer.
+                if let Err(err) = self.replica.check_incoming(&set) {
+                    warn!(partition, %source, "skipping a transferred key: {err}");
+                    continue;
+                }
                 entries.push((e.key, set));
             }
             let keys = entries.len() as u64;
-            if let Some((last, _)) = entries.last() {
-                cursor.after = Some(last.clone());
+            if let Some(last) = chunk_last {
+                cursor.after = Some(last);
             }
             self.replica.merge_many(entries).await?;
             cursor.bytes += bytes;

@@ -316,6 +316,7 @@ impl Repair {
             .map_err(|s| self.peer_error(peer, "local read", s))?;
         let (merged, changed_here) = match &theirs {
             Some(state) => {
+                self.replica.check_incoming(state)?;
                 let merged = self.replica.merge(key.clone(), state.clone()).await?;
                 if merged.collapsed > 0 {
                     self.metrics.siblings_collapsed(merged.collapsed);

@@ -12,24 +12,31 @@
 //! so the async runtime never stalls behind the disk. The stripe locks are
 //! plain `std` mutexes held only inside those blocking closures.
 
+pub mod clock;
 mod locks;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
+use crate::metrics::RegisteredCounter;
 use crate::ring;
 use crate::storage::{data_key, partition_range, split_data_key, Cf, Engine, WriteBatch};
-use crate::version::{HybridClock, NodeId, Value, VersionSet, VersionVector, WriteOutcome};
+use crate::version::{NodeId, Value, VersionSet, VersionVector, WriteOutcome};
 
+use clock::NodeClock;
 use locks::KeyLocks;
 
 /// Number of lock stripes for read-merge-write; enough that unrelated keys
 /// rarely share one, small enough to allocate up front.
 const LOCK_STRIPES: usize = 4096;
+
+/// `clock.max_offset_ms` for replicas built without a configuration (tests).
+pub const DEFAULT_MAX_CLOCK_OFFSET_MS: u64 = 500;
 
 /// Wall clock in unix milliseconds: the only clock read of the write path,
 /// fed into the pure [`HybridClock`].
@@ -79,9 +86,12 @@ pub struct Replica {
     /// Sibling cap applied after every write and merge.
     max_siblings: usize,
     locks: Arc<KeyLocks>,
-    /// Hybrid logical clock: every version this node creates gets a
-    /// timestamp above everything it has seen.
-    clock: Arc<Mutex<HybridClock>>,
+    /// Issues every version's timestamp (and so its dot's counter floor):
+    /// above everything seen, and never twice for this node id.
+    clock: Arc<NodeClock>,
+    /// Dots found held by two states with different contents (see
+    /// [`VersionSet::conflicting_dots`]); should stay 0.
+    dot_conflicts: Arc<AtomicU64>,
 }
 
 impl Replica {
@@ -93,12 +103,54 @@ impl Replica {
     ) -> Self {
         Self {
             node_id,
+            clock: Arc::new(NodeClock::new(engine.clone(), DEFAULT_MAX_CLOCK_OFFSET_MS)),
             engine,
             partitions,
             max_siblings,
             locks: Arc::new(KeyLocks::new(LOCK_STRIPES)),
-            clock: Arc::new(Mutex::new(HybridClock::new())),
+            dot_conflicts: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Sets `clock.max_offset_ms`: how far ahead of this node's wall clock
+    /// a timestamp from a peer or a client may be.
+    pub fn with_max_clock_offset(mut self, max_offset_ms: u64) -> Self {
+        self.clock = Arc::new(NodeClock::new(self.engine.clone(), max_offset_ms));
+        self
+    }
+
+    /// The node's clock: for checking what peers and clients send.
+    pub fn clock(&self) -> &NodeClock {
+        &self.clock
+    }
+
+    /// Refuses a version set from a peer that a replica must not merge:
+    /// timestamps or counters beyond `clock.max_offset_ms` ahead of this
+    /// node's clock. Every path that merges a peer's versions checks this
+    /// first, item by item, so one bad item fails alone.
+    pub fn check_incoming(&self, set: &VersionSet) -> Result<()> {
+        self.clock.check(set, wall_clock_ms())
+    }
+
+    /// Dots found held by two states with different contents so far.
+    pub fn dot_conflicts(&self) -> u64 {
+        self.dot_conflicts.load(Ordering::Relaxed)
+    }
+
+    /// The replica's safety counters, for the metrics endpoint.
+    pub fn counters(&self) -> Vec<RegisteredCounter> {
+        vec![
+            RegisteredCounter {
+                name: "ringkv_dot_conflicts_total",
+                help: "Dots received with contents other than the ones held for them (a dot issued twice: one write lost). Should stay 0.",
+                value: self.dot_conflicts.clone(),
+            },
+            RegisteredCounter {
+                name: "ringkv_clock_refusals_total",
+                help: "Versions or contexts refused for timestamps or counters beyond clock.max_offset_ms ahead.",
+                value: self.clock.refused_counter(),
+            },
+        ]
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -125,29 +177,22 @@ impl Replica {
         tokio::task::spawn_blocking(move || {
             let _guard = locks.lock(&stored_key);
             let mut state = read_state(engine.as_ref(), &stored_key)?;
-            let timestamp = {
-                let mut clock = clock.lock().unwrap_or_else(|p| p.into_inner());
-                let wall = wall_clock_ms();
-                if let Some(seen) = state.max_timestamp() {
-                    clock.observe(seen, wall);
-                }
-                clock.now(wall)
-            };
-            // A key this node holds nothing of may have been purged here:
-            // restarting its counter at 1 could reissue a dot that another
-            // replica still covers, which would then drop the new write.
-            // Start instead above a node-wide value that only grows (the
-            // HLC), which no earlier dot of this node can exceed.
-            let context = if state.is_empty() {
-                let mut floor = write.context.clone().unwrap_or_default();
-                floor.insert(node, timestamp.0);
-                Some(floor)
-            } else {
-                write.context.clone()
-            };
+            let wall = wall_clock_ms();
+            if let Some(seen) = state.max_timestamp() {
+                clock.observe(seen, wall);
+            }
+            let timestamp = clock.issue(wall)?;
+            // The new dot's counter is at least `timestamp`, which this node
+            // never issues twice (`clock`): a key purged here, or a stored
+            // state older than what the other replicas hold (a restored
+            // backup, a lost WAL tail), cannot make it reuse a dot that
+            // another replica covers and would then drop.
+            if let Some(context) = &write.context {
+                clock.check_counters(context, wall)?;
+            }
             let outcome = state.write(
                 node,
-                context.as_ref(),
+                write.context.as_ref(),
                 timestamp,
                 write.value,
                 write.expires_at_ms,
@@ -184,12 +229,12 @@ impl Replica {
             .map(|(key, set)| (data_key(self.partition_of(&key), &key), set))
             .collect();
         if let Some(seen) = entries.iter().filter_map(|(_, s)| s.max_timestamp()).max() {
-            let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
-            clock.observe(seen, wall_clock_ms());
+            self.clock.observe(seen, wall_clock_ms());
         }
         let engine = self.engine.clone();
         let locks = self.locks.clone();
         let cap = self.max_siblings;
+        let conflicts = self.dot_conflicts.clone();
         tokio::task::spawn_blocking(move || {
             let _guards = locks.lock_all(entries.iter().map(|(key, _)| key.as_slice()));
             let stored_keys: Vec<Vec<u8>> = entries.iter().map(|(key, _)| key.clone()).collect();
@@ -202,6 +247,15 @@ impl Replica {
                     Some(state) => state.clone(),
                     None => decode_state(bytes.as_deref())?,
                 };
+                let conflicting = current.conflicting_dots(&incoming);
+                if conflicting > 0 {
+                    conflicts.fetch_add(conflicting as u64, Ordering::Relaxed);
+                    tracing::error!(
+                        key_hash = stored_key_hash(&stored_key),
+                        conflicting,
+                        "a dot arrived with contents other than the ones held for it: some node issued a dot twice, and one of the two writes is lost"
+                    );
+                }
                 let mut state = current.merged(&incoming);
                 let collapsed = state.enforce_cap(cap);
                 let changed = state != current;
@@ -394,6 +448,11 @@ impl Replica {
         })
         .await?
     }
+}
+
+/// A stable hash of a stored key for logs: keys are never logged raw.
+fn stored_key_hash(stored_key: &[u8]) -> u64 {
+    twox_hash::XxHash3_64::oneshot(stored_key)
 }
 
 /// Reads and decodes a stored version set; a missing key is the empty set.

@@ -71,13 +71,19 @@ impl Node {
             EngineKind::Memory => NodeId::random(),
         };
         let generation = identity::bump_generation(engine.as_ref())?;
-        let replica = Arc::new(Replica::new(
-            node_id,
-            engine.clone(),
-            config.cluster.partitions,
-            config.limits.max_siblings,
-        ));
+        let replica = Arc::new(
+            Replica::new(
+                node_id,
+                engine.clone(),
+                config.cluster.partitions,
+                config.limits.max_siblings,
+            )
+            .with_max_clock_offset(config.clock.max_offset_ms),
+        );
         let metrics = Metrics::new();
+        for counter in replica.counters() {
+            metrics.register(counter);
+        }
         let transport = Arc::new(Transport::new(node_id, config.limits.max_message_bytes()));
         let me = MemberInfo {
             id: node_id,

@@ -221,6 +221,9 @@ pub enum BatchOp {
 pub struct WriteBatch {
     /// Kept private so the only way in is through `put` and `delete`.
     ops: Vec<BatchOp>,
+    /// Fsync the WAL before returning whatever `storage.sync` says: for the
+    /// few writes that later writes' safety rests on (the clock floor).
+    durable: bool,
 }
 
 impl WriteBatch {
@@ -243,6 +246,17 @@ impl WriteBatch {
             cf,
             key: key.into(),
         });
+    }
+
+    /// Makes the write durable (WAL fsynced) before it returns, in every
+    /// sync mode.
+    pub fn set_durable(&mut self) {
+        self.durable = true;
+    }
+
+    /// Whether [`set_durable`](Self::set_durable) was called.
+    pub fn is_durable(&self) -> bool {
+        self.durable
     }
 
     /// Number of operations in the batch.

@@ -57,6 +57,8 @@ pub struct RocksEngine {
     db: Arc<DB>,
     /// Built once from the sync mode; decides whether each write fsyncs.
     write_opts: WriteOptions,
+    /// Fsyncs whatever the mode: for batches marked durable.
+    durable_opts: WriteOptions,
 }
 
 impl RocksEngine {
@@ -95,6 +97,8 @@ impl RocksEngine {
 
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(opts.sync == SyncMode::Always);
+        let mut durable_opts = WriteOptions::default();
+        durable_opts.set_sync(true);
 
         let syncer = match opts.sync {
             SyncMode::Periodic => Some(WalSyncer::start(Arc::clone(&db), opts.sync_interval)?),
@@ -106,6 +110,7 @@ impl RocksEngine {
             syncer,
             db,
             write_opts,
+            durable_opts,
         })
     }
 
@@ -173,7 +178,12 @@ impl Engine for RocksEngine {
                 BatchOp::Delete { cf, key } => rocks_batch.delete_cf(self.handle(*cf)?, key),
             }
         }
-        Ok(self.db.write_opt(rocks_batch, &self.write_opts)?)
+        let opts = if batch.is_durable() {
+            &self.durable_opts
+        } else {
+            &self.write_opts
+        };
+        Ok(self.db.write_opt(rocks_batch, opts)?)
     }
 
     fn scan(

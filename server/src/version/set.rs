@@ -162,11 +162,22 @@ impl VersionSet {
     /// - Without one (a blind overwrite), it supersedes every version this
     ///   coordinator holds, so plain overwrites never create siblings.
     ///
-    /// The new dot is `(node, context().get(node) + 1)`, taken after joining
-    /// the client context: one past every counter for `node` that this state
-    /// or the client has seen, so it is not covered by any context that
-    /// existed before. Finally the sibling cap is enforced, never dropping
-    /// the new version itself (an acknowledged write must be readable).
+    /// The new dot's counter is the larger of the write's HLC `timestamp`
+    /// (as a number) and one past every counter for `node` that this state
+    /// or the client has seen (taken after joining the client context).
+    /// Either bound alone keeps the dot out of every context that existed
+    /// before *on this state*; the timestamp bound also keeps it out of
+    /// every context anywhere, because `node` issues each HLC timestamp
+    /// once (the replica's clock persists a floor ahead of use, see
+    /// `replica::clock`). That is what makes a node whose disk went back in
+    /// time (a restored backup, a lost WAL tail) still issue fresh dots:
+    /// its stored counters are old, its clock is not. Finally the sibling
+    /// cap is enforced, never dropping the new version itself (an
+    /// acknowledged write must be readable).
+    ///
+    /// Callers refuse contexts whose counters lie beyond any issued
+    /// timestamp (`replica::clock::NodeClock::check_counters`), so the
+    /// `+ 1` cannot saturate onto a dot already held.
     pub fn write(
         &mut self,
         node: NodeId,
@@ -185,10 +196,11 @@ impl VersionSet {
         }
         let dot = Dot {
             node,
-            counter: self.context.get(node).saturating_add(1),
+            counter: self.context.get(node).saturating_add(1).max(timestamp.0),
         };
         // Only a forged context holding u64::MAX can make the counter
-        // saturate onto a held dot; replacing it keeps dots unique.
+        // saturate onto a held dot (callers refuse such contexts);
+        // replacing it keeps dots unique within this state regardless.
         self.versions.retain(|v| v.dot != dot);
         self.context.insert(node, dot.counter);
         let at = self.versions.partition_point(|v| v.dot < dot);
@@ -261,6 +273,33 @@ impl VersionSet {
         self.versions.iter().map(|v| v.timestamp).max()
     }
 
+    /// How many dots both states hold with different contents. A dot names
+    /// one write, so this is never above zero unless some node issued a
+    /// dot twice (its disk went back in time without its clock floor, or a
+    /// bug): merge still converges (see `newer_content`), but one of the
+    /// two writes is lost, and the replica reports it.
+    pub fn conflicting_dots(&self, other: &VersionSet) -> usize {
+        self.versions
+            .iter()
+            .filter(|v| {
+                other
+                    .versions
+                    .binary_search_by(|o| o.dot.cmp(&v.dot))
+                    .ok()
+                    .and_then(|i| other.versions.get(i))
+                    .is_some_and(|o| content_cmp(o, v) != Ordering::Equal)
+            })
+            .count()
+    }
+
+    /// The largest dot counter or context entry held, for any node: checked
+    /// against the clock bound on states that arrive from peers.
+    pub fn max_counter(&self) -> u64 {
+        let dots = self.versions.iter().map(|v| v.dot.counter);
+        let context = self.context.iter().map(|(_, c)| c);
+        dots.chain(context).max().unwrap_or(0)
+    }
+
     /// True when every version is a tombstone: the whole key is deleted.
     /// Vacuously true for an empty set.
     pub fn all_tombstones(&self) -> bool {
@@ -301,8 +340,10 @@ mod tests {
         Value::Data(Bytes::copy_from_slice(s.as_bytes()))
     }
 
-    fn ts(ms: u64) -> Timestamp {
-        Timestamp::new(ms, 0)
+    /// A raw timestamp: small numbers keep the counters these tests expect
+    /// (a dot's counter is at least its timestamp) while ordering the same.
+    fn ts(n: u64) -> Timestamp {
+        Timestamp(n)
     }
 
     fn values(set: &VersionSet, now: u64) -> Vec<Value> {
@@ -361,7 +402,9 @@ mod tests {
         assert_eq!(read.visible(0).len(), 2);
         // The client resolves through A, which has not received B's sibling.
         let out = at_a.write(A, Some(read.context()), ts(3), data("c"), None, CAP);
-        assert_eq!(out.dot, Dot::new(A, 2));
+        // The counter is at least the write's timestamp.
+        assert_eq!(out.dot, Dot::new(A, 3));
+        assert!(!read.context().covers(&out.dot));
         assert_eq!(values(&at_a, 0), [data("c")]);
         // When B's state arrives, its sibling is recognised as superseded.
         at_a.merge(&at_b);
@@ -409,16 +452,21 @@ mod tests {
     fn cap_collapses_the_oldest_and_reports_it() {
         let mut s = VersionSet::new();
         let empty = VersionVector::new();
+        let mut last = None;
         for i in 0..5u64 {
             let out = s.write(A, Some(&empty), ts(10 - i), data(&i.to_string()), None, 3);
             assert_eq!(out.collapsed, usize::from(i >= 3));
+            last = Some(out.dot);
         }
-        // Timestamps ran backwards, yet each write survived its own cap.
+        // Timestamps ran backwards (the first write set the counter to 10),
+        // yet each write survived its own cap.
+        let last = last.unwrap();
+        assert_eq!(last, Dot::new(A, 14));
         assert_eq!(s.versions().len(), 3);
-        assert!(s.versions().iter().any(|v| v.dot == Dot::new(A, 5)));
+        assert!(s.versions().iter().any(|v| v.dot == last));
         assert_eq!(values(&s, 0), [data("4"), data("1"), data("0")]);
         // Collapsed dots stay in the context: they count as superseded.
-        assert_eq!(s.context().get(A), 5);
+        assert_eq!(s.context().get(A), 14);
         assert_eq!(s.enforce_cap(1), 2);
         assert_eq!(values(&s, 0), [data("0")]);
         assert_eq!(s.enforce_cap(0), 0, "a cap of 0 still keeps one");
@@ -459,6 +507,34 @@ mod tests {
         let ab = a.merged(&b);
         assert_eq!(ab, b.merged(&a));
         assert_eq!(values(&ab, 0), [data("y")]);
+    }
+
+    #[test]
+    fn a_write_onto_a_stale_state_gets_a_dot_no_newer_state_covers() {
+        // A's copy of the key went back in time (a restored backup): it
+        // holds v1 while the other replicas hold v3, written by A later.
+        let mut at_a = VersionSet::new();
+        at_a.write(A, None, ts(100), data("v1"), None, CAP);
+        let mut elsewhere = at_a.clone();
+        elsewhere.write(A, None, ts(200), data("v2"), None, CAP);
+        elsewhere.write(A, None, ts(300), data("v3"), None, CAP);
+        // A's clock did not go back, so its next write is stamped later.
+        let v4 = at_a.write(A, None, ts(400), data("v4"), None, CAP);
+        assert!(!elsewhere.context().covers(&v4.dot), "{v4:?} reused");
+        let mut merged = elsewhere.clone();
+        merged.merge(&at_a);
+        assert_eq!(values(&merged, 0), vec![data("v4")]);
+        assert_eq!(merged.conflicting_dots(&at_a), 0);
+    }
+
+    #[test]
+    fn conflicting_dots_counts_one_dot_with_two_contents() {
+        let mut one = VersionSet::new();
+        one.write(A, None, ts(5), data("x"), None, CAP);
+        let mut other = VersionSet::new();
+        other.write(A, None, ts(5), data("y"), None, CAP);
+        assert_eq!(one.conflicting_dots(&other), 1);
+        assert_eq!(one.conflicting_dots(&one.clone()), 0);
     }
 
     #[test]

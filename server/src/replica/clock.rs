@@ -1,0 +1,257 @@
+//! The node's clock: hybrid logical clock timestamps that are never issued
+//! twice, not even across a crash, a restored backup or a wall clock
+//! stepped back across a restart.
+//!
+//! Every write this node coordinates gets a timestamp from here, and its
+//! dot's counter is at least that timestamp (`VersionSet::write`). So the
+//! uniqueness of dots rests on one property: **no timestamp is issued
+//! twice by one node id**. Within one run the pure [`HybridClock`] gives
+//! that (each timestamp is above everything issued or observed). Across
+//! runs it rests on two things:
+//!
+//! - **The wall clock.** A data directory restored from a backup, or a WAL
+//!   that lost its unsynced tail in a machine crash, takes the node's
+//!   stored per-key counters back in time, but not the wall clock: the
+//!   next timestamp is above every one issued before the restore, and so
+//!   is the next dot. (Per-key counters alone reuse dots here, and a
+//!   replica that already covers the reused dot silently drops the new
+//!   write: Riak's KV679.)
+//! - **A persisted floor, leased ahead of use.** Before issuing a timestamp
+//!   at or past the stored floor, the clock durably writes (fsync, whatever
+//!   `storage.sync` says) a new floor [`LEASE_MS`] ahead of it, and at start
+//!   it continues above the stored floor. So a wall clock stepped back
+//!   across a restart cannot take timestamps back either. The cost is one
+//!   small synced write per [`LEASE_MS`] of writing, and timestamps that
+//!   run at most [`LEASE_MS`] ahead of the wall clock just after a restart.
+//!
+//! Only both at once (a restored backup *and* a wall clock behind the
+//! timestamps issued before the restore) can reissue a timestamp; the
+//! operations guide says to check the clock before restoring.
+//!
+//! Timestamps from elsewhere are bounded: a peer's version or a client's
+//! context more than `clock.max_offset_ms` ahead of the local wall clock is
+//! refused ([`NodeClock::check`]) and counted, so one bad clock or one
+//! forged message cannot drag this node's clock to the end of time, where
+//! the HLC would saturate and every later timestamp (and dot) would repeat.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::storage::{Cf, Engine, WriteBatch};
+use crate::version::{HybridClock, Timestamp, VersionSet, VersionVector};
+
+/// `meta` key of the persisted clock floor: unix ms (8 bytes big-endian)
+/// above every timestamp this node has issued.
+const FLOOR_KEY: &[u8] = b"clock_floor";
+
+/// How far ahead of the timestamp being issued the persisted floor is
+/// moved: one synced write per this many milliseconds of writes. Kept well
+/// under the default `clock.max_offset_ms` (500), because just after a
+/// restart timestamps run up to this far ahead of the wall clock and peers
+/// refuse anything further ahead than their max offset.
+pub const LEASE_MS: u64 = 200;
+
+/// The node's clock, shared by every write path of the replica.
+pub struct NodeClock {
+    state: Mutex<ClockState>,
+    /// Where the floor is persisted.
+    engine: Arc<dyn Engine>,
+    /// `clock.max_offset_ms`: how far ahead of the wall clock a timestamp
+    /// from a peer or client may be.
+    max_offset_ms: u64,
+    /// Timestamps and counters refused as too far ahead (for the metric).
+    refused: Arc<AtomicU64>,
+}
+
+struct ClockState {
+    hlc: HybridClock,
+    /// Unix ms of the persisted floor; a timestamp at or past it needs a new
+    /// floor first. Zero until the stored floor is loaded.
+    lease_until_ms: u64,
+    /// Whether the stored floor was read (lazily, on the first issue, so the
+    /// constructor does no I/O).
+    loaded: bool,
+}
+
+impl NodeClock {
+    pub fn new(engine: Arc<dyn Engine>, max_offset_ms: u64) -> Self {
+        Self {
+            state: Mutex::new(ClockState {
+                hlc: HybridClock::new(),
+                lease_until_ms: 0,
+                loaded: false,
+            }),
+            engine,
+            max_offset_ms,
+            refused: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Issues a timestamp above every timestamp this node id ever issued
+    /// (see the module doc), persisting a new floor first when needed.
+    /// Blocking (it may fsync): call it on a blocking thread.
+    pub fn issue(&self, wall_ms: u64) -> Result<Timestamp> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !state.loaded {
+            if let Some(floor) = self.stored_floor()? {
+                // Strictly above the floor: every earlier timestamp is below it.
+                state.hlc.observe(Timestamp::new(floor, 0), wall_ms);
+            }
+            state.loaded = true;
+        }
+        let ts = state.hlc.now(wall_ms);
+        if ts.0 == u64::MAX {
+            return Err(Error::Internal(
+                "the hybrid clock reached its largest value; no further timestamp is unique"
+                    .to_string(),
+            ));
+        }
+        if ts.physical_ms() >= state.lease_until_ms {
+            let floor = ts.physical_ms().saturating_add(LEASE_MS);
+            let mut batch = WriteBatch::new();
+            batch.put(Cf::Meta, FLOOR_KEY, floor.to_be_bytes().to_vec());
+            batch.set_durable();
+            self.engine.write(batch)?;
+            state.lease_until_ms = floor;
+        }
+        Ok(ts)
+    }
+
+    /// Moves the clock past `seen` (a timestamp already stored or accepted),
+    /// clamped to the offset bound so that nothing unchecked can push it
+    /// further.
+    pub fn observe(&self, seen: Timestamp, wall_ms: u64) {
+        let bound = self.bound(wall_ms);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.hlc.observe(seen.min(bound), wall_ms);
+    }
+
+    /// Refuses a version set from a peer whose timestamps or counters lie
+    /// more than `clock.max_offset_ms` ahead of the local wall clock.
+    pub fn check(&self, set: &VersionSet, wall_ms: u64) -> Result<()> {
+        let bound = self.bound(wall_ms);
+        let timestamp = set.max_timestamp().unwrap_or_default();
+        let counter = set.max_counter();
+        if timestamp > bound || counter > bound.0 {
+            return Err(self.refuse(timestamp.max(Timestamp(counter)), wall_ms));
+        }
+        Ok(())
+    }
+
+    /// Refuses a client context whose counters lie beyond any timestamp a
+    /// node could have issued: it was not returned by a read, and a counter
+    /// near `u64::MAX` would make the next dot saturate onto an old one.
+    pub fn check_counters(&self, context: &VersionVector, wall_ms: u64) -> Result<()> {
+        let bound = self.bound(wall_ms);
+        match context.iter().map(|(_, c)| c).max() {
+            Some(c) if c > bound.0 => Err(self.refuse(Timestamp(c), wall_ms)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Timestamps and counters refused so far.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// The counter behind [`refused`](Self::refused), for the metrics.
+    pub fn refused_counter(&self) -> Arc<AtomicU64> {
+        self.refused.clone()
+    }
+
+    /// The greatest timestamp acceptable from elsewhere at `wall_ms`.
+    fn bound(&self, wall_ms: u64) -> Timestamp {
+        Timestamp::new(wall_ms.saturating_add(self.max_offset_ms), u16::MAX)
+    }
+
+    fn refuse(&self, seen: Timestamp, wall_ms: u64) -> Error {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        let ahead = seen.physical_ms().saturating_sub(wall_ms);
+        Error::InvalidArgument(format!(
+            "timestamp or counter {seen} is {ahead} ms ahead of this node's clock, beyond clock.max_offset_ms = {}; check the clocks (NTP) of the sending node",
+            self.max_offset_ms
+        ))
+    }
+
+    fn stored_floor(&self) -> Result<Option<u64>> {
+        match self.engine.get(Cf::Meta, FLOOR_KEY)? {
+            None => Ok(None),
+            Some(bytes) => {
+                let raw: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+                    Error::Corrupt(format!("clock floor of {} bytes, expected 8", bytes.len()))
+                })?;
+                Ok(Some(u64::from_be_bytes(raw)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryEngine;
+
+    fn clock(engine: &Arc<MemoryEngine>) -> NodeClock {
+        NodeClock::new(engine.clone(), 500)
+    }
+
+    #[test]
+    fn a_restart_continues_above_the_persisted_floor_even_with_the_wall_clock_behind() {
+        let engine = Arc::new(MemoryEngine::new());
+        let first = clock(&engine);
+        let issued = first.issue(1_000_000).unwrap();
+        // The wall clock stepped back ten seconds across the restart.
+        let second = clock(&engine);
+        let next = second.issue(990_000).unwrap();
+        assert!(next > issued, "{next} reissued at or below {issued}");
+    }
+
+    #[test]
+    fn the_floor_is_written_once_per_lease() {
+        let engine = Arc::new(MemoryEngine::new());
+        let c = clock(&engine);
+        c.issue(1_000).unwrap();
+        let floor = c.stored_floor().unwrap();
+        assert_eq!(floor, Some(1_000 + LEASE_MS));
+        c.issue(1_000 + LEASE_MS - 1).unwrap();
+        assert_eq!(c.stored_floor().unwrap(), floor);
+        c.issue(1_000 + LEASE_MS).unwrap();
+        assert_eq!(c.stored_floor().unwrap(), Some(1_000 + 2 * LEASE_MS));
+    }
+
+    #[test]
+    fn far_future_timestamps_are_refused_and_cannot_move_the_clock() {
+        let engine = Arc::new(MemoryEngine::new());
+        let c = clock(&engine);
+        let wall = 1_000_000;
+        let mut poisoned = VersionSet::new();
+        poisoned.write(
+            crate::version::NodeId(1),
+            None,
+            Timestamp(u64::MAX),
+            crate::version::Value::Tombstone,
+            None,
+            4,
+        );
+        assert!(c.check(&poisoned, wall).is_err());
+        assert_eq!(c.refused(), 1);
+        // Unchecked, it still cannot drag the clock further than the bound.
+        c.observe(Timestamp(u64::MAX), wall);
+        let next = c.issue(wall).unwrap();
+        assert!(next.physical_ms() <= wall + 500 + 1);
+    }
+
+    #[test]
+    fn forged_context_counters_are_refused() {
+        let engine = Arc::new(MemoryEngine::new());
+        let c = clock(&engine);
+        let mut forged = VersionVector::new();
+        forged.insert(crate::version::NodeId(7), u64::MAX);
+        assert!(c.check_counters(&forged, 1_000).is_err());
+        let mut fine = VersionVector::new();
+        fine.insert(crate::version::NodeId(7), 3);
+        fine.insert(crate::version::NodeId(8), Timestamp::new(1_000, 4).0);
+        assert!(c.check_counters(&fine, 1_000).is_ok());
+    }
+}
