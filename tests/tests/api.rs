@@ -641,7 +641,7 @@ async fn message_far_above_the_size_limit_is_refused_and_the_node_keeps_serving(
 }
 
 #[tokio::test]
-async fn well_formed_but_forged_contexts_are_accepted_without_harm() {
+async fn forged_contexts_do_no_harm_and_impossible_counters_are_refused() {
     let node = start(&[]).await;
     let me = u64::from_str_radix(&node.node_status().await.node_id, 16).unwrap();
     // The largest context a client may send, of nodes that never wrote.
@@ -656,20 +656,29 @@ async fn well_formed_but_forged_contexts_are_accepted_without_harm() {
         .unwrap();
     assert_eq!(node.values("wide").await, vec!["v", "w"]);
 
-    // A context claiming this node's counter is already at u64::MAX.
+    // A context claiming this node's counter is already at u64::MAX: no
+    // read returned it (counters are clock readings), and writing past it
+    // would saturate onto a dot already issued. Refused, with a reason.
     let forged = context_bytes(&[(me, u64::MAX)]);
-    node.put(put_with_context("forged", "a", &forged))
-        .await
-        .unwrap();
-    node.put(put_with_context("forged", "b", &forged))
-        .await
-        .unwrap();
+    node.put(put_req("forged", "a")).await.unwrap();
+    for attempt in ["b", "c"] {
+        let refused = node
+            .put(put_with_context("forged", attempt, &forged))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert!(
+            refused.message().contains("clock.max_offset_ms"),
+            "{refused:?}"
+        );
+    }
     let delete = pb::DeleteRequest {
         context: forged.into(),
         ..del_req("forged")
     };
-    node.delete(delete).await.unwrap();
-    node.get(get_req("forged")).await.unwrap();
+    let refused = node.delete(delete).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert_eq!(node.values("forged").await, vec!["a"]);
     node.local_get(b"forged").await.unwrap();
     node.assert_still_serving().await;
 }
