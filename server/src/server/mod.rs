@@ -71,12 +71,15 @@ impl Node {
             EngineKind::Memory => NodeId::random(),
         };
         let generation = identity::bump_generation(engine.as_ref())?;
-        let replica = Arc::new(Replica::new(
-            node_id,
-            engine.clone(),
-            config.cluster.partitions,
-            config.limits.max_siblings,
-        ));
+        let replica = Arc::new(
+            Replica::new(
+                node_id,
+                engine.clone(),
+                config.cluster.partitions,
+                config.limits.max_siblings,
+            )
+            .with_max_state_bytes(config.limits.max_key_state_bytes),
+        );
         let metrics = Metrics::new();
         let transport = Arc::new(Transport::new(node_id, config.limits.max_message_bytes()));
         let me = MemberInfo {
@@ -99,12 +102,15 @@ impl Node {
         };
         let cluster = Cluster::new(me, config.clone(), engine.clone(), transport.clone())?;
         cluster.maybe_bootstrap();
-        let hints = Arc::new(HintStore::open(
-            engine.clone(),
-            config.cluster.partitions,
-            config.handoff.max_bytes_per_target,
-            metrics.clone(),
-        )?);
+        let hints = Arc::new(
+            HintStore::open(
+                engine.clone(),
+                config.cluster.partitions,
+                config.handoff.max_bytes_per_target,
+                metrics.clone(),
+            )?
+            .with_max_state_bytes(config.limits.max_key_state_bytes),
+        );
         let repair = Repair::new(
             replica.clone(),
             cluster.clone(),
