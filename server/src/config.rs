@@ -28,9 +28,20 @@ pub const MAX_KEY_LIMIT: usize = 64 * 1024;
 /// Keys whose environment or flag values are comma-separated lists.
 const LIST_KEYS: &[&str] = &["cluster.seeds"];
 
-/// Room in each gRPC message for everything that is not the key or value
-/// (context, metadata, framing).
+/// Room in each gRPC message for everything that is not the key or the
+/// key's state (a client's context, per-sibling reply fields, metadata,
+/// framing).
 pub const MESSAGE_OVERHEAD_BYTES: usize = 64 * 1024;
+
+/// Largest accepted `limits.max_key_state_bytes`.
+pub const MAX_KEY_STATE_LIMIT: usize = 2 * MAX_VALUE_LIMIT;
+
+/// What `limits.max_key_state_bytes` must leave beyond one value of
+/// `limits.max_value_bytes`: the version vector and one version's fields
+/// (dot, timestamp, flags, expiry, length), so that a write with a context
+/// covering every sibling, or a blind write, always fits however large its
+/// value. 16 KiB holds a vector of several hundred nodes.
+pub const KEY_STATE_HEADROOM_BYTES: usize = 16 * 1024;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -178,6 +189,15 @@ impl StorageConfig {
 pub struct LimitsConfig {
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
+    /// Most bytes one key's stored state may take (its siblings' values,
+    /// the version vector, each version's dot and timestamp), as encoded.
+    /// A write that would pass it is refused (RESOURCE_EXHAUSTED); a merge
+    /// that would pass it collapses the oldest siblings. It bounds every
+    /// internal message that carries a key, so the message limit is derived
+    /// from it ([`LimitsConfig::max_message_bytes`]). The default holds one
+    /// value of the largest size with room to spare but not two, so two
+    /// concurrent writes of large values cannot make a key unsendable.
+    pub max_key_state_bytes: usize,
     /// Concurrent versions kept per key; past it the oldest are collapsed.
     pub max_siblings: usize,
     /// Default deadline for a request when the client sets none.
@@ -191,6 +211,7 @@ impl Default for LimitsConfig {
         Self {
             max_key_bytes: 4 * 1024,
             max_value_bytes: 1024 * 1024,
+            max_key_state_bytes: 1024 * 1024 + 256 * 1024,
             max_siblings: 32,
             request_timeout_ms: 5_000,
             max_concurrent_requests: 1024,
@@ -199,9 +220,22 @@ impl Default for LimitsConfig {
 }
 
 impl LimitsConfig {
-    /// Largest gRPC message the node sends or accepts.
+    /// Largest gRPC message the node sends or accepts: one key and its
+    /// whole state (which holds at least one value, see `validate`) plus
+    /// [`MESSAGE_OVERHEAD_BYTES`]. So every state this node may store fits
+    /// in one internal message with room for its framing, and a get's reply
+    /// (the merged state's siblings and context) fits a client message.
     pub fn max_message_bytes(&self) -> usize {
-        self.max_value_bytes + self.max_key_bytes + MESSAGE_OVERHEAD_BYTES
+        self.max_key_state_bytes.max(self.max_value_bytes)
+            + self.max_key_bytes
+            + MESSAGE_OVERHEAD_BYTES
+    }
+
+    /// The largest item (a key and its encoded state) one internal message
+    /// can carry: the message limit less its overhead. An item past it
+    /// fails alone, before it is sent.
+    pub fn max_item_bytes(&self) -> usize {
+        self.max_message_bytes() - MESSAGE_OVERHEAD_BYTES
     }
 
     pub fn request_timeout(&self) -> Duration {
@@ -562,6 +596,13 @@ impl Config {
                 l.max_value_bytes
             ));
         }
+        let least_state = l.max_value_bytes + KEY_STATE_HEADROOM_BYTES;
+        if l.max_key_state_bytes < least_state || l.max_key_state_bytes > MAX_KEY_STATE_LIMIT {
+            return fail(format!(
+                "limits.max_key_state_bytes = {} must be between limits.max_value_bytes + {KEY_STATE_HEADROOM_BYTES} = {least_state} (one value of the largest size must always fit) and {MAX_KEY_STATE_LIMIT}; raise it together with max_value_bytes",
+                l.max_key_state_bytes
+            ));
+        }
         if l.max_siblings == 0 {
             return fail("limits.max_siblings must be at least 1".to_string());
         }
@@ -618,6 +659,66 @@ mod tests {
         assert_eq!(c.limits.max_key_bytes, 4096);
         assert_eq!(c.limits.max_value_bytes, 1 << 20);
         assert_eq!(c.storage.sync, SyncMode::Periodic);
+    }
+
+    #[test]
+    fn key_state_limit_holds_one_largest_value_not_two_and_fits_a_message() {
+        let l = LimitsConfig::default();
+        assert!(l.max_key_state_bytes >= l.max_value_bytes + KEY_STATE_HEADROOM_BYTES);
+        assert!(
+            l.max_key_state_bytes < 2 * l.max_value_bytes,
+            "two values of the largest size must not fit one key by default"
+        );
+        // A key and its whole state, plus framing, fit one message; a
+        // client's put (key, value, context) too.
+        assert!(
+            l.max_message_bytes()
+                >= l.max_key_state_bytes + l.max_key_bytes + MESSAGE_OVERHEAD_BYTES
+        );
+        assert!(
+            l.max_message_bytes() >= l.max_value_bytes + l.max_key_bytes + MESSAGE_OVERHEAD_BYTES
+        );
+        assert_eq!(l.max_item_bytes(), l.max_key_state_bytes + l.max_key_bytes);
+        // The message limit follows the state limit when it is raised.
+        let raised = LimitsConfig {
+            max_key_state_bytes: 8 << 20,
+            ..LimitsConfig::default()
+        };
+        assert_eq!(
+            raised.max_message_bytes(),
+            (8 << 20) + raised.max_key_bytes + MESSAGE_OVERHEAD_BYTES
+        );
+    }
+
+    #[test]
+    fn key_state_limit_is_validated_against_the_value_limit() {
+        let too_small = vec![(
+            "limits.max_key_state_bytes".to_string(),
+            (1024 * 1024).to_string(),
+        )];
+        let err = Config::load(None, &too_small).unwrap_err().to_string();
+        assert!(err.contains("max_key_state_bytes"), "{err}");
+        assert!(err.contains("max_value_bytes"), "{err}");
+
+        let bigger_values = vec![("limits.max_value_bytes".to_string(), (4 << 20).to_string())];
+        let err = Config::load(None, &bigger_values).unwrap_err().to_string();
+        assert!(err.contains("raise it together"), "{err}");
+
+        let both = vec![
+            ("limits.max_value_bytes".to_string(), (4 << 20).to_string()),
+            (
+                "limits.max_key_state_bytes".to_string(),
+                (5 << 20).to_string(),
+            ),
+        ];
+        let c = Config::load(None, &both).unwrap();
+        assert!(c.limits.max_message_bytes() > 5 << 20);
+
+        let too_big = vec![(
+            "limits.max_key_state_bytes".to_string(),
+            (MAX_KEY_STATE_LIMIT + 1).to_string(),
+        )];
+        assert!(Config::load(None, &too_big).is_err());
     }
 
     #[test]

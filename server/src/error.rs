@@ -88,6 +88,22 @@ pub enum Error {
     #[error("overloaded: {0}; back off and retry")]
     Overloaded(String),
 
+    /// A key's state would pass `limits.max_key_state_bytes` (a write that
+    /// would add to it), or a key's state is too large for one internal
+    /// message. Retrying the same write fails again: the key's siblings must
+    /// be resolved first, by a write carrying the context of a read.
+    #[error(
+        "{what} {siblings} sibling(s), {bytes} bytes in all, above limits.max_key_state_bytes = {limit}; read the key and write with the context the read returned to replace its siblings (or delete them with it)"
+    )]
+    KeyStateTooLarge {
+        /// What was refused, leading into the sibling count ("put refused:
+        /// the key would hold").
+        what: String,
+        siblings: usize,
+        bytes: usize,
+        limit: usize,
+    },
+
     /// A cluster change is not allowed in the current state.
     #[error("{0}")]
     FailedPrecondition(String),

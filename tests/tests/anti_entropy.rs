@@ -186,11 +186,13 @@ async fn the_worker_converges_replicas_by_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn big_listings_take_several_rounds_and_big_leaves_are_sampled() {
-    // Small messages: a listing reply holds about 37 KB, i.e. about 36
-    // keys of 1000 bytes.
+    // Small messages: a listing reply holds about 45 KB, i.e. about 44
+    // keys of 1000 bytes. The message limit follows the key state limit
+    // (here the smallest 4 KiB values allow).
     let env = [
         ("RINGKV__REPAIR__INTERVAL_MS", "3600000"),
         ("RINGKV__LIMITS__MAX_VALUE_BYTES", "4096"),
+        ("RINGKV__LIMITS__MAX_KEY_STATE_BYTES", "20480"),
         NO_HINTS,
     ];
     let mut cluster = TestCluster::start_with_env(3, &[], &env).await.unwrap();

@@ -38,6 +38,10 @@ pub struct InternalService {
     /// Answers of a batch past this many bytes are sent back to be asked
     /// again alone, so a batch response stays within the message limit.
     max_batch_answer_bytes: usize,
+    /// The largest stored state one answer can carry: a larger one (a key
+    /// stored before `limits.max_key_state_bytes` existed) fails alone
+    /// rather than making the whole response fail to encode.
+    max_item_bytes: usize,
 }
 
 impl InternalService {
@@ -60,6 +64,7 @@ impl InternalService {
             max_key_bytes: limits.max_key_bytes,
             // Half the limit leaves room for the items' framing.
             max_batch_answer_bytes: limits.max_message_bytes() / 2,
+            max_item_bytes: limits.max_item_bytes(),
         }
     }
 
@@ -162,6 +167,7 @@ impl InternalService {
                 Ok(merged) => merged
                     .into_iter()
                     .map(|merged| {
+                        let merged = merged.map_err(status)?;
                         if merged.collapsed > 0 {
                             self.gate.metrics().siblings_collapsed(merged.collapsed);
                         }
@@ -215,17 +221,27 @@ impl InternalService {
                 Ok(stored) => stored
                     .into_iter()
                     .map(|read| {
-                        read.map(|bytes| pb::BatchResult {
+                        let bytes = read.map_err(status)?;
+                        self.check_answer(bytes.as_ref().map_or(0, Vec::len))?;
+                        Ok(pb::BatchResult {
                             found: bytes.is_some(),
                             version_set: bytes.map(Bytes::from).unwrap_or_default(),
                             ..Default::default()
                         })
-                        .map_err(status)
                     })
                     .collect(),
                 Err(e) => vec![Err(status(e)); admitted.len()],
             };
         finish_group(admitted, answers)
+    }
+
+    /// Refuses a read answer of `bytes` stored bytes that one message
+    /// cannot carry: the error of that read alone.
+    fn check_answer(&self, bytes: usize) -> Result<(), Status> {
+        if bytes > self.max_item_bytes {
+            return Err(transport::too_large(bytes, self.max_item_bytes));
+        }
+        Ok(())
     }
 
     /// A LocalRead request's work, after the sender was checked.
@@ -234,10 +250,14 @@ impl InternalService {
         let state = self.replica.read(req.key).await.map_err(status)?;
         Ok(match state {
             None => pb::LocalReadResponse::default(),
-            Some(state) => pb::LocalReadResponse {
-                found: true,
-                version_set: state.encode().into(),
-            },
+            Some(state) => {
+                let encoded = state.encode();
+                self.check_answer(encoded.len())?;
+                pb::LocalReadResponse {
+                    found: true,
+                    version_set: encoded.into(),
+                }
+            }
         })
     }
 }

@@ -31,7 +31,7 @@ pub fn status(err: Error) -> Status {
         Error::InvalidArgument(_) | Error::MalformedContext(_) => Code::InvalidArgument,
         Error::Unavailable { .. } => Code::Unavailable,
         Error::Timeout { .. } => Code::DeadlineExceeded,
-        Error::Overloaded(_) => Code::ResourceExhausted,
+        Error::Overloaded(_) | Error::KeyStateTooLarge { .. } => Code::ResourceExhausted,
         Error::FailedPrecondition(_) => Code::FailedPrecondition,
         Error::Corrupt(_) | Error::Storage(_) | Error::Config(_) | Error::Internal(_) => {
             Code::Internal
@@ -147,6 +147,15 @@ mod tests {
                 Code::DeadlineExceeded,
             ),
             (Error::Overloaded("x".into()), Code::ResourceExhausted),
+            (
+                Error::KeyStateTooLarge {
+                    what: "put refused: the key would hold".into(),
+                    siblings: 2,
+                    bytes: 1_400_000,
+                    limit: 1_310_720,
+                },
+                Code::ResourceExhausted,
+            ),
             (
                 Error::FailedPrecondition("x".into()),
                 Code::FailedPrecondition,

@@ -279,6 +279,7 @@ impl Coordinator {
         let client_context = cmd.context.clone();
         let write = LocalWrite {
             key: cmd.key,
+            members: self.context_members(&cmd.context),
             context: cmd.context,
             value: Value::Data(cmd.value),
             expires_at_ms,
@@ -302,6 +303,7 @@ impl Coordinator {
         let plan = self.plan(&cmd.key, cmd.consistency, Op::Write)?;
         let write = LocalWrite {
             key: cmd.key,
+            members: self.context_members(&cmd.context),
             context: cmd.context,
             value: Value::Tombstone,
             expires_at_ms: None,
@@ -326,6 +328,7 @@ impl Coordinator {
                 merged.merge(state);
             }
         }
+        self.fit_read(&mut merged)?;
         let behind: Vec<(NodeId, String)> = answers
             .ok
             .iter()
@@ -353,6 +356,40 @@ impl Coordinator {
         })
     }
 
+    /// Keeps a read's merged state within the key state limit, by the rule
+    /// replicas apply when they merge the same answers (the oldest siblings
+    /// collapse), so the reply fits its message and read repair sends a
+    /// state replicas accept. Replicas that each accepted a different large
+    /// sibling are the only way to get here. A state that still does not
+    /// fit (stored before the limit existed) is a server-side error, never
+    /// the client's.
+    fn fit_read(&self, merged: &mut VersionSet) -> Result<()> {
+        let limit = self.config.limits.max_key_state_bytes;
+        let collapsed = merged.fit_within(limit);
+        if collapsed > 0 {
+            self.metrics.siblings_collapsed(collapsed);
+        }
+        let bytes = merged.encoded_len();
+        if bytes > limit {
+            return Err(Error::KeyStateTooLarge {
+                what: "read refused: the replicas' merged state holds".into(),
+                siblings: merged.versions().len(),
+                bytes,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// The members a write's context entries are checked against (see
+    /// [`LocalWrite::members`]); none are needed without a context.
+    fn context_members(&self, context: &Option<VersionVector>) -> Vec<NodeId> {
+        match context {
+            Some(_) => self.cluster.member_ids(),
+            None => Vec::new(),
+        }
+    }
+
     /// Keeps listening for the replicas that had not answered, then sends
     /// the merged state to every replica found behind it.
     fn spawn_read_repair(
@@ -373,6 +410,7 @@ impl Coordinator {
         let cluster = self.cluster.clone();
         let metrics = self.metrics.clone();
         let me = self.node_id();
+        let max_state = self.config.limits.max_key_state_bytes;
         tokio::spawn(async move {
             let mut states = ok;
             let deadline = tokio::time::sleep(wait);
@@ -383,6 +421,7 @@ impl Coordinator {
                         Some((label, Ok(state))) => {
                             if let Some(s) = &state {
                                 merged.merge(s);
+                                merged.fit_within(max_state);
                             }
                             states.push((label, state));
                         }

@@ -111,7 +111,7 @@ async fn deliver_to(d: &Delivery, target: NodeId, handle: &WorkerHandle) -> crat
         }
         let started = std::time::Instant::now();
         let count = fresh.len();
-        let results: Vec<bool> = stream::iter(fresh)
+        let results: Vec<Sent> = stream::iter(fresh)
             .map(|hint| {
                 let address = address.clone();
                 async move {
@@ -121,12 +121,26 @@ async fn deliver_to(d: &Delivery, target: NodeId, handle: &WorkerHandle) -> crat
                         .replicate(target, &address, hint.key.clone(), &hint.state, timeout)
                         .await;
                     match sent {
-                        Ok(()) => d.store.remove_if_unchanged(target, &hint).await.is_ok(),
+                        Ok(()) => match d.store.remove_if_unchanged(target, &hint).await {
+                            Ok(_) => Sent::Delivered,
+                            Err(_) => Sent::Failed,
+                        },
+                        // A hint too large for any message (kept before the
+                        // key state limit existed) would be retried forever
+                        // and hold back the hints behind it: it is dropped
+                        // and reported; anti-entropy repairs the replica.
+                        Err(status) if status.message().starts_with(crate::transport::TOO_LARGE) => {
+                            tracing::warn!(%target, "dropping a hint too large to deliver: {}", status.message());
+                            match d.store.remove_if_unchanged(target, &hint).await {
+                                Ok(_) => Sent::Dropped,
+                                Err(_) => Sent::Failed,
+                            }
+                        }
                         Err(status) => {
                             if crate::transport::is_unreachable(&status) {
                                 d.cluster.rpc_failed(target);
                             }
-                            false
+                            Sent::Failed
                         }
                     }
                 }
@@ -134,9 +148,13 @@ async fn deliver_to(d: &Delivery, target: NodeId, handle: &WorkerHandle) -> crat
             .buffer_unordered(IN_FLIGHT)
             .collect()
             .await;
-        let delivered = results.iter().filter(|ok| **ok).count();
+        let delivered = results.iter().filter(|r| **r == Sent::Delivered).count();
+        let dropped = results.iter().filter(|r| **r == Sent::Dropped).count();
         d.metrics.hints_delivered(delivered as u64);
         handle.add("delivered", delivered as u64);
+        d.metrics.hints_dropped(dropped as u64);
+        handle.add("dropped", dropped as u64);
+        let delivered = delivered + dropped;
         // Pace to max_rate hints per second.
         let budget = Duration::from_secs_f64(count as f64 / d.config.handoff.max_rate as f64);
         if let Some(rest) = budget.checked_sub(started.elapsed()) {
@@ -146,6 +164,17 @@ async fn deliver_to(d: &Delivery, target: NodeId, handle: &WorkerHandle) -> crat
             return Ok(());
         }
     }
+}
+
+/// What became of one hint sent to its target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sent {
+    /// The target stored it; the hint is gone.
+    Delivered,
+    /// It could never be sent; the hint is gone.
+    Dropped,
+    /// Kept for the next round.
+    Failed,
 }
 
 /// Delivers a hint whose target no longer holds the key's partition to every

@@ -63,6 +63,11 @@ pub struct HintStore {
     engine: Arc<dyn Engine>,
     partitions: u32,
     max_bytes_per_target: u64,
+    /// `limits.max_key_state_bytes`: a hint merged with the one already
+    /// held for its key collapses its oldest siblings to stay within it,
+    /// as a replica's merge does, so every hint can be delivered in one
+    /// message.
+    max_state_bytes: usize,
     /// Per-target totals, kept in memory and rebuilt at start.
     queues: Mutex<BTreeMap<NodeId, QueueStats>>,
     /// Serialises read-merge-write of hints (hint traffic is light).
@@ -134,12 +139,19 @@ impl HintStore {
             engine,
             partitions,
             max_bytes_per_target,
+            max_state_bytes: crate::config::LimitsConfig::default().max_key_state_bytes,
             queues: Mutex::new(queues),
             write_lock: Arc::new(Mutex::new(())),
             metrics,
         };
         store.publish_pending();
         Ok(store)
+    }
+
+    /// Sets the key state limit (`limits.max_key_state_bytes`).
+    pub fn with_max_state_bytes(mut self, max_state_bytes: usize) -> Self {
+        self.max_state_bytes = max_state_bytes;
+        self
     }
 
     fn publish_pending(&self) {
@@ -168,7 +180,12 @@ impl HintStore {
         let previous = self.engine.get(Cf::Hints, &stored_key)?;
         let (merged, old_len) = match &previous {
             Some(raw) => match decode_hint(raw) {
-                Ok((_, old)) => (old.merged(state), (stored_key.len() + raw.len()) as u64),
+                Ok((_, old)) => {
+                    let mut merged = old.merged(state);
+                    let collapsed = merged.fit_within(self.max_state_bytes);
+                    self.metrics.siblings_collapsed(collapsed);
+                    (merged, (stored_key.len() + raw.len()) as u64)
+                }
                 // A corrupt hint is replaced by the new one.
                 Err(_) => (state.clone(), (stored_key.len() + raw.len()) as u64),
             },

@@ -348,6 +348,18 @@ impl Cluster {
             .rpc_succeeded(node, now);
     }
 
+    /// The ids of every member this node knows of (those that left
+    /// included, as gossip keeps them), without liveness: the nodes that
+    /// may have written a version of some key.
+    pub fn member_ids(&self) -> Vec<NodeId> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .members()
+            .map(|m| m.id)
+            .collect()
+    }
+
     /// Every known member with its liveness, sorted by id.
     pub fn members(&self) -> Vec<MemberView> {
         let infos: Vec<MemberInfo> = self

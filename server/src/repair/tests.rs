@@ -83,6 +83,7 @@ async fn put(n: &TestNode, key: &Bytes, value: Value) {
             context: None,
             value,
             expires_at_ms: None,
+            members: Vec::new(),
         })
         .await
         .unwrap();

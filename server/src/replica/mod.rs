@@ -8,6 +8,26 @@
 //! released. Two writers of the same key therefore never lose each other's
 //! versions, while different keys proceed in parallel.
 //!
+//! **Bounded key state.** Every state a replica stores fits within
+//! `limits.max_key_state_bytes` (encoded), and so within one internal
+//! message. Where the new state is computed, the limit is applied:
+//!
+//! * a write ([`Replica::apply_write`]) that would leave the key larger is
+//!   refused with [`Error::KeyStateTooLarge`] before anything is stored or
+//!   acknowledged. A write whose context covers the siblings (or a blind
+//!   write) replaces them, so it always fits: that is how a client resolves
+//!   a full key. The client's context is pruned first: entries naming a
+//!   node that is neither in the key's vector nor a known member are
+//!   dropped, so fabricated node ids never reach the stored vector, which
+//!   therefore holds only nodes of the cluster;
+//! * a merge ([`Replica::merge_group`]: replication, read repair, hints,
+//!   anti-entropy, transfers) that would pass it collapses the oldest
+//!   siblings by HLC, the rule of the sibling cap
+//!   ([`VersionSet::fit_within`]); this can only happen when two
+//!   coordinators each accepted a large sibling concurrently. A merge that
+//!   still does not fit (only a state stored before the limit existed) is
+//!   refused for that key alone.
+//!
 //! All storage work runs on tokio's blocking pool (RocksDB calls may fsync),
 //! so the async runtime never stalls behind the disk. The stripe locks are
 //! plain `std` mutexes held only inside those blocking closures.
@@ -39,7 +59,7 @@ const LOCK_STRIPES: usize = 4096;
 pub const DEFAULT_MAX_CLOCK_OFFSET_MS: u64 = 500;
 
 /// Wall clock in unix milliseconds: the only clock read of the write path,
-/// fed into the pure [`HybridClock`].
+/// fed into the pure [`HybridClock`](crate::version::HybridClock).
 pub fn wall_clock_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -56,6 +76,13 @@ pub struct LocalWrite {
     pub value: Value,
     /// Unix ms after which the value expires.
     pub expires_at_ms: Option<u64>,
+    /// The cluster's members as this node knows them (those that left
+    /// included). A context entry naming neither one of them nor a node
+    /// already in the key's vector is dropped before the write: no such
+    /// node ever wrote a version of the key, so the entry covers nothing
+    /// real, and keeping it would let clients grow the stored vector
+    /// without bound.
+    pub members: Vec<NodeId>,
 }
 
 /// What applying a write produced.
@@ -73,8 +100,14 @@ pub struct Merged {
     pub state: VersionSet,
     /// Whether the stored state changed (the replica was behind).
     pub changed: bool,
-    /// Versions dropped by the sibling cap.
+    /// Versions dropped by the sibling cap or by the key state limit.
     pub collapsed: usize,
+}
+
+/// The key state limit of a node that was given none: the configured
+/// default.
+fn default_max_state_bytes() -> usize {
+    crate::config::LimitsConfig::default().max_key_state_bytes
 }
 
 /// This node's storage of keys, with per-key atomic updates.
@@ -85,6 +118,9 @@ pub struct Replica {
     partitions: u32,
     /// Sibling cap applied after every write and merge.
     max_siblings: usize,
+    /// `limits.max_key_state_bytes`: no write may leave a key's encoded
+    /// state larger; merges collapse siblings to stay within it.
+    max_state_bytes: usize,
     locks: Arc<KeyLocks>,
     /// Issues every version's timestamp (and so its dot's counter floor):
     /// above everything seen, and never twice for this node id.
@@ -107,6 +143,7 @@ impl Replica {
             engine,
             partitions,
             max_siblings,
+            max_state_bytes: default_max_state_bytes(),
             locks: Arc::new(KeyLocks::new(LOCK_STRIPES)),
             dot_conflicts: Arc::new(AtomicU64::new(0)),
         }
@@ -153,6 +190,17 @@ impl Replica {
         ]
     }
 
+    /// Sets the key state limit (`limits.max_key_state_bytes`).
+    pub fn with_max_state_bytes(mut self, max_state_bytes: usize) -> Self {
+        self.max_state_bytes = max_state_bytes;
+        self
+    }
+
+    /// The key state limit this replica enforces.
+    pub fn max_state_bytes(&self) -> usize {
+        self.max_state_bytes
+    }
+
     pub fn node_id(&self) -> NodeId {
         self.node_id
     }
@@ -174,32 +222,54 @@ impl Replica {
         let clock = self.clock.clone();
         let node = self.node_id;
         let cap = self.max_siblings;
+        let max_state = self.max_state_bytes;
         tokio::task::spawn_blocking(move || {
             let _guard = locks.lock(&stored_key);
             let mut state = read_state(engine.as_ref(), &stored_key)?;
+            // Entries of nodes that never wrote this key and are not members
+            // cover nothing: dropped, they can never grow the stored vector.
+            let client_context = write.context.map(|mut seen| {
+                seen.retain(|n| {
+                    n == node || state.context().get(n) > 0 || write.members.contains(&n)
+                });
+                seen
+            });
             let wall = wall_clock_ms();
+            if let Some(context) = &client_context {
+                clock.check_counters(context, wall)?;
+            }
             if let Some(seen) = state.max_timestamp() {
                 clock.observe(seen, wall);
             }
-            let timestamp = clock.issue(wall)?;
             // The new dot's counter is at least `timestamp`, which this node
             // never issues twice (`clock`): a key purged here, or a stored
             // state older than what the other replicas hold (a restored
             // backup, a lost WAL tail), cannot make it reuse a dot that
             // another replica covers and would then drop.
-            if let Some(context) = &write.context {
-                clock.check_counters(context, wall)?;
-            }
+            let timestamp = clock.issue(wall)?;
+            let what = match write.value {
+                Value::Data(_) => "put refused: the key would hold",
+                Value::Tombstone => "delete refused: the key would hold",
+            };
             let outcome = state.write(
                 node,
-                write.context.as_ref(),
+                client_context.as_ref(),
                 timestamp,
                 write.value,
                 write.expires_at_ms,
                 cap,
             );
+            let encoded = state.encode();
+            if encoded.len() > max_state {
+                return Err(Error::KeyStateTooLarge {
+                    what: what.to_string(),
+                    siblings: state.versions().len(),
+                    bytes: encoded.len(),
+                    limit: max_state,
+                });
+            }
             let mut batch = WriteBatch::new();
-            batch.put(Cf::Data, stored_key, state.encode());
+            batch.put(Cf::Data, stored_key, encoded);
             engine.write(batch)?;
             Ok(Applied { state, outcome })
         })
@@ -212,7 +282,7 @@ impl Replica {
         self.merge_group(vec![(key, incoming)])
             .await?
             .pop()
-            .ok_or_else(|| Error::Internal("a merge of one key produced no outcome".into()))
+            .ok_or_else(|| Error::Internal("a merge of one key produced no outcome".into()))?
     }
 
     /// Merges versions received for many keys as one group commit: the
@@ -223,7 +293,13 @@ impl Replica {
     /// always` one fsync, for the whole group. A key that appears twice
     /// merges both. Returns each entry's outcome, in order; a storage
     /// failure fails the whole group, and then nothing of it was written.
-    pub async fn merge_group(&self, entries: Vec<(Bytes, VersionSet)>) -> Result<Vec<Merged>> {
+    /// A merged state past the key state limit loses its oldest siblings
+    /// ([`VersionSet::fit_within`]); one that still would grow past it is
+    /// that entry's error alone, and its key is left as it was.
+    pub async fn merge_group(
+        &self,
+        entries: Vec<(Bytes, VersionSet)>,
+    ) -> Result<Vec<Result<Merged>>> {
         let entries: Vec<(Vec<u8>, VersionSet)> = entries
             .into_iter()
             .map(|(key, set)| (data_key(self.partition_of(&key), &key), set))
@@ -235,6 +311,7 @@ impl Replica {
         let locks = self.locks.clone();
         let cap = self.max_siblings;
         let conflicts = self.dot_conflicts.clone();
+        let max_state = self.max_state_bytes;
         tokio::task::spawn_blocking(move || {
             let _guards = locks.lock_all(entries.iter().map(|(key, _)| key.as_slice()));
             let stored_keys: Vec<Vec<u8>> = entries.iter().map(|(key, _)| key.clone()).collect();
@@ -257,16 +334,26 @@ impl Replica {
                     );
                 }
                 let mut state = current.merged(&incoming);
-                let collapsed = state.enforce_cap(cap);
+                let collapsed = state.enforce_cap(cap) + state.fit_within(max_state);
+                let size = state.encoded_len();
+                if size > max_state && size > current.encoded_len() {
+                    merged.push(Err(Error::KeyStateTooLarge {
+                        what: "merge refused: the key would hold".to_string(),
+                        siblings: state.versions().len(),
+                        bytes: size,
+                        limit: max_state,
+                    }));
+                    continue;
+                }
                 let changed = state != current;
                 if changed {
                     updated.insert(stored_key, state.clone());
                 }
-                merged.push(Merged {
+                merged.push(Ok(Merged {
                     state,
                     changed,
                     collapsed,
-                });
+                }));
             }
             if !updated.is_empty() {
                 let mut batch = WriteBatch::new();
@@ -423,10 +510,23 @@ impl Replica {
 /// go of a partition this node no longer replicates.
 impl Replica {
     /// Merges a chunk of received keys (partition transfers) with
-    /// [`Self::merge_group`]. Returns how many keys changed here.
+    /// [`Self::merge_group`]. Returns how many keys changed here. A key
+    /// refused alone (its state cannot fit the key state limit) is
+    /// reported and skipped, so one key never stalls a transfer.
     pub async fn merge_many(&self, entries: Vec<(Bytes, VersionSet)>) -> Result<usize> {
+        let keys: Vec<Bytes> = entries.iter().map(|(key, _)| key.clone()).collect();
         let merged = self.merge_group(entries).await?;
-        Ok(merged.iter().filter(|m| m.changed).count())
+        let mut changed = 0;
+        for (key, outcome) in keys.iter().zip(merged) {
+            match outcome {
+                Ok(m) => changed += usize::from(m.changed),
+                Err(e) => tracing::warn!(
+                    partition = self.partition_of(key),
+                    "a received key is skipped: {e}"
+                ),
+            }
+        }
+        Ok(changed)
     }
 
     /// Deletes up to `limit` keys of `partition` (one batch); returns how

@@ -15,6 +15,7 @@ fn write(key: &str, value: &str, context: Option<VersionVector>) -> LocalWrite {
         context,
         value: data(value),
         expires_at_ms: None,
+        members: Vec::new(),
     }
 }
 
@@ -92,6 +93,7 @@ async fn merge_group_equals_one_merge_per_entry() {
         one_by_one.merge(key, state).await.unwrap();
     }
 
+    let merged: Vec<Merged> = merged.into_iter().map(Result::unwrap).collect();
     let changed: Vec<bool> = merged.iter().map(|m| m.changed).collect();
     assert_eq!(changed, vec![true, true, true, false]);
     assert_eq!(merged[2].state.versions().len(), 2, "k keeps both writes");
@@ -149,4 +151,110 @@ async fn corrupt_stored_bytes_are_an_error_not_a_panic() {
         r.apply_write(write("k", "a", None)).await,
         Err(Error::Corrupt(_))
     ));
+}
+
+/// A replica whose keys may hold at most `max_state` bytes.
+fn limited(node: u64, max_state: usize) -> Replica {
+    Replica::new(NodeId(node), Arc::new(MemoryEngine::new()), 256, 32)
+        .with_max_state_bytes(max_state)
+}
+
+fn big(c: u8, len: usize) -> Value {
+    Value::Data(Bytes::from(vec![c; len]))
+}
+
+#[tokio::test]
+async fn a_write_past_the_key_state_limit_is_refused_and_a_covering_one_is_not() {
+    let r = limited(7, 1500);
+    let first = r.apply_write(write("k", "base", None)).await.unwrap();
+    let ctx = first.state.context().clone();
+    let mut twin = write("k", "", Some(ctx.clone()));
+    twin.value = big(b'a', 800);
+    r.apply_write(twin.clone()).await.unwrap();
+    // The second write from the same context would keep both 800-byte
+    // siblings: refused, and nothing of it is stored.
+    twin.value = big(b'b', 800);
+    let err = r.apply_write(twin).await.unwrap_err();
+    let stored = r.read(Bytes::from("k")).await.unwrap().unwrap();
+    assert_eq!(
+        stored.versions().len(),
+        1,
+        "the refused write left no trace"
+    );
+    match &err {
+        Error::KeyStateTooLarge {
+            siblings, bytes, ..
+        } => {
+            assert_eq!(*siblings, 2);
+            assert!(*bytes > 1500);
+        }
+        other => panic!("expected KeyStateTooLarge, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(text.contains("2 sibling(s)"), "{text}");
+    assert!(text.contains("context"), "{text}");
+    assert_eq!(
+        crate::api::status(err).code(),
+        tonic::Code::ResourceExhausted
+    );
+    // A write with the context of a read replaces the sibling: allowed.
+    let mut resolve = write("k", "", Some(stored.context().clone()));
+    resolve.value = big(b'c', 1000);
+    let applied = r.apply_write(resolve).await.unwrap();
+    assert_eq!(applied.state.versions().len(), 1);
+    assert!(applied.state.encoded_len() <= 1500);
+}
+
+#[tokio::test]
+async fn a_merge_past_the_key_state_limit_keeps_the_newest_siblings() {
+    // Two coordinators each accepted an 800-byte sibling; a replica that
+    // merges both keeps the newer one within the limit, and so does any
+    // other order of merging.
+    let (a, b) = (limited(1, 1500), limited(2, 1500));
+    let mut wa = write("k", "", Some(VersionVector::new()));
+    wa.value = big(b'a', 800);
+    let from_a = a.apply_write(wa).await.unwrap().state;
+    let mut wb = write("k", "", Some(VersionVector::new()));
+    wb.value = big(b'b', 800);
+    let from_b = b.apply_write(wb).await.unwrap().state;
+    let replica = limited(3, 1500);
+    replica
+        .merge(Bytes::from("k"), from_a.clone())
+        .await
+        .unwrap();
+    let merged = replica
+        .merge(Bytes::from("k"), from_b.clone())
+        .await
+        .unwrap();
+    assert_eq!(merged.collapsed, 1);
+    assert!(merged.state.encoded_len() <= 1500);
+    assert_eq!(merged.state.versions().len(), 1);
+    assert_eq!(
+        merged.state.versions()[0].value,
+        big(b'b', 800),
+        "the newer write stays"
+    );
+    let other_order = limited(4, 1500);
+    other_order.merge(Bytes::from("k"), from_b).await.unwrap();
+    let again = other_order.merge(Bytes::from("k"), from_a).await.unwrap();
+    assert_eq!(again.state, merged.state, "replicas converge");
+}
+
+#[tokio::test]
+async fn context_entries_of_unknown_nodes_never_reach_the_stored_vector() {
+    let r = limited(7, 1 << 20);
+    let member = NodeId(8);
+    for round in 0..50u64 {
+        let mut ctx: VersionVector = (0..1024u64)
+            .map(|i| (NodeId(1_000_000 + round * 1024 + i), 5))
+            .collect();
+        ctx.insert(member, 3);
+        let mut w = write("k", &format!("v{round}"), Some(ctx));
+        w.members = vec![NodeId(7), member];
+        r.apply_write(w).await.unwrap();
+    }
+    let stored = r.read(Bytes::from("k")).await.unwrap().unwrap();
+    let nodes: Vec<NodeId> = stored.context().iter().map(|(n, _)| n).collect();
+    assert_eq!(nodes, vec![NodeId(7), member], "only members remain");
+    assert_eq!(stored.context().get(member), 3, "a member's entry is kept");
 }

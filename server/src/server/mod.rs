@@ -78,7 +78,8 @@ impl Node {
                 config.cluster.partitions,
                 config.limits.max_siblings,
             )
-            .with_max_clock_offset(config.clock.max_offset_ms),
+            .with_max_clock_offset(config.clock.max_offset_ms)
+            .with_max_state_bytes(config.limits.max_key_state_bytes),
         );
         let metrics = Metrics::new();
         for counter in replica.counters() {
@@ -105,12 +106,15 @@ impl Node {
         };
         let cluster = Cluster::new(me, config.clone(), engine.clone(), transport.clone())?;
         cluster.maybe_bootstrap();
-        let hints = Arc::new(HintStore::open(
-            engine.clone(),
-            config.cluster.partitions,
-            config.handoff.max_bytes_per_target,
-            metrics.clone(),
-        )?);
+        let hints = Arc::new(
+            HintStore::open(
+                engine.clone(),
+                config.cluster.partitions,
+                config.handoff.max_bytes_per_target,
+                metrics.clone(),
+            )?
+            .with_max_state_bytes(config.limits.max_key_state_bytes),
+        );
         let repair = Repair::new(
             replica.clone(),
             cluster.clone(),

@@ -40,6 +40,11 @@ const QUEUE_DEPTH: usize = 4096;
 /// One peer's queue of replica operations; cheap to share.
 pub struct Batcher {
     queue: mpsc::Sender<Queued>,
+    /// Largest operation (key and versions) one message can carry; a larger
+    /// one fails alone before it is queued. Sent, it would fail to encode,
+    /// and that would reset the call's HTTP/2 stream and fail every other
+    /// operation of its batch with it.
+    max_item_bytes: usize,
 }
 
 /// An operation waiting for its batch.
@@ -54,12 +59,21 @@ struct Queued {
 impl Batcher {
     /// Starts the sending task for one peer. `headers` go on every batch
     /// call (sender and recipient ids); `max_bytes` bounds the payload of a
-    /// batch, except that an operation larger than that travels alone.
+    /// batch, except that an operation larger than that travels alone, and
+    /// one larger than `max_item_bytes` is refused without being sent.
     /// The task ends when the last handle to the batcher is dropped.
-    pub fn start(client: InternalClient<Channel>, headers: MetadataMap, max_bytes: usize) -> Self {
+    pub fn start(
+        client: InternalClient<Channel>,
+        headers: MetadataMap,
+        max_bytes: usize,
+        max_item_bytes: usize,
+    ) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
         tokio::spawn(run(rx, client, headers, max_bytes));
-        Self { queue }
+        Self {
+            queue,
+            max_item_bytes,
+        }
     }
 
     /// Sends one operation in the next batch and waits for its own answer,
@@ -70,6 +84,9 @@ impl Batcher {
         bytes: usize,
         timeout: Duration,
     ) -> Result<pb::BatchResult, Status> {
+        if bytes > self.max_item_bytes {
+            return Err(too_large(bytes, self.max_item_bytes));
+        }
         let (reply, answer) = oneshot::channel();
         let queued = Queued {
             item,
@@ -96,6 +113,19 @@ impl Batcher {
         }
     }
 }
+
+/// The error of an operation too large for one internal message: that
+/// operation's alone, never its connection's or its peer's (see
+/// [`super::is_unreachable`]).
+pub fn too_large(bytes: usize, max_item_bytes: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "{TOO_LARGE}: {bytes} bytes, above the {max_item_bytes} one internal message carries; the key's state must be reduced (resolve its siblings with a write carrying a read's context)"
+    ))
+}
+
+/// How [`too_large`] messages start, so callers can tell that error from
+/// the others a peer may answer.
+pub const TOO_LARGE: &str = "a key's state is too large for one internal message";
 
 /// The sending task: takes the first waiting operation, waits for a free
 /// slot, then adds whatever else is already queued, up to the limits.
@@ -214,4 +244,55 @@ async fn call(
         )));
     }
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client of a port nothing listens on: every call that is sent
+    /// fails with a transport error.
+    fn nowhere() -> InternalClient<Channel> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect_lazy();
+        InternalClient::new(channel)
+    }
+
+    fn replicate(bytes: usize) -> pb::BatchItem {
+        pb::BatchItem {
+            op: Some(pb::batch_item::Op::Replicate(pb::ReplicateRequest {
+                key: bytes::Bytes::from_static(b"k"),
+                version_set: vec![1; bytes].into(),
+                from: String::new(),
+                hint_for: String::new(),
+            })),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_operation_fails_alone_before_it_is_sent() {
+        let batcher = Batcher::start(nowhere(), MetadataMap::new(), 1000, 2000);
+        let timeout = Duration::from_secs(5);
+        let (big, small) = tokio::join!(
+            batcher.call(replicate(2001), 2001, timeout),
+            batcher.call(replicate(10), 10, timeout),
+        );
+        let big = big.unwrap_err();
+        assert_eq!(big.code(), Code::ResourceExhausted);
+        assert!(big.message().starts_with(TOO_LARGE), "{}", big.message());
+        assert!(
+            !super::super::is_unreachable(&big),
+            "an oversized item says nothing about the peer"
+        );
+        // The small one was sent (and failed on the dead port), unaffected
+        // by its oversized neighbour.
+        let small = small.unwrap_err();
+        assert_ne!(small.code(), Code::ResourceExhausted, "{small:?}");
+        assert!(super::super::is_unreachable(&small), "{small:?}");
+    }
 }

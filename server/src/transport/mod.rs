@@ -28,6 +28,7 @@ use crate::error::{Error, Result};
 use crate::version::{NodeId, VersionSet};
 
 use batch::Batcher;
+pub use batch::{too_large, TOO_LARGE};
 
 /// Metadata key carrying the sending node's id on internal calls.
 pub const FROM_HEADER: &str = "x-ringkv-from";
@@ -76,10 +77,32 @@ impl Faults {
     }
 }
 
+/// How tonic's message starts for a call that failed on its own HTTP/2
+/// stream (a stream reset by either side, a body that failed to encode) or
+/// on the connection. tonic keeps no typed source for the stream-level
+/// cases, so the message and the code are all there is to tell them apart.
+const H2_FAILURE: &str = "h2 protocol error";
+
 /// Whether a failed call means the peer could not be reached (as opposed
-/// to the peer answering with an error): feeds the failure detector.
+/// to the peer answering with an error, or the call failing by itself):
+/// feeds the failure detector.
+///
+/// Not unreachable: a message over the size limit (`OUT_OF_RANGE` from
+/// either side, or [`too_large`]), and a failure of the call's own HTTP/2
+/// stream, which tonic reports as "h2 protocol error" with the code of the
+/// stream's reset reason: the connection carried it, so the peer is there.
+/// Such failures fail the one call; marking the peer down for them once
+/// made one oversized write take a healthy replica out of routing. A
+/// connection-level h2 failure (an I/O error, no reason) comes with code
+/// `UNKNOWN` and still counts as unreachable.
 pub fn is_unreachable(status: &Status) -> bool {
     use std::error::Error as _;
+    if status.code() == Code::OutOfRange || status.message().starts_with(TOO_LARGE) {
+        return false;
+    }
+    if status.message().starts_with(H2_FAILURE) && status.code() != Code::Unknown {
+        return false;
+    }
     status.source().is_some()
         || matches!(
             status.code(),
@@ -186,6 +209,8 @@ impl Transport {
             client,
             self.headers_to(node),
             self.max_message_bytes / 2,
+            self.max_message_bytes
+                .saturating_sub(crate::config::MESSAGE_OVERHEAD_BYTES),
         ));
         batchers.insert(node, (address.to_string(), batcher.clone()));
         Ok(batcher)
@@ -455,4 +480,32 @@ pub fn recipient<T>(req: &Request<T>) -> Option<NodeId> {
 /// Whether a KV request was already forwarded by another node.
 pub fn was_forwarded<T>(req: &Request<T>) -> bool {
     req.metadata().get(FORWARDED_HEADER).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_of_the_peer_count_as_unreachable() {
+        // The peer (or the way to it) failed.
+        assert!(is_unreachable(&Status::unavailable("connection refused")));
+        assert!(is_unreachable(&Status::deadline_exceeded("no answer")));
+        assert!(is_unreachable(&Status::cancelled("dropped")));
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(is_unreachable(&Status::from_error(Box::new(io))));
+        // One call failed; the peer answered or the connection carried it.
+        assert!(!is_unreachable(&Status::out_of_range(
+            "Error, encoded message length too large: found 1400141 bytes, the limit is: 1118208 bytes"
+        )));
+        assert!(!is_unreachable(&too_large(1_400_141, 1_118_208)));
+        assert!(!is_unreachable(&Status::cancelled(
+            "h2 protocol error: stream error sent by user: operation was canceled"
+        )));
+        assert!(!is_unreachable(&Status::internal(
+            "h2 protocol error: stream error received: unexpected internal error encountered"
+        )));
+        assert!(!is_unreachable(&Status::resource_exhausted("overloaded")));
+        assert!(!is_unreachable(&Status::invalid_argument("bad key")));
+    }
 }

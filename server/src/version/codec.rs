@@ -115,6 +115,35 @@ impl VersionSet {
         out
     }
 
+    /// `self.encode().len()`, computed without encoding: what the key's
+    /// state costs against `limits.max_key_state_bytes`, and what it takes
+    /// in storage and in an internal message.
+    pub fn encoded_len(&self) -> usize {
+        let vector: usize = self
+            .context()
+            .iter()
+            .map(|(_, counter)| 8 + varint_len(counter))
+            .sum();
+        let nodes: Vec<NodeId> = self.context().iter().map(|(n, _)| n).collect();
+        let versions: usize = self
+            .versions()
+            .iter()
+            .map(|v| {
+                let index = nodes.binary_search(&v.dot.node).unwrap_or(nodes.len());
+                let expiry = v.expires_at_ms.map_or(0, varint_len);
+                let value = match &v.value {
+                    Value::Data(bytes) => varint_len(len_u64(bytes.len())) + bytes.len(),
+                    Value::Tombstone => 0,
+                };
+                varint_len(len_u64(index)) + varint_len(v.dot.counter) + 8 + 1 + expiry + value
+            })
+            .sum();
+        1 + varint_len(len_u64(self.context().len()))
+            + vector
+            + varint_len(len_u64(self.versions().len()))
+            + versions
+    }
+
     /// Decodes stored bytes, checking every invariant; anything else is
     /// [`Error::Corrupt`].
     pub fn decode(bytes: &[u8]) -> Result<VersionSet> {
@@ -214,6 +243,12 @@ fn put_vector(out: &mut Vec<u8>, vv: &VersionVector) {
         out.extend_from_slice(&node.0.to_le_bytes());
         put_varint(out, counter);
     }
+}
+
+/// Bytes [`put_varint`] writes for `n`.
+fn varint_len(n: u64) -> usize {
+    let bits = 64 - n.leading_zeros() as usize;
+    bits.div_ceil(7).max(1)
 }
 
 /// LEB128: 7 bits per byte, low bits first, high bit set on all but the

@@ -152,6 +152,14 @@ impl VersionVector {
         self.0.iter().map(|(n, c)| (*n, *c))
     }
 
+    /// Keeps only the entries of the nodes `keep` accepts. Dropping an
+    /// entry forgets dots, so this is only for a client's context before it
+    /// is used (entries naming nodes that never wrote), never for a stored
+    /// vector.
+    pub fn retain(&mut self, mut keep: impl FnMut(NodeId) -> bool) {
+        self.0.retain(|node, _| keep(*node));
+    }
+
     /// Raises `node`'s entry to `counter` if it is lower; never lowers it,
     /// because forgetting a dot would let a superseded version come back.
     /// A zero counter is a no-op.

@@ -226,6 +226,37 @@ impl VersionSet {
         self.collapse_oldest(max_siblings, None)
     }
 
+    /// Keeps the encoded state within `max_bytes`
+    /// (`limits.max_key_state_bytes`) by the rule of the sibling cap: drops
+    /// the oldest versions by (timestamp, dot) until it fits or one version
+    /// is left. Their dots stay covered by the context, so every replica
+    /// that merges this state treats them as superseded, and replicas that
+    /// merged the same versions in any order converge. Used after merges
+    /// (two coordinators each accepted a large sibling concurrently); a
+    /// write that would pass the limit is refused instead, before it is
+    /// acknowledged. Returns how many versions were dropped; the state may
+    /// still exceed `max_bytes` when its last version or its vector alone
+    /// does (the caller checks [`encoded_len`](Self::encoded_len)).
+    pub fn fit_within(&mut self, max_bytes: usize) -> usize {
+        let mut size = self.encoded_len();
+        if size <= max_bytes {
+            return 0;
+        }
+        let mut by_age: Vec<(Timestamp, Dot)> =
+            self.versions.iter().map(Version::age_key).collect();
+        by_age.sort_unstable();
+        let mut dropped = 0;
+        for (_, dot) in by_age {
+            if size <= max_bytes || self.versions.len() <= 1 {
+                break;
+            }
+            self.versions.retain(|v| v.dot != dot);
+            dropped += 1;
+            size = self.encoded_len();
+        }
+        dropped
+    }
+
     /// The cap, sparing `keep` (the version a write just added).
     fn collapse_oldest(&mut self, max_siblings: usize, keep: Option<Dot>) -> usize {
         let max = max_siblings.max(1);
@@ -471,6 +502,44 @@ mod tests {
         assert_eq!(values(&s, 0), [data("0")]);
         assert_eq!(s.enforce_cap(0), 0, "a cap of 0 still keeps one");
         assert_eq!(s.enforce_cap(5), 0);
+    }
+
+    #[test]
+    fn encoded_len_matches_the_encoding() {
+        let empty = VersionVector::new();
+        let mut s = VersionSet::new();
+        assert_eq!(s.encoded_len(), s.encode().len());
+        s.write(A, Some(&empty), ts(1), data("a"), Some(1 << 40), CAP);
+        s.write(B, Some(&empty), ts(2), Value::Tombstone, None, CAP);
+        let big = Value::Data(Bytes::from(vec![7u8; 300]));
+        let forged: VersionVector = [(NodeId(u64::MAX), 1 << 60)].into_iter().collect();
+        s.write(A, Some(&forged), ts(3), big, None, CAP);
+        assert_eq!(s.encoded_len(), s.encode().len());
+    }
+
+    #[test]
+    fn fit_within_drops_the_oldest_until_the_state_fits() {
+        let empty = VersionVector::new();
+        let value = |c: u8| Value::Data(Bytes::from(vec![c; 1000]));
+        let mut s = VersionSet::new();
+        s.write(A, Some(&empty), ts(3), value(b'a'), None, CAP);
+        s.write(B, Some(&empty), ts(1), value(b'b'), None, CAP);
+        s.write(A, Some(&empty), ts(2), value(b'c'), None, CAP);
+        let whole = s.encoded_len();
+        assert_eq!(s.clone().fit_within(whole), 0, "a state that fits is kept");
+        let mut two = s.clone();
+        assert_eq!(two.fit_within(whole - 1), 1);
+        assert!(two.encoded_len() < whole - 1);
+        // The oldest by timestamp (b, at 1) went; its dot stays covered.
+        assert_eq!(values(&two, 0), [value(b'c'), value(b'a')]);
+        assert_eq!(s.merged(&two), two, "what was dropped does not come back");
+        let mut one = s.clone();
+        assert_eq!(one.fit_within(1), 2, "the newest version is always kept");
+        assert_eq!(values(&one, 0), [value(b'a')]);
+        assert!(
+            one.encoded_len() > 1,
+            "the caller sees it still does not fit"
+        );
     }
 
     #[test]
