@@ -122,16 +122,19 @@ async fn a_forward_broken_after_sending_is_indeterminate_and_a_refused_one_is_no
     // breaks after the write was sent.
     let pid = cluster.nodes[coordinator].pid().unwrap();
     signal(pid, libc::SIGSTOP);
+    wait_stopped(pid).await;
     let pending = {
         let client = via_forwarder.clone();
         let (key, opts) = (keys[1].clone(), opts.clone());
         tokio::spawn(async move { client.put(key, "v", opts).await })
     };
     tokio::time::sleep(HANG_BEFORE_KILL).await;
-    assert!(
-        !pending.is_finished(),
-        "the forwarded put answered while its coordinator was stopped"
-    );
+    if pending.is_finished() {
+        panic!(
+            "the forwarded put answered while its coordinator was stopped: {:?}",
+            pending.await
+        );
+    }
     cluster.nodes[coordinator].kill();
     let err = tokio::time::timeout(ANSWER_WITHIN, pending)
         .await
@@ -148,9 +151,14 @@ async fn a_forward_broken_after_sending_is_indeterminate_and_a_refused_one_is_no
         "{err}"
     );
 
-    // With the coordinator gone, the next forward is refused at connect
-    // (or not attempted, once the forwarder believes it down): nothing was
-    // sent, so UNAVAILABLE, and the key must be on no node.
+    // Back to a whole cluster; then kill the coordinator outright. The
+    // forwarder still believes it alive for a moment, so the next forward
+    // is refused at connect (or, once the forwarder has noticed, not
+    // attempted): nothing was sent, so UNAVAILABLE, and the key must be on
+    // no node.
+    cluster.nodes[coordinator].restart().await.unwrap();
+    cluster.wait_converged().await.unwrap();
+    cluster.nodes[coordinator].kill();
     let err = tokio::time::timeout(
         ANSWER_WITHIN,
         via_forwarder.put(keys[2].clone(), "v", opts.clone()),
@@ -234,6 +242,30 @@ async fn a_write_applied_but_short_of_w_is_indeterminate_in_the_cli() {
                 "refused {key} on node {i}"
             );
         }
+    }
+}
+
+/// How long a signalled process may take to show as stopped in `/proc`.
+const STOP_SEEN_WITHIN: Duration = Duration::from_secs(5);
+
+/// Waits until `/proc` shows process `pid` stopped, so that a request sent
+/// next certainly meets a stopped process.
+async fn wait_stopped(pid: u32) {
+    let started = Instant::now();
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // The state is the first field after the command name's ")".
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        if state == Some('T') {
+            return;
+        }
+        assert!(
+            started.elapsed() < STOP_SEEN_WITHIN,
+            "process {pid} not stopped: state {state:?}"
+        );
+        tokio::time::sleep(PROBE_PAUSE).await;
     }
 }
 
