@@ -11,10 +11,15 @@ pub enum Error {
     /// The request is wrong; sending it again will fail again.
     #[error("{0}")]
     InvalidArgument(String),
-    /// Too few replicas reachable; nothing was acknowledged. Retry later.
+    /// Refused before anything was applied (too few replicas reachable,
+    /// the node's storage failed, a forward that could not connect).
+    /// Retry later, or elsewhere.
     #[error("{0}")]
     Unavailable(String),
-    /// The quorum was not reached in time; a write may have been applied.
+    /// DEADLINE_EXCEEDED: the write's outcome is unknown. The quorum was
+    /// not reached in time, or the coordinator applied it but could not
+    /// reach W, or a forward broke after sending it. It may have been
+    /// applied; retry idempotently or read the key.
     #[error("{0}")]
     Timeout(String),
     /// The node is overloaded; back off.
@@ -80,7 +85,9 @@ impl Error {
             Code::ResourceExhausted => Error::Overloaded(msg),
             Code::FailedPrecondition => Error::FailedPrecondition(msg),
             Code::Unauthenticated | Code::PermissionDenied => Error::Denied(msg),
-            Code::Cancelled if !idempotent => Error::Indeterminate(msg),
+            // A write answered UNKNOWN or CANCELLED (by a proxy, or a
+            // server that passed a transport failure on) may have landed.
+            Code::Cancelled | Code::Unknown if !idempotent => Error::Indeterminate(msg),
             _ => Error::Internal(msg),
         }
     }
@@ -111,5 +118,9 @@ mod tests {
         assert!(!e.is_retryable());
         let e = Error::from_status(tonic::Status::internal("disk"), true);
         assert!(!e.is_retryable());
+        let e = Error::from_status(tonic::Status::unknown("transport error"), false);
+        assert!(e.is_indeterminate(), "{e:?}");
+        let e = Error::from_status(tonic::Status::unknown("transport error"), true);
+        assert!(!e.is_indeterminate(), "{e:?}");
     }
 }

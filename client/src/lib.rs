@@ -589,6 +589,7 @@ impl Client {
             .set_faults(pb::SetFaultsRequest {
                 block_outgoing,
                 block_incoming,
+                ..Default::default()
             })
             .await
             .map(|_| ())

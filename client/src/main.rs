@@ -1,8 +1,11 @@
 //! `ringkv`: the command-line client.
 //!
 //! Exit codes: 0 success; 1 key not found (get); 2 invalid usage or
-//! argument; 3 not enough replicas (retry later); 4 timed out, a write may
-//! have been applied; 5 overloaded; 6 no node reachable; 7 other errors.
+//! argument; 3 refused before anything was applied, e.g. not enough
+//! replicas (retry later); 4 outcome unknown (timed out, or the write was
+//! applied somewhere but not confirmed, or a connection broke after it was
+//! sent): a write may have been applied; 5 overloaded; 6 no node reachable;
+//! 7 other errors.
 
 mod changes;
 

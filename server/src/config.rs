@@ -396,7 +396,8 @@ impl TransferConfig {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DebugConfig {
-    /// Allows Admin.SetFaults to cut internal traffic to chosen nodes.
+    /// Allows Admin.SetFaults to cut internal traffic to chosen nodes and
+    /// to fail the next WAL sync (the storage fault point).
     pub fault_injection: bool,
 }
 

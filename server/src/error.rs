@@ -59,6 +59,14 @@ pub enum Error {
     #[error("storage failure: {0}")]
     Storage(String),
 
+    /// This node's storage failed earlier (a WAL write or fsync), so it
+    /// refuses writes until restarted. The refused write was not applied
+    /// here; another node can take it.
+    #[error(
+        "this node's storage failed ({0}) and it no longer accepts writes; send writes to another node; an operator must check the disk and restart this node"
+    )]
+    StorageFailed(String),
+
     /// Fewer than the required replicas could be reached at all.
     #[error(
         "not enough replicas: needed {needed}, got {got} (acked: {}; failed: {}); retry later or lower the consistency level",
@@ -83,6 +91,15 @@ pub enum Error {
         acked: Vec<String>,
         failed: Vec<ReplicaError>,
     },
+
+    /// A write whose outcome is unknown: it was applied on some replica
+    /// (or sent to a coordinator that may have applied it) but was not
+    /// confirmed by W replicas. It may or may not become visible. The text
+    /// says what is known; the display adds what to do.
+    #[error(
+        "{0}; the write may or may not have been applied: retry it idempotently, or read the key to find out"
+    )]
+    Indeterminate(String),
 
     /// The node refuses work to protect itself.
     #[error("overloaded: {0}; back off and retry")]
@@ -118,18 +135,45 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether the same request may simply be sent again.
+    /// Whether the same request may simply be sent again (an
+    /// indeterminate write only if applying it twice is harmless, which a
+    /// put with the same context is).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::Unavailable { .. } | Error::Timeout { .. } | Error::Overloaded(_)
+            Error::Unavailable { .. }
+                | Error::StorageFailed(_)
+                | Error::Timeout { .. }
+                | Error::Indeterminate(_)
+                | Error::Overloaded(_)
         )
     }
 
     /// Whether a write that failed with this error may nevertheless have been
-    /// applied on some replicas.
+    /// applied on some replicas. `Unavailable` and `StorageFailed` are
+    /// decided before anything is applied, so they are not.
     pub fn is_indeterminate(&self) -> bool {
-        matches!(self, Error::Timeout { .. })
+        matches!(self, Error::Timeout { .. } | Error::Indeterminate(_))
+    }
+
+    /// The error a write gets when its quorum failed after the coordinator
+    /// had applied it: whatever the quorum helper said, the write is on the
+    /// coordinator (and maybe more replicas), so the outcome is
+    /// indeterminate, never the "nothing happened" of `Unavailable`.
+    pub fn after_apply(self) -> Error {
+        match self {
+            Error::Unavailable {
+                needed,
+                got,
+                acked,
+                failed,
+            } => Error::Indeterminate(format!(
+                "the coordinator applied the write, but only {got} of the {needed} replicas needed acknowledged it (acked: {}; failed: {})",
+                join(&acked),
+                join(&failed)
+            )),
+            other => other,
+        }
     }
 }
 

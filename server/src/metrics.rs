@@ -300,6 +300,11 @@ impl Metrics {
             "# HELP ringkv_storage_bytes Approximate bytes stored by the engine.\n# TYPE ringkv_storage_bytes gauge\nringkv_storage_bytes {}",
             engine.approximate_size_bytes()
         );
+        let _ = writeln!(
+            out,
+            "# HELP ringkv_storage_failed 1 once a WAL write or sync failed: the node refuses writes until restarted.\n# TYPE ringkv_storage_failed gauge\nringkv_storage_failed {}",
+            u8::from(engine.health().failure().is_some())
+        );
         out
     }
 }
@@ -381,6 +386,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("ringkv_quorum_failures_total 1"), "{text}");
+        assert!(text.contains("\nringkv_storage_failed 0\n"), "{text}");
+        let failed = MemoryEngine::new();
+        failed.health().fail("test".into());
+        assert!(m.render(&failed).contains("\nringkv_storage_failed 1\n"));
         assert!(text.contains(
             "ringkv_request_duration_seconds_bucket{op=\"put\",level=\"quorum\",le=\"0.0005\"} 1"
         ));

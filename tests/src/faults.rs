@@ -17,11 +17,16 @@
 //! - it is on at least one node at all: a write that is on no node is
 //!   **lost**, the worst outcome, counted apart from the two above.
 //!
-//! Writes that failed are not checked. An `UNAVAILABLE` write may still
-//! sit on the coordinator (it applies locally before fanning out), and an
-//! indeterminate one (`DEADLINE_EXCEEDED`, a broken connection, or our own
-//! client-side timeout) may have reached W replicas without the answer
-//! reaching us: either may or may not be present, and both are legal.
+//! Writes that failed are of two kinds. A **refused** write (`UNAVAILABLE`)
+//! was turned away before anything was applied (too few replicas believed
+//! alive, a forward that could not connect, a node that cannot coordinate
+//! now): it must be on **no** node, and the checker demands that. An
+//! **indeterminate** one (`DEADLINE_EXCEEDED`, a broken connection, our
+//! own client-side timeout) may have been applied on some replicas, even
+//! on W of them without the answer reaching us: it may or may not be
+//! present, both are legal, and it is counted apart, never as
+//! acknowledged and never as lost. Other failures (e.g. `INTERNAL`) are
+//! only counted.
 //!
 //! Every write goes to a key never written before, with a value derived
 //! from the key. No write supersedes another, so "the acknowledged value
@@ -357,9 +362,12 @@ pub struct Ledger {
     pub attempted: u64,
     /// (key, value) of every acknowledged write.
     pub acknowledged: Vec<(String, String)>,
-    /// Definite failures: the write may still be on some replica
-    /// (`UNAVAILABLE` after the local apply) but was never acknowledged.
+    /// Failures that are not indeterminate (refused ones included): never
+    /// acknowledged.
     pub failed: u64,
+    /// Keys of the writes refused with `UNAVAILABLE`, which promises that
+    /// nothing was applied: the checker requires them on no node.
+    pub refused: Vec<String>,
     /// The write may or may not have reached W replicas.
     pub indeterminate: u64,
     /// Failures by error kind, for the report.
@@ -371,6 +379,7 @@ impl Ledger {
         self.attempted += other.attempted;
         self.acknowledged.extend(other.acknowledged);
         self.failed += other.failed;
+        self.refused.extend(other.refused);
         self.indeterminate += other.indeterminate;
         for (kind, n) in other.errors {
             *self.errors.entry(kind).or_default() += n;
@@ -468,6 +477,9 @@ async fn write_until(
                     ledger.indeterminate += 1;
                 } else {
                     ledger.failed += 1;
+                    if matches!(e, Error::Unavailable(_)) {
+                        ledger.refused.push(key);
+                    }
                 }
                 ERROR_BACKOFF
             }
@@ -573,6 +585,9 @@ pub struct Verdict {
     pub under_replicated: Vec<(String, String)>,
     /// Keys read back with more than one sibling, though written once.
     pub extra_siblings: Vec<String>,
+    /// Writes refused with `UNAVAILABLE` ("nothing was applied") that some
+    /// node holds nevertheless.
+    pub refused_but_present: Vec<String>,
 }
 
 /// Checks every acknowledged write: held by each replica of its
@@ -613,6 +628,39 @@ pub async fn check(cluster: &TestCluster, acknowledged: &[(String, String)]) -> 
     }
     verdict.under_replicated.sort();
     Ok(verdict)
+}
+
+/// Keys of `refused` writes that some node holds: each was answered
+/// `UNAVAILABLE`, which promises it was applied nowhere. Looks at every
+/// node's local copy (`Admin.LocalGet`), so it must run after the
+/// cluster has healed and hints have drained.
+pub async fn refused_but_present(cluster: &TestCluster, refused: &[String]) -> Result<Vec<String>> {
+    let locals: Vec<Client> = cluster.nodes.iter().map(|n| n.client()).collect();
+    let held: Vec<Result<Option<String>>> = stream::iter(refused)
+        .map(|key| {
+            let locals = &locals;
+            async move {
+                for (i, local) in locals.iter().enumerate() {
+                    let copy = local
+                        .local_get(0, key.clone())
+                        .await
+                        .with_context(|| format!("Admin.LocalGet {key} on node {i}"))?;
+                    if !copy.versions.is_empty() {
+                        return Ok(Some(key.clone()));
+                    }
+                }
+                Ok(None)
+            }
+        })
+        .buffer_unordered(CHECK_CONCURRENCY)
+        .collect()
+        .await;
+    let mut present = Vec::new();
+    for key in held {
+        present.extend(key?);
+    }
+    present.sort();
+    Ok(present)
 }
 
 /// What the checker found for one key.
@@ -756,6 +804,13 @@ impl Report {
                 v.under_replicated.len()
             ));
         }
+        if !v.refused_but_present.is_empty() {
+            out.push(format!(
+                "{} writes refused with UNAVAILABLE (nothing applied) are on some node, e.g. {:?}",
+                v.refused_but_present.len(),
+                examples(&v.refused_but_present)
+            ));
+        }
         if !v.extra_siblings.is_empty() {
             out.push(format!(
                 "{} keys written once read back with several siblings, e.g. {:?}",
@@ -792,10 +847,11 @@ impl fmt::Display for Report {
         writeln!(f, "ran for        {:.1?}", self.ran_for)?;
         writeln!(
             f,
-            "writes         attempted {}, acknowledged {}, failed {}, indeterminate {}",
+            "writes         attempted {}, acknowledged {}, failed {} (refused {}), indeterminate {}",
             l.attempted,
             l.acknowledged.len(),
             l.failed,
+            l.refused.len(),
             l.indeterminate
         )?;
         writeln!(f, "errors         {:?}", l.errors)?;
@@ -826,11 +882,12 @@ impl fmt::Display for Report {
         )?;
         write!(
             f,
-            "checked        lost {}, unreadable {}, under-replicated {}, extra siblings {}",
+            "checked        lost {}, unreadable {}, under-replicated {}, extra siblings {}, refused but present {}",
             v.lost.len(),
             v.unreadable.len(),
             v.under_replicated.len(),
-            v.extra_siblings.len()
+            v.extra_siblings.len(),
+            v.refused_but_present.len()
         )
     }
 }
@@ -921,6 +978,8 @@ pub async fn run(scenario: &Scenario, seed: u64) -> Result<Report> {
         Err(e) => report.repair_errors = vec![format!("{e:#}")],
     }
     report.verdict = check(&cluster, &report.ledger.acknowledged).await?;
+    report.verdict.refused_but_present =
+        refused_but_present(&cluster, &report.ledger.refused).await?;
     println!("{report}");
     Ok(report)
 }

@@ -212,6 +212,9 @@ impl Admin for AdminService {
             let incoming = parse(req.block_incoming)?;
             tracing::warn!(?outgoing, ?incoming, "fault switch set");
             self.cluster.transport.faults.set(outgoing, incoming);
+            if req.fail_next_wal_sync {
+                self.replica.engine().health().fail_next_sync();
+            }
             Ok(Response::new(pb::SetFaultsResponse {}))
         })();
         admitted.finish("", result)

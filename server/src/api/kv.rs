@@ -3,6 +3,16 @@
 //! A request for a key this node does not replicate is forwarded once, as
 //! is, to the key's first live replica (marked so the receiver never
 //! forwards it again); otherwise the coordinator runs it here.
+//!
+//! A forwarded write whose connection fails is answered by what is known
+//! about it: refused before a byte was sent (connection refused, the fault
+//! switch) is UNAVAILABLE, nothing happened; broken after it was sent (the
+//! coordinator died or the connection reset mid-request) is
+//! DEADLINE_EXCEEDED, because the coordinator may have applied it. A read
+//! stays UNAVAILABLE either way: it changed nothing.
+//!
+//! A node whose storage failed refuses every write here, before routing,
+//! so it acknowledges none (not even one it would merely forward).
 
 use std::sync::Arc;
 
@@ -60,26 +70,44 @@ impl KvService {
     }
 }
 
+/// Whether a forwarded request changes data, which decides what a broken
+/// connection means for it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Write,
+}
+
+/// The status of a forward whose connection to the coordinator failed.
+/// A status with a source never came from the coordinator: the transport
+/// failed. Its bare "transport error" (UNKNOWN) is replaced by the code
+/// that says whether the request may have taken effect.
+fn forward_failed(status: Status, address: &str, kind: Kind) -> Status {
+    if std::error::Error::source(&status).is_none() {
+        return status;
+    }
+    let what = format!(
+        "forwarding to coordinator {address} failed: {}",
+        transport::root_cause(&status)
+    );
+    if kind == Kind::Read || transport::never_sent(&status) {
+        return Status::unavailable(format!("{what}; nothing was applied, retry"));
+    }
+    super::status(Error::Indeterminate(format!(
+        "{what} after the write was sent"
+    )))
+}
+
 /// Sends a request on to the coordinator and passes its answer back.
 macro_rules! forward {
-    ($transport:expr, $node:expr, $address:expr, $msg:expr, $method:ident) => {{
+    ($transport:expr, $node:expr, $address:expr, $msg:expr, $method:ident, $kind:expr) => {{
         let mut client = $transport.kv($node, &$address)?;
         let mut req = Request::new($msg);
         $transport.stamp(&mut req);
-        client.$method(req).await.map_err(|s| {
-            // A status with a source never came from the coordinator: the
-            // connection failed (it may have died mid-request). Say so with
-            // the retryable UNAVAILABLE rather than pass on tonic's bare
-            // "transport error" (UNKNOWN).
-            match std::error::Error::source(&s) {
-                Some(_) => Status::unavailable(format!(
-                    "forwarding to coordinator {} failed: {}; a write may have been applied",
-                    $address,
-                    transport::root_cause(&s)
-                )),
-                None => s,
-            }
-        })
+        client
+            .$method(req)
+            .await
+            .map_err(|s| forward_failed(s, &$address, $kind))
     }};
 }
 
@@ -97,7 +125,7 @@ impl Kv for KvService {
                 Next::Here(req) => req,
                 Next::Forward(t, node, address, req) => {
                     label = "forwarded".into();
-                    return forward!(t, node, address, req, get);
+                    return forward!(t, node, address, req, get, Kind::Read);
                 }
             };
             let consistency = convert::consistency(req.consistency).map_err(status)?;
@@ -126,12 +154,13 @@ impl Kv for KvService {
         let admitted = self.gate.admit("put")?;
         let mut label = String::from("invalid");
         let result = async {
+            self.coordinator.check_writable().map_err(status)?;
             let key = request.get_ref().key.clone();
             let req = match self.next(request, &key)? {
                 Next::Here(req) => req,
                 Next::Forward(t, node, address, req) => {
                     label = "forwarded".into();
-                    return forward!(t, node, address, req, put);
+                    return forward!(t, node, address, req, put, Kind::Write);
                 }
             };
             let consistency = convert::consistency(req.consistency).map_err(status)?;
@@ -160,12 +189,13 @@ impl Kv for KvService {
         let admitted = self.gate.admit("delete")?;
         let mut label = String::from("invalid");
         let result = async {
+            self.coordinator.check_writable().map_err(status)?;
             let key = request.get_ref().key.clone();
             let req = match self.next(request, &key)? {
                 Next::Here(req) => req,
                 Next::Forward(t, node, address, req) => {
                     label = "forwarded".into();
-                    return forward!(t, node, address, req, delete);
+                    return forward!(t, node, address, req, delete, Kind::Write);
                 }
             };
             let consistency = convert::consistency(req.consistency).map_err(status)?;

@@ -26,11 +26,15 @@ use crate::metrics::Metrics;
 
 /// Maps a crate error to its gRPC status. The message is the error's
 /// display text, which says what went wrong and what to do.
+///
+/// UNAVAILABLE promises that the request was refused before anything was
+/// applied (retry freely); every write whose outcome is unknown gets
+/// DEADLINE_EXCEEDED, the one indeterminate code (retry idempotently).
 pub fn status(err: Error) -> Status {
     let code = match &err {
         Error::InvalidArgument(_) | Error::MalformedContext(_) => Code::InvalidArgument,
-        Error::Unavailable { .. } => Code::Unavailable,
-        Error::Timeout { .. } => Code::DeadlineExceeded,
+        Error::Unavailable { .. } | Error::StorageFailed(_) => Code::Unavailable,
+        Error::Timeout { .. } | Error::Indeterminate(_) => Code::DeadlineExceeded,
         Error::Overloaded(_) | Error::KeyStateTooLarge { .. } => Code::ResourceExhausted,
         Error::FailedPrecondition(_) => Code::FailedPrecondition,
         Error::Corrupt(_) | Error::Storage(_) | Error::Config(_) | Error::Internal(_) => {
@@ -160,6 +164,18 @@ mod tests {
                 Error::FailedPrecondition("x".into()),
                 Code::FailedPrecondition,
             ),
+            (Error::Indeterminate("x".into()), Code::DeadlineExceeded),
+            (
+                Error::Unavailable {
+                    needed: 2,
+                    got: 1,
+                    acked: vec![],
+                    failed: vec![],
+                }
+                .after_apply(),
+                Code::DeadlineExceeded,
+            ),
+            (Error::StorageFailed("x".into()), Code::Unavailable),
             (Error::Storage("x".into()), Code::Internal),
             (Error::Corrupt("x".into()), Code::Internal),
         ];

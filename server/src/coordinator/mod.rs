@@ -14,6 +14,15 @@
 //! * **get**: asks the replicas, waits for R answers, merges them (DVV sync)
 //!   and returns the live siblings with the merged context.
 //!
+//! **What a failed write promises.** A write that cannot reach W among the
+//! replicas (and, when sloppy, the fallbacks) this node believes alive is
+//! refused before it is applied anywhere: `Unavailable`, retry freely.
+//! Once the coordinator has applied it locally, a failure to reach W
+//! (replicas that refuse, time out or turn out unreachable) is
+//! `Indeterminate` or `Timeout` (DEADLINE_EXCEEDED): the write is on the
+//! coordinator and perhaps on more replicas, and anti-entropy may spread
+//! it, so the client must not assume it did not happen.
+//!
 //! The replica set of a key is its partition's replicas in the current
 //! layout; a node that is not one of them forwards the request once to the
 //! first live replica ([`Coordinator::route`]), because only a replica may
@@ -482,6 +491,7 @@ impl Coordinator {
     /// Applies a write locally, then waits for W acknowledgements in all.
     async fn write(&self, write: LocalWrite, plan: Plan) -> Result<(Applied, ReplyMeta)> {
         let me = self.node_id();
+        self.check_reachable(&plan)?;
         let applied = self.replica.apply_write(write).await?;
         if applied.outcome.collapsed > 0 {
             self.metrics.siblings_collapsed(applied.outcome.collapsed);
@@ -530,7 +540,8 @@ impl Coordinator {
             vec![my_label.clone()],
             plan.consistency.timeout,
         )
-        .await?;
+        .await
+        .map_err(Error::after_apply)?;
         let mut acked = vec![my_label];
         let mut used = Vec::new();
         for (label, ack) in answers.ok {
@@ -550,6 +561,45 @@ impl Coordinator {
         let mut meta = self.meta(&plan, acked);
         meta.fallbacks = used;
         Ok((applied, meta))
+    }
+
+    /// Refuses a write, before anything is applied, when W cannot be
+    /// reached with the replicas and fallbacks this node believes alive:
+    /// the replica calls would skip exactly those nodes, so applying
+    /// locally first would only leave a write nobody acknowledged.
+    fn check_reachable(&self, plan: &Plan) -> Result<()> {
+        let me = self.node_id();
+        let alive = |n: &NodeId| *n == me || self.cluster.is_alive(*n);
+        // Fallbacks stand in for down replicas only in a sloppy quorum,
+        // and the coordinator's own hints never count.
+        let spare = if plan.consistency.sloppy {
+            plan.fallbacks
+                .iter()
+                .filter(|n| **n != me && alive(n))
+                .count()
+        } else {
+            0
+        };
+        for (set, need) in &plan.write_sets {
+            let (up, down): (Vec<&NodeId>, Vec<&NodeId>) = set.iter().partition(|n| alive(n));
+            let possible = up.len() + spare.min(down.len());
+            if possible < *need {
+                return Err(Error::Unavailable {
+                    needed: *need,
+                    got: possible,
+                    acked: Vec::new(),
+                    failed: down
+                        .into_iter()
+                        .map(|n| ReplicaError {
+                            node: self.label(*n),
+                            error: "believed down by the coordinator; the write was not applied anywhere"
+                                .into(),
+                        })
+                        .collect(),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn plan(&self, key: &Bytes, requested: RequestConsistency, op: Op) -> Result<Plan> {
@@ -630,6 +680,12 @@ impl Coordinator {
             required: plan.required as u32,
             layout_version: plan.layout_version,
         }
+    }
+
+    /// Refuses writes once this node's storage has failed: it must
+    /// acknowledge nothing more until an operator restarts it.
+    pub fn check_writable(&self) -> Result<()> {
+        self.replica.engine().health().check()
     }
 
     pub fn check_key(&self, key: &[u8]) -> Result<()> {

@@ -5,6 +5,12 @@
 //! and metrics listeners and spawns the servers; [`Node::stop`] (or a
 //! SIGINT/SIGTERM through [`run`]) shuts down in order: stop accepting,
 //! let in-flight requests finish, stop background tasks, flush storage.
+//!
+//! When the storage fails (a WAL write or sync, see
+//! [`crate::storage::health`]), the node keeps running for reads and
+//! diagnosis, but the gRPC health service turns NOT_SERVING for the whole
+//! node ("") and for the KV service, so load balancers and orchestrators
+//! stop sending it writes.
 
 mod identity;
 mod shutdown;
@@ -203,6 +209,11 @@ impl Node {
         .max_encoding_message_size(max_message);
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<KvServer<KvService>>().await;
+        tokio::spawn(report_storage_failure(
+            engine.health().subscribe(),
+            health_reporter,
+            trigger.subscribe(),
+        ));
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(ringkv_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -321,6 +332,26 @@ impl Node {
     pub async fn stop(self) -> Result<()> {
         self.trigger.trigger();
         self.wait().await
+    }
+}
+
+/// Turns the health service NOT_SERVING once the storage fails; the
+/// failure itself was logged where it happened. Returns at shutdown.
+async fn report_storage_failure(
+    mut failure: tokio::sync::watch::Receiver<Option<String>>,
+    reporter: tonic_health::server::HealthReporter,
+    mut stop: Shutdown,
+) {
+    let failed = tokio::select! {
+        failed = failure.wait_for(Option::is_some) => failed.is_ok(),
+        _ = stop.recv() => false,
+    };
+    if failed {
+        reporter.set_not_serving::<KvServer<KvService>>().await;
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        warn!("health service set to NOT_SERVING: the storage failed");
     }
 }
 

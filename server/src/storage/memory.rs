@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::{BatchOp, Cf, Engine, WriteBatch};
+use super::{BatchOp, Cf, Engine, StorageHealth, WriteBatch};
 use crate::error::{Error, Result};
 
 /// The contents of one column family.
@@ -39,6 +39,9 @@ pub struct MemoryEngine {
     /// atomic. A std lock is right: it is never held across an `.await`
     /// (engines are synchronous).
     state: RwLock<State>,
+    /// Nothing here can fail to sync, but the test fault point can make
+    /// it look so, so that layers above test their reaction on this engine.
+    health: StorageHealth,
 }
 
 impl MemoryEngine {
@@ -73,6 +76,11 @@ impl Engine for MemoryEngine {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.health.check()?;
+        if let Some(what) = self.health.take_injected() {
+            self.health.fail(what.clone());
+            return Err(Error::Storage(what));
+        }
         let mut state = self.write_lock()?;
         let State { trees, bytes } = &mut *state;
         for op in batch.ops {
@@ -116,7 +124,7 @@ impl Engine for MemoryEngine {
     }
 
     fn flush(&self) -> Result<()> {
-        Ok(())
+        self.health.check()
     }
 
     fn approximate_size_bytes(&self) -> u64 {
@@ -126,5 +134,9 @@ impl Engine for MemoryEngine {
 
     fn name(&self) -> &'static str {
         "memory"
+    }
+
+    fn health(&self) -> &StorageHealth {
+        &self.health
     }
 }

@@ -40,6 +40,10 @@
 //!
 //! [`Engine::flush`] makes everything durable and is called at shutdown.
 //!
+//! A failed WAL write or fsync is final ([`health`]): the engine refuses
+//! every later write and flush until the node restarts, and never retries
+//! the fsync, because after a failed fsync what is on disk is unknown.
+//!
 //! # Invariants
 //!
 //! - A [`WriteBatch`] is applied atomically: after a crash either all of its
@@ -57,6 +61,7 @@
 //! [`MemoryEngine`], for tests and for nodes that need no persistence. Both
 //! pass the same test suite (`tests.rs`).
 
+pub mod health;
 mod memory;
 mod rocks;
 #[cfg(test)]
@@ -64,6 +69,7 @@ mod tests;
 
 use std::time::Duration;
 
+pub use health::StorageHealth;
 pub use memory::MemoryEngine;
 pub use rocks::RocksEngine;
 
@@ -310,6 +316,10 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Short engine name for logs and status: "rocksdb" or "memory".
     fn name(&self) -> &'static str;
+
+    /// Whether the engine's storage is still trusted; once a WAL write or
+    /// sync failed, writes and flushes are refused ([`health`]).
+    fn health(&self) -> &StorageHealth;
 }
 
 /// Storage key of a user key in the data CF: partition (u32 big-endian) ‖

@@ -16,6 +16,11 @@
 //! acknowledged write; whether it is also on the platter is the
 //! [`SyncMode`]: fsynced per write (`always`), by the `ringkv-wal-sync`
 //! thread every interval (`periodic`), or by the OS (`never`).
+//!
+//! A write or sync that fails marks the engine failed ([`StorageHealth`]):
+//! from then on writes and flushes are refused and the sync thread stops
+//! syncing, rather than retry an fsync whose earlier failure may already
+//! have cost data that a "successful" retry would hide.
 
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -28,7 +33,7 @@ use rocksdb::{
     Direction, FlushOptions, IteratorMode, Options, ReadOptions, WriteOptions, DB,
 };
 
-use super::{BatchOp, Cf, Engine, StorageOptions, SyncMode, WriteBatch};
+use super::{BatchOp, Cf, Engine, StorageHealth, StorageOptions, SyncMode, WriteBatch};
 use crate::error::{Error, Result};
 
 /// The only compression codec compiled into this build (rocksdb feature
@@ -59,6 +64,13 @@ pub struct RocksEngine {
     write_opts: WriteOptions,
     /// Fsyncs whatever the mode: for batches marked durable.
     durable_opts: WriteOptions,
+    /// Whether a WAL write or sync has failed. Shared with the sync
+    /// thread, which reports its failures here.
+    health: Arc<StorageHealth>,
+    /// Whether writes themselves sync the WAL (every mode but
+    /// `periodic`, where the sync thread does), which decides where the
+    /// test fault point strikes.
+    writes_sync: bool,
 }
 
 impl RocksEngine {
@@ -100,8 +112,13 @@ impl RocksEngine {
         let mut durable_opts = WriteOptions::default();
         durable_opts.set_sync(true);
 
+        let health = Arc::new(StorageHealth::new());
         let syncer = match opts.sync {
-            SyncMode::Periodic => Some(WalSyncer::start(Arc::clone(&db), opts.sync_interval)?),
+            SyncMode::Periodic => Some(WalSyncer::start(
+                Arc::clone(&db),
+                Arc::clone(&health),
+                opts.sync_interval,
+            )?),
             SyncMode::Always | SyncMode::Never => None,
         };
 
@@ -111,6 +128,8 @@ impl RocksEngine {
             db,
             write_opts,
             durable_opts,
+            health,
+            writes_sync: opts.sync != SyncMode::Periodic,
         })
     }
 
@@ -169,6 +188,13 @@ impl Engine for RocksEngine {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.health.check()?;
+        if self.writes_sync {
+            if let Some(what) = self.health.take_injected() {
+                self.health.fail(what.clone());
+                return Err(Error::Storage(what));
+            }
+        }
         let mut rocks_batch = rocksdb::WriteBatch::default();
         for op in &batch.ops {
             match op {
@@ -183,7 +209,13 @@ impl Engine for RocksEngine {
         } else {
             &self.write_opts
         };
-        Ok(self.db.write_opt(rocks_batch, opts)?)
+        self.db.write_opt(rocks_batch, opts).map_err(|e| {
+            // Whether the batch is in the WAL, and whether the WAL is on
+            // disk, is now unknown: trust nothing written from here on.
+            let what = format!("WAL write failed: {}", e.into_string());
+            self.health.fail(what.clone());
+            Error::Storage(what)
+        })
     }
 
     fn scan(
@@ -216,9 +248,15 @@ impl Engine for RocksEngine {
     }
 
     fn flush(&self) -> Result<()> {
+        // After a failed sync a successful one proves nothing: refuse.
+        self.health.check()?;
         // The fsynced WAL alone makes the writes durable; flushing the
         // memtables as well spares the next start a long WAL replay.
-        self.db.flush_wal(true)?;
+        self.db.flush_wal(true).map_err(|e| {
+            let what = format!("WAL sync failed: {}", e.into_string());
+            self.health.fail(what.clone());
+            Error::Storage(what)
+        })?;
         let handles = Cf::ALL
             .iter()
             .map(|&cf| self.handle(cf))
@@ -249,6 +287,10 @@ impl Engine for RocksEngine {
     fn name(&self) -> &'static str {
         "rocksdb"
     }
+
+    fn health(&self) -> &StorageHealth {
+        &self.health
+    }
 }
 
 /// The background thread of [`SyncMode::Periodic`]: fsyncs the WAL every
@@ -263,18 +305,18 @@ struct WalSyncer {
 }
 
 impl WalSyncer {
-    fn start(db: Arc<DB>, interval: Duration) -> Result<Self> {
+    fn start(db: Arc<DB>, health: Arc<StorageHealth>, interval: Duration) -> Result<Self> {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name(WAL_SYNC_THREAD_NAME.to_string())
             .spawn(move || {
                 // Anything but a timeout (the sender dropped) means stop.
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-                    sync_wal(&db);
+                    sync_wal(&db, &health);
                 }
                 // One last sync so a clean stop loses nothing, even if the
                 // owner never called `flush`.
-                sync_wal(&db);
+                sync_wal(&db, &health);
             })
             .map_err(|e| Error::Internal(format!("cannot start {WAL_SYNC_THREAD_NAME}: {e}")))?;
         Ok(Self {
@@ -284,11 +326,23 @@ impl WalSyncer {
     }
 }
 
-/// Fsyncs the WAL. A failure is logged, not fatal: the next interval (or
-/// `flush` at shutdown) retries, and the writes are already in the OS.
-fn sync_wal(db: &DB) {
-    if let Err(e) = db.flush_wal(true) {
-        tracing::warn!(error = %e, "periodic WAL sync failed");
+/// Fsyncs the WAL, unless the storage has already failed. A failure is
+/// final: it marks the engine failed and is never retried, because a
+/// retry that succeeds says nothing about the writes the failed one lost
+/// (see [`StorageHealth`]).
+fn sync_wal(db: &DB, health: &StorageHealth) {
+    if health.check().is_err() {
+        return;
+    }
+    let failed = match health.take_injected() {
+        Some(what) => Some(what),
+        None => db
+            .flush_wal(true)
+            .err()
+            .map(|e| format!("periodic WAL sync failed: {}", e.into_string())),
+    };
+    if let Some(what) = failed {
+        health.fail(what);
     }
 }
 

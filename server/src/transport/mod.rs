@@ -461,6 +461,28 @@ pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
+/// Whether a failed call provably never reached the peer: the connection
+/// could not be opened (refused, timed out, unresolvable), so not one byte
+/// of the request was sent. tonic marks that with [`tonic::ConnectError`]
+/// in the error's chain. Every other transport failure (a reset, a closed
+/// stream, a broken connection) may have happened after the peer received
+/// the request.
+pub fn never_sent(status: &Status) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = cur {
+        if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        cur = e.source();
+    }
+    false
+}
+
 /// The sending node of an internal request, from its metadata.
 pub fn sender<T>(req: &Request<T>) -> Option<NodeId> {
     req.metadata()
