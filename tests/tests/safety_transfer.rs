@@ -399,7 +399,12 @@ async fn a_wiped_node_counts_toward_no_read_until_it_has_received_its_partitions
         std::fs::create_dir_all(&server.data_dir).unwrap();
         server.restart().await.unwrap();
     }
-    cluster.ids[c] = cluster.nodes[c].client().node_status(0).await.unwrap().node_id;
+    cluster.ids[c] = cluster.nodes[c]
+        .client()
+        .node_status(0)
+        .await
+        .unwrap()
+        .node_id;
     pause(&cluster, b, false).await.unwrap();
     println!(
         "[{:>5.1?}] {} writes acknowledged on A and C only; C wiped ({old_id} -> {}), B resumed and cut from A",
@@ -466,14 +471,24 @@ async fn a_wiped_node_counts_toward_no_read_until_it_has_received_its_partitions
     if problems.is_empty() {
         match wait_settled(&cluster, before.version, 3, None, SETTLE_TIMEOUT).await {
             Ok(s) => {
-                if !s.layout.assignments.iter().all(|a| !a.replicas.contains(&old_id)) {
-                    problems.push(format!("the old id {old_id} is still in {}", describe(&s.layout)));
+                if !s
+                    .layout
+                    .assignments
+                    .iter()
+                    .all(|a| !a.replicas.contains(&old_id))
+                {
+                    problems.push(format!(
+                        "the old id {old_id} is still in {}",
+                        describe(&s.layout)
+                    ));
                 }
             }
             Err(e) => problems.push(format!("{e:#}")),
         }
-        let keys: Vec<(String, Vec<String>)> =
-            acked.iter().map(|k| (k.clone(), vec![value_of(k)])).collect();
+        let keys: Vec<(String, Vec<String>)> = acked
+            .iter()
+            .map(|k| (k.clone(), vec![value_of(k)]))
+            .collect();
         let lost = read_problems(&cluster.client(), &keys, Level::All).await;
         problems.extend(summarize("R=ALL reads after the replacement", &lost));
         let again = read_round(&via_b, &acked).await;

@@ -116,11 +116,11 @@ impl Rebalance {
                     .and_then(|next| self.without_source(&staged, &current, next))
             })
             .or_else(|| {
-            staged
-                .changes
-                .is_empty()
-                .then(|| "nothing is staged".to_string())
-        });
+                staged
+                    .changes
+                    .is_empty()
+                    .then(|| "nothing is staged".to_string())
+            });
         Ok(PlanView {
             current,
             changes: staged.changes,

@@ -62,7 +62,7 @@ impl Rebalance {
             }
             all_done = false;
             if running.contains(&(version, partition))
-                || running.len() >= self.config.transfer.concurrency
+                || self.streaming(running) >= self.config.transfer.concurrency
             {
                 continue;
             }
@@ -77,6 +77,21 @@ impl Rebalance {
             self.cluster.set_transfers_done(version);
         }
         Ok(())
+    }
+
+    /// Running transfers that take one of the `transfer.concurrency`
+    /// slots: those still streaming. One that has streamed and is syncing
+    /// may wait a long time for an old replica that is down or paused, and
+    /// must not hold back the partitions queued behind it.
+    fn streaming(&self, running: &BTreeSet<(u64, u32)>) -> usize {
+        running
+            .iter()
+            .filter(|(v, p)| {
+                self.registry
+                    .get(*v, *p)
+                    .is_none_or(|t| t.state != State::Syncing)
+            })
+            .count()
     }
 
     pub(super) fn estimate(&self, sources: &[NodeId]) -> u64 {

@@ -203,10 +203,7 @@ mod tests {
             OldReplica::Wait
         );
         // A member is waited for, whatever it gossiped...
-        assert_eq!(
-            classify(&v2, NodeId(1), Seen::default()),
-            OldReplica::Wait
-        );
+        assert_eq!(classify(&v2, NodeId(1), Seen::default()), OldReplica::Wait);
         // ...unless a fresh node runs at its address: it was wiped too.
         let wiped = Seen {
             wiped: true,

@@ -55,7 +55,8 @@ async fn lone_node_with_data(keys: u32) -> (Arc<Rebalance>, Arc<Replica>, Arc<Cl
         config.clone(),
         metrics.clone(),
     );
-    let rebalance = Rebalance::new(replica.clone(), cluster.clone(), repair, config, metrics).unwrap();
+    let rebalance =
+        Rebalance::new(replica.clone(), cluster.clone(), repair, config, metrics).unwrap();
     for i in 0..keys {
         replica
             .apply_write(LocalWrite {

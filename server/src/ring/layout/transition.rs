@@ -170,7 +170,13 @@ impl Layout {
         let members: Vec<MemberSpec> = self
             .members
             .iter()
-            .map(|m| if m.id == old { fresh.clone() } else { m.clone() })
+            .map(|m| {
+                if m.id == old {
+                    fresh.clone()
+                } else {
+                    m.clone()
+                }
+            })
             .collect();
         Layout::compute(&members, replication, self.partitions, Some(self))?.with_previous(self)
     }
@@ -180,7 +186,11 @@ impl Layout {
     /// every old replica is in `gone` (removed by an operator, or known to
     /// have lost its data), so no new replica has anyone to stream from. A
     /// change with any such partition is refused.
-    pub fn partitions_without_source(&self, previous: &Layout, gone: &BTreeSet<NodeId>) -> Vec<u32> {
+    pub fn partitions_without_source(
+        &self,
+        previous: &Layout,
+        gone: &BTreeSet<NodeId>,
+    ) -> Vec<u32> {
         (0..self.partitions.min(previous.partitions))
             .filter(|&p| {
                 let old = previous.replicas(p);
