@@ -368,7 +368,8 @@ pub struct TransferConfig {
     /// Bytes of keys and versions per chunk (kept under half the largest
     /// message, see `limits`).
     pub chunk_bytes: usize,
-    /// Partitions received at once.
+    /// Partitions streamed at once; one that has streamed and is syncing
+    /// with, or waiting for, its old replicas does not take a slot.
     pub concurrency: usize,
     /// Wait before retrying a chunk whose source failed, ms.
     pub retry_ms: u64,

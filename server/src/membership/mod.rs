@@ -563,9 +563,14 @@ impl Cluster {
 
     /// Replaces a dead layout member by the fresh node now running at its
     /// address: a node whose data directory was wiped comes back with a
-    /// new id, and takes over the old id's partitions (anti-entropy then
-    /// refills them). Only the lowest live member id of the layout decides,
-    /// so concurrent replacements do not race.
+    /// new id. The replacement is a change like any other
+    /// (`Layout::replacing`): the fresh node streams the old id's
+    /// partitions from the surviving replicas and counts toward no read
+    /// quorum, and toward the write quorum of the new sets only, until its
+    /// transfers are done and the claimant retires the change. The old id
+    /// is not waited for by those transfers: its data went with its disk
+    /// (`rebalance::safety`). Only the lowest live member id of the layout
+    /// decides, so concurrent replacements do not race.
     fn maybe_replace(&self) {
         let Some(layout) = self.layout() else { return };
         if layout.in_transition() {
@@ -597,34 +602,19 @@ impl Cluster {
         let Some((old, fresh)) = replacement else {
             return;
         };
-        let specs: Vec<MemberSpec> = layout
-            .members()
-            .iter()
-            .map(|m| {
-                if m.id == old {
-                    MemberSpec {
-                        id: fresh.id,
-                        zone: fresh.zone.clone(),
-                        weight: fresh.weight,
-                    }
-                } else {
-                    m.clone()
-                }
-            })
-            .collect();
-        match Layout::compute(
-            &specs,
-            self.config.cluster.replication,
-            self.config.cluster.partitions,
-            Some(&layout),
-        ) {
+        let spec = MemberSpec {
+            id: fresh.id,
+            zone: fresh.zone.clone(),
+            weight: fresh.weight,
+        };
+        match layout.replacing(old, spec, self.config.cluster.replication) {
             Ok(next) => {
                 info!(
                     %old,
                     new = %fresh.id,
                     address = %fresh.address,
                     version = next.version(),
-                    "replacing a dead member by the new node at its address"
+                    "replacing a dead member by the new node at its address; it receives the partitions by transfer"
                 );
                 if let Err(e) = self.install_layout(next) {
                     warn!("storing the replacement layout failed: {e}");

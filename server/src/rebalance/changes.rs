@@ -23,6 +23,9 @@ const REMOVED_KEY: &[u8] = b"removed";
 /// so that nodes started together join in one change.
 const AUTO_JOIN_SETTLE_ROUNDS: u32 = 3;
 
+/// Partitions named in a refusal's message; the rest are counted.
+const SHOWN_PARTITIONS: usize = 8;
+
 impl Rebalance {
     /// Stages the removal of a dead member (runs on the claimant).
     pub fn remove(&self, node: NodeId) -> Result<String> {
@@ -107,12 +110,17 @@ impl Rebalance {
                 (moves, next.minimum_moves_from(&current))
             }
         };
-        let blocked = blocked.or_else(|| {
-            staged
-                .changes
-                .is_empty()
-                .then(|| "nothing is staged".to_string())
-        });
+        let blocked = blocked
+            .or_else(|| {
+                next.as_ref()
+                    .and_then(|next| self.without_source(&staged, &current, next))
+            })
+            .or_else(|| {
+                staged
+                    .changes
+                    .is_empty()
+                    .then(|| "nothing is staged".to_string())
+            });
         Ok(PlanView {
             current,
             changes: staged.changes,
@@ -135,6 +143,40 @@ impl Rebalance {
             self.config.cluster.partitions,
             Some(current),
         )
+    }
+
+    /// Why `next` must not be committed because some partition would have
+    /// no replica that ever held its data: every old replica of it is
+    /// being removed, so nobody could stream it (`safety`, rule 3).
+    pub(super) fn without_source(
+        &self,
+        staged: &Staged,
+        current: &Layout,
+        next: &Layout,
+    ) -> Option<String> {
+        let removed: BTreeSet<NodeId> = staged
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Remove(node) => Some(*node),
+                _ => None,
+            })
+            .collect();
+        let orphans = next.partitions_without_source(current, &removed);
+        if orphans.is_empty() {
+            return None;
+        }
+        let shown: Vec<String> = orphans
+            .iter()
+            .take(SHOWN_PARTITIONS)
+            .map(|p| p.to_string())
+            .collect();
+        Some(format!(
+            "the staged removals would leave {} partition(s) ({}{}) with no replica holding their data: every replica of each is being removed; bring one of those nodes back, or remove fewer at once",
+            orphans.len(),
+            shown.join(", "),
+            if orphans.len() > SHOWN_PARTITIONS { ", ..." } else { "" }
+        ))
     }
 
     /// Why no change can be committed now, if so.
@@ -210,6 +252,9 @@ impl Rebalance {
             ));
         }
         let next = self.compute(&staged, &current)?;
+        if let Some(why) = self.without_source(&staged, &current, &next) {
+            return Err(Error::FailedPrecondition(why));
+        }
         let moves = next.moves_from(&current);
         let next = if moves == 0 {
             next

@@ -18,13 +18,19 @@
 //!    joins, once the joiners have been seen for a few gossip rounds.
 //! 3. **Transfers.** Every node that gains a partition streams it from an
 //!    old replica ([`transfer`]), throttled by `transfer.max_rate`,
-//!    resumable after a restart of either side, and reports through gossip
-//!    when all of its partitions are in. Meanwhile writes go to the old and
-//!    the new replicas (a quorum in each) and reads to the old ones.
+//!    resumable after a restart of either side, then syncs it with every
+//!    old replica (waiting for one that is down or paused), and reports
+//!    through gossip when all of its partitions are in. Meanwhile writes go
+//!    to the old and the new replicas (a quorum in each) and reads to the
+//!    old ones.
 //! 4. **Retirement.** When every receiver reports done, the claimant
-//!    publishes the same rows without `previous`. Each node then deletes
-//!    the partitions it no longer replicates, and a node that left and owns
-//!    nothing declares itself `left`.
+//!    publishes the same rows without `previous`. Each node then hands
+//!    over and deletes the partitions it no longer replicates, and a node
+//!    that left and owns nothing declares itself `left`.
+//!
+//! [`safety`] states the rules that keep every step from losing an
+//! acknowledged write: what a transfer waits for, when a node may delete,
+//! and which changes are refused.
 //!
 //! A node refuses replica traffic for partitions it does not hold in its
 //! own layout ([`Rebalance::check_write`], [`Rebalance::check_read`]), so
@@ -34,6 +40,9 @@
 mod changes;
 pub mod plan;
 mod receive;
+pub mod safety;
+#[cfg(test)]
+mod tests;
 mod throttle;
 pub mod transfer;
 
@@ -100,6 +109,9 @@ pub struct Rebalance {
     joiners_seen: Mutex<BTreeMap<NodeId, Instant>>,
     /// Layout version whose unowned partitions were deleted here.
     retired_version: AtomicU64,
+    /// The partitions last reported kept for want of a hand-over, so the
+    /// retry at every tick logs only changes.
+    kept_note: Mutex<String>,
 }
 
 impl Rebalance {
@@ -123,6 +135,7 @@ impl Rebalance {
             commit_lock: tokio::sync::Mutex::new(()),
             joiners_seen: Mutex::new(BTreeMap::new()),
             retired_version: AtomicU64::new(0),
+            kept_note: Mutex::new(String::new()),
         }))
     }
 

@@ -11,8 +11,9 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use super::transfer::{self, Cursor, State};
-use super::Rebalance;
+use super::{safety, Rebalance};
 use crate::error::{Error, Result};
+use crate::membership::detector::Liveness;
 use crate::ring::Layout;
 use crate::storage::{Cf, WriteBatch};
 use crate::transport::is_unreachable;
@@ -20,6 +21,12 @@ use crate::version::{NodeId, VersionSet};
 
 /// Keys deleted per batch when letting go of a partition.
 const RETIRE_BATCH: usize = 1024;
+
+/// How often a sync checks that its peers are still believed alive. A
+/// Merkle exchange gives a peer a minute or more to scan; a peer that
+/// stops answering meanwhile (a paused process) is given up on as soon as
+/// the failure detector says so, and waited for like any down replica.
+const PEER_WATCH: Duration = Duration::from_millis(200);
 
 impl Rebalance {
     /// Starts the transfers of `layout` this node still needs, and reports
@@ -55,7 +62,7 @@ impl Rebalance {
             }
             all_done = false;
             if running.contains(&(version, partition))
-                || running.len() >= self.config.transfer.concurrency
+                || self.streaming(running) >= self.config.transfer.concurrency
             {
                 continue;
             }
@@ -70,6 +77,21 @@ impl Rebalance {
             self.cluster.set_transfers_done(version);
         }
         Ok(())
+    }
+
+    /// Running transfers that take one of the `transfer.concurrency`
+    /// slots: those still streaming. One that has streamed and is syncing
+    /// may wait a long time for an old replica that is down or paused, and
+    /// must not hold back the partitions queued behind it.
+    fn streaming(&self, running: &BTreeSet<(u64, u32)>) -> usize {
+        running
+            .iter()
+            .filter(|(v, p)| {
+                self.registry
+                    .get(*v, *p)
+                    .is_none_or(|t| t.state != State::Syncing)
+            })
+            .count()
     }
 
     pub(super) fn estimate(&self, sources: &[NodeId]) -> u64 {
@@ -222,26 +244,14 @@ impl Rebalance {
         }
         self.registry
             .update(version, partition, |p| p.state = State::Syncing);
-        loop {
-            self.check_current(version)?;
-            match self.repair.sync_partition(partition, &sources).await {
-                Ok(_) => break,
-                Err(e) => {
-                    self.note(
-                        version,
-                        partition,
-                        &format!("syncing with old replicas: {e}"),
-                    );
-                    tokio::time::sleep(retry).await;
-                }
-            }
-        }
+        self.sync_with_old_replicas(version, partition).await?;
         cursor.done = true;
         self.store_cursor(&cursor, version, partition).await?;
         self.registry.update(version, partition, |p| {
             p.state = State::Done;
             p.finished = Some(Instant::now());
             p.estimated_bytes = p.bytes;
+            p.last_error.clear();
         });
         info!(
             partition,
@@ -251,6 +261,114 @@ impl Rebalance {
             "partition transfer done"
         );
         Ok(())
+    }
+
+    /// The end of a transfer: a sync with every old replica of the
+    /// partition that may hold acknowledged writes. One that is down or
+    /// paused is waited for, never skipped; only removed nodes and wiped
+    /// nodes' old ids are passed over (`safety::sync_plan`). Old replicas
+    /// already synced are not asked again: every write acknowledged since
+    /// the change began is on a quorum of the new set as well.
+    async fn sync_with_old_replicas(&self, version: u64, partition: u32) -> Result<()> {
+        let retry = Duration::from_millis(self.config.transfer.retry_ms);
+        let mut synced: BTreeSet<NodeId> = BTreeSet::new();
+        let mut warned = false;
+        loop {
+            self.check_current(version)?;
+            let Some(layout) = self.cluster.layout() else {
+                return Err(Error::FailedPrecondition("the layout is gone".into()));
+            };
+            let members = self.cluster.members();
+            let plan = safety::sync_plan(&layout, partition, self.me(), |n| {
+                let entry = members.iter().find(|m| m.info.id == n);
+                safety::Seen {
+                    alive: self.cluster.is_alive(n),
+                    status: entry.map(|m| m.info.status),
+                    wiped: entry.is_some_and(|old| {
+                        members.iter().any(|m| {
+                            m.info.id != n
+                                && m.info.address == old.info.address
+                                && m.liveness == Liveness::Alive
+                        })
+                    }),
+                }
+            });
+            let mut failed = false;
+            let unsynced: Vec<NodeId> = plan
+                .sync
+                .iter()
+                .copied()
+                .filter(|n| !synced.contains(n))
+                .collect();
+            for peer in unsynced {
+                let peers = [peer];
+                let sync = self.repair.sync_partition(partition, &peers);
+                match self.while_alive(&peers, sync).await {
+                    Ok(_) => {
+                        synced.insert(peer);
+                    }
+                    Err(e) => {
+                        self.note(
+                            version,
+                            partition,
+                            &format!("syncing with old replica {peer}: {e}"),
+                        );
+                        failed = true;
+                    }
+                }
+            }
+            if !plan.wait.is_empty() {
+                let names: Vec<String> = plan.wait.iter().map(|n| n.to_string()).collect();
+                let why = format!(
+                    "waiting for old replica {}: it is down or paused and may hold acknowledged writes no other replica has; the transfer ends once it answers",
+                    names.join(", ")
+                );
+                // Shown by `ringkv cluster transfers`; logged once.
+                if !warned {
+                    warn!(partition, version, "transfer: {why}");
+                    warned = true;
+                }
+                self.registry
+                    .update(version, partition, |p| p.last_error = why);
+            }
+            if failed || !plan.wait.is_empty() {
+                tokio::time::sleep(retry).await;
+                continue;
+            }
+            if !plan.gone.is_empty() {
+                info!(
+                    partition,
+                    version,
+                    gone = ?plan.gone,
+                    "not waiting for old replicas that were removed or lost their data"
+                );
+            }
+            return Ok(());
+        }
+    }
+
+    /// Runs `work` (a sync with `peers`) unless one of them stops being
+    /// believed alive first; then fails, naming it. Abandoning a sync is
+    /// safe at any point: everything it did was a merge.
+    async fn while_alive<T>(
+        &self,
+        peers: &[NodeId],
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        tokio::pin!(work);
+        let mut watch = tokio::time::interval(PEER_WATCH);
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = watch.tick() => {
+                    if let Some(down) = peers.iter().find(|p| !self.cluster.is_alive(**p)) {
+                        return Err(Error::Internal(format!(
+                            "{down} stopped answering during the sync; it is waited for"
+                        )));
+                    }
+                }
+            }
+        }
     }
 
     pub(super) fn check_current(&self, version: u64) -> Result<()> {
@@ -276,8 +394,13 @@ impl Rebalance {
             .update(version, partition, |p| p.last_error = message.to_string());
     }
 
-    /// Deletes the partitions this node no longer replicates (once per
-    /// settled layout), and the cursors of finished changes.
+    /// Deletes the partitions this node no longer replicates under the
+    /// settled `layout`, each only after handing it over: a sync with every
+    /// replica the layout names for it, so each of them holds everything
+    /// this node holds (`safety`, rule 2). A partition whose replicas are
+    /// not all reachable is kept and tried again at the next tick; the
+    /// layout is marked retired here only once nothing is kept. Also drops
+    /// the cursors of finished changes.
     pub(super) async fn retire(&self, layout: &Layout) -> Result<()> {
         let version = layout.version();
         if self.retired_version.load(Ordering::SeqCst) == version {
@@ -285,8 +408,28 @@ impl Rebalance {
         }
         let me = self.me();
         let mut deleted = 0;
+        let mut kept: Vec<String> = Vec::new();
         for partition in 0..layout.partitions() {
             if layout.replicas(partition).contains(&me) {
+                continue;
+            }
+            if self
+                .replica
+                .scan_partition(partition, None, 1)
+                .await?
+                .is_empty()
+            {
+                continue;
+            }
+            let targets = safety::hand_over_targets(layout, partition, me);
+            if let Some(down) = targets.iter().find(|n| !self.cluster.is_alive(**n)) {
+                kept.push(format!("{partition} (replica {down} is down)"));
+                continue;
+            }
+            self.check_current(version)?;
+            let sync = self.repair.sync_partition(partition, &targets);
+            if let Err(e) = self.while_alive(&targets, sync).await {
+                kept.push(format!("{partition} ({e})"));
                 continue;
             }
             loop {
@@ -305,9 +448,10 @@ impl Rebalance {
             info!(
                 version,
                 keys = deleted,
-                "deleted the partitions this node no longer replicates"
+                "handed over and deleted the partitions this node no longer replicates"
             );
         }
+        self.note_kept(version, &kept);
         let engine = self.replica.engine().clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
             let mut end = transfer::CURSOR_PREFIX.to_vec();
@@ -324,7 +468,25 @@ impl Rebalance {
         })
         .await??;
         self.registry.retain_from(version);
-        self.retired_version.store(version, Ordering::SeqCst);
+        if kept.is_empty() {
+            self.retired_version.store(version, Ordering::SeqCst);
+        }
         Ok(())
+    }
+
+    /// Logs the partitions kept for want of a hand-over, when that list
+    /// changes (retirement is retried every tick).
+    fn note_kept(&self, version: u64, kept: &[String]) {
+        let now = kept.join(", ");
+        let mut last = self.kept_note.lock().unwrap_or_else(|p| p.into_inner());
+        if *last != now {
+            if !kept.is_empty() {
+                warn!(
+                    version,
+                    "keeping partitions this node no longer replicates until every new replica has synced them: {now}"
+                );
+            }
+            *last = now;
+        }
     }
 }

@@ -13,7 +13,8 @@
 //! Streaming copies one old replica's keys. Writes acknowledged before the
 //! change may sit on the other old replicas only (W of N), so the transfer
 //! ends with a Merkle exchange against each of them (`Repair::sync_partition`)
-//! before it counts as done.
+//! before it counts as done; one that is down or paused is waited for, not
+//! skipped (see `safety`).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -41,7 +42,8 @@ pub struct Cursor {
     pub keys: u64,
     /// The source said no keys follow `after`.
     pub streamed: bool,
-    /// Streamed and synced with every other old replica.
+    /// Streamed and synced with every other old replica (all but those
+    /// removed or wiped).
     pub done: bool,
 }
 

@@ -85,9 +85,12 @@ impl Repair {
     }
 
     /// Brings this node's copy of `partition` level with each of `peers`
-    /// that is alive (both directions, no purge): the last step of a
-    /// partition transfer, which streamed from one old replica and must
-    /// also hold what only the others have. Returns the keys repaired.
+    /// (both directions, no purge): the last step of a partition transfer,
+    /// which streamed from one old replica and must also hold what only the
+    /// others have, and the hand-over before a node deletes a partition it
+    /// no longer replicates. Every peer counts: one that is not believed
+    /// alive, or whose exchange fails, is an error naming it, never
+    /// skipped (see `rebalance::safety`). Returns the keys repaired.
     pub async fn sync_partition(&self, partition: u32, peers: &[NodeId]) -> Result<u64> {
         self.check_partition(partition)?;
         let me = self.cluster.me();
@@ -95,7 +98,9 @@ impl Repair {
         let mut repaired = 0;
         for &peer in peers.iter().filter(|n| **n != me) {
             if !self.cluster.is_alive(peer) {
-                continue;
+                return Err(Error::Internal(format!(
+                    "partition {partition}: {peer} is down or not answering; it may hold writes no other replica has, so the sync waits for it"
+                )));
             }
             let address = self.cluster.address_of(peer).ok_or_else(|| {
                 Error::Internal(format!("partition {partition}: no address for {peer}"))

@@ -16,9 +16,17 @@
 //! ([`Layout::incoming`]). When every gaining node reports its transfers
 //! done, the claimant publishes [`Layout::retired`]: the same rows, no
 //! `previous`, one version up. From then on the old replicas no longer own
-//! the partitions they lost and delete them.
+//! the partitions they lost; each deletes one only after it has synced it
+//! with every new replica (see `rebalance::safety`).
+//!
+//! A member whose data directory was lost comes back under a new id; it
+//! takes the old id's place through the same kind of change
+//! ([`Layout::replacing`]), so the empty node receives its partitions by
+//! transfer and counts toward no read quorum until they are in.
 
-use super::Layout;
+use std::collections::BTreeSet;
+
+use super::{Layout, MemberSpec};
 use crate::error::{Error, Result};
 use crate::version::NodeId;
 
@@ -138,6 +146,62 @@ impl Layout {
         Ok(next)
     }
 
+    /// The change that puts `fresh` in the place of `old`: a member whose
+    /// data directory was lost and which came back under a new id. The
+    /// result is in transition from this layout, like any committed change:
+    /// `fresh` streams `old`'s partitions from the surviving replicas, reads
+    /// stay on the old sets (where `fresh` is not), and a write needs its
+    /// quorum in the old set and in the new one, so the empty node never
+    /// stands in for a replica that held the data. `replication` is the
+    /// configured N.
+    pub fn replacing(&self, old: NodeId, fresh: MemberSpec, replication: u32) -> Result<Layout> {
+        if self.in_transition() {
+            return Err(Error::FailedPrecondition(format!(
+                "layout v{} is still being transferred; a replacement waits for it",
+                self.version
+            )));
+        }
+        if !self.contains(old) || self.contains(fresh.id) {
+            return Err(Error::FailedPrecondition(format!(
+                "cannot replace {old} by {}: the first must be a member of layout v{} and the second not",
+                fresh.id, self.version
+            )));
+        }
+        let members: Vec<MemberSpec> = self
+            .members
+            .iter()
+            .map(|m| {
+                if m.id == old {
+                    fresh.clone()
+                } else {
+                    m.clone()
+                }
+            })
+            .collect();
+        Layout::compute(&members, replication, self.partitions, Some(self))?.with_previous(self)
+    }
+
+    /// Partitions that this layout, as the target of a change from
+    /// `previous`, would leave with no replica that ever held their data:
+    /// every old replica is in `gone` (removed by an operator, or known to
+    /// have lost its data), so no new replica has anyone to stream from. A
+    /// change with any such partition is refused.
+    pub fn partitions_without_source(
+        &self,
+        previous: &Layout,
+        gone: &BTreeSet<NodeId>,
+    ) -> Vec<u32> {
+        (0..self.partitions.min(previous.partitions))
+            .filter(|&p| {
+                let old = previous.replicas(p);
+                !old.is_empty()
+                    && old
+                        .iter()
+                        .all(|n| gone.contains(n) && !self.replicas(p).contains(n))
+            })
+            .collect()
+    }
+
     /// The fewest partition replicas any balanced layout over this layout's
     /// members must copy, coming from `previous`: what `plan` compares its
     /// copies with. It is the larger of what new shares force
@@ -250,6 +314,70 @@ mod tests {
         // A previous layout must be older.
         let (v1, _) = grown();
         assert!(v1.clone().with_previous(&v1).is_err());
+    }
+
+    #[test]
+    fn a_replacement_is_a_transition_the_fresh_node_does_not_serve_reads_in() {
+        let v1 = Layout::compute(&members(&[1, 2, 3, 4]), 3, 64, None).unwrap();
+        let fresh = MemberSpec {
+            id: NodeId(9),
+            zone: "z".into(),
+            weight: 1,
+        };
+        let v2 = v1.replacing(NodeId(3), fresh.clone(), 3).unwrap();
+        assert!(v2.in_transition());
+        assert_eq!(v2.version(), v1.version() + 1);
+        assert!(!v2.contains(NodeId(3)) && v2.contains(NodeId(9)));
+        // The fresh node takes the old id's partitions and nothing else.
+        assert_eq!(v2.partitions_of(NodeId(9)), v1.partitions_of(NodeId(3)));
+        assert_eq!(v2.receivers(), vec![NodeId(9)]);
+        for p in 0..64 {
+            let old = v1.replicas(p);
+            if !old.contains(&NodeId(3)) {
+                assert!(!v2.is_moving(p));
+                continue;
+            }
+            // Reads: the old set only, where the empty node is not.
+            assert_eq!(v2.read_replicas(p), old);
+            assert!(!v2.read_replicas(p).contains(&NodeId(9)));
+            // Writes: a quorum among the old replicas (the wiped id counts
+            // as the failed replica it is) and among the new ones.
+            assert_eq!(v2.write_sets(p), vec![old, v2.replicas(p)]);
+            assert!(v2.holds(NodeId(9), p));
+        }
+        // It ends like any change.
+        let v3 = v2.retired().unwrap();
+        assert_eq!(v3.read_replicas(v1.partitions_of(NodeId(3))[0]).len(), 3);
+        // Only a settled layout, a member and a newcomer.
+        assert!(v2.replacing(NodeId(1), fresh.clone(), 3).is_err());
+        assert!(v1.replacing(NodeId(7), fresh.clone(), 3).is_err());
+        let member = MemberSpec {
+            id: NodeId(2),
+            ..fresh
+        };
+        assert!(v1.replacing(NodeId(3), member, 3).is_err());
+    }
+
+    #[test]
+    fn a_change_whose_old_replicas_are_all_gone_has_no_source() {
+        let v1 = Layout::compute(&members(&[1, 2, 3, 4, 5]), 2, 64, None).unwrap();
+        let next = Layout::compute(&members(&[1, 2, 3]), 2, 64, Some(&v1)).unwrap();
+        // Removing one node of two replicas leaves a source everywhere.
+        let one: BTreeSet<NodeId> = [NodeId(4)].into();
+        let next_one = Layout::compute(&members(&[1, 2, 3, 5]), 2, 64, Some(&v1)).unwrap();
+        assert!(next_one.partitions_without_source(&v1, &one).is_empty());
+        // Removing both replicas of a partition leaves it without one.
+        let both: BTreeSet<NodeId> = [NodeId(4), NodeId(5)].into();
+        let orphans = next.partitions_without_source(&v1, &both);
+        let expected: Vec<u32> = (0..64)
+            .filter(|&p| v1.replicas(p).iter().all(|n| both.contains(n)))
+            .collect();
+        assert!(!expected.is_empty());
+        assert_eq!(orphans, expected);
+        // Leaving nodes are not gone: they stream their data away.
+        assert!(next
+            .partitions_without_source(&v1, &BTreeSet::new())
+            .is_empty());
     }
 
     #[test]
