@@ -78,7 +78,11 @@ impl Node {
             config.limits.max_siblings,
         ));
         let metrics = Metrics::new();
-        let transport = Arc::new(Transport::new(node_id, config.limits.max_message_bytes()));
+        let transport = Arc::new(Transport::new(
+            node_id,
+            config.limits.max_message_bytes(),
+            metrics.clone(),
+        ));
         let me = MemberInfo {
             id: node_id,
             name: config.node.name.clone(),
