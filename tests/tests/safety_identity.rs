@@ -75,7 +75,11 @@ async fn assert_holds_all(name: &str, cluster: &TestCluster, keys: &[String]) {
     let client = cluster.client();
     for key in keys {
         let got = client
-            .get(key.clone(), ringkv_client::RequestOptions::level(Level::All), false)
+            .get(
+                key.clone(),
+                ringkv_client::RequestOptions::level(Level::All),
+                false,
+            )
             .await
             .unwrap_or_else(|e| panic!("cluster {name}: get {key}: {e}"));
         assert_eq!(
@@ -151,20 +155,22 @@ async fn a_node_seeded_with_another_cluster_keeps_its_cluster_and_its_keys() {
     )
     .unwrap();
     a.nodes[0].wait_ready().await.unwrap();
-    assert_eq!(cluster_id(&a.nodes[0]).await, a_id, "the id survives a restart");
+    assert_eq!(
+        cluster_id(&a.nodes[0]).await,
+        a_id,
+        "the id survives a restart"
+    );
 
     // Nothing converges here: the point is that nothing changes, so the
     // whole time is waited, checking along the way that no layout moved.
     let started = Instant::now();
     while started.elapsed() < FOREIGN_WAIT {
-        for (name, cluster, version) in [
-            ("A", &a, a_version),
-            ("B", &b, settled.layout.version),
-        ] {
+        for (name, cluster, version) in [("A", &a, a_version), ("B", &b, settled.layout.version)] {
             for (i, node) in cluster.nodes.iter().enumerate() {
                 let layout = node.client().layout().await.unwrap();
                 assert_eq!(
-                    layout.version, version,
+                    layout.version,
+                    version,
                     "cluster {name}: node {i} moved to layout v{} after {:?}",
                     layout.version,
                     started.elapsed()
@@ -204,8 +210,7 @@ async fn a_node_seeded_with_another_cluster_keeps_its_cluster_and_its_keys() {
     assert!(
         metrics
             .lines()
-            .any(|l| l.starts_with("ringkv_foreign_cluster_refusals_total ")
-                && !l.ends_with(" 0")),
+            .any(|l| l.starts_with("ringkv_foreign_cluster_refusals_total ") && !l.ends_with(" 0")),
         "refusals counted:\n{metrics}"
     );
 }
@@ -267,14 +272,12 @@ async fn a_gossiped_generation_of_u64_max_is_refused_and_the_node_stays_alive() 
         "x-ringkv-cluster",
         MetadataValue::try_from(status.cluster_id.as_str()).unwrap(),
     );
-    let channel = tonic::transport::Endpoint::from_shared(format!(
-        "http://{}",
-        cluster.nodes[0].grpc
-    ))
-    .unwrap()
-    .connect()
-    .await
-    .unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.nodes[0].grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
     InternalClient::new(channel)
         .gossip(request)
         .await
@@ -324,9 +327,9 @@ async fn a_gossiped_generation_of_u64_max_is_refused_and_the_node_stays_alive() 
     }
     let metrics = scrape(&cluster.nodes[0].metrics).await;
     assert!(
-        metrics.lines().any(
-            |l| l.starts_with("ringkv_gossip_entries_refused_total ") && !l.ends_with(" 0")
-        ),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("ringkv_gossip_entries_refused_total ") && !l.ends_with(" 0")),
         "refused entries counted:\n{metrics}"
     );
 }

@@ -85,9 +85,8 @@ impl Cluster {
     /// Whether `node` is a member of this node's layout or of the layout
     /// it replaces.
     fn in_my_layout(&self, node: NodeId) -> bool {
-        self.layout().is_some_and(|l| {
-            l.contains(node) || l.previous().is_some_and(|p| p.contains(node))
-        })
+        self.layout()
+            .is_some_and(|l| l.contains(node) || l.previous().is_some_and(|p| p.contains(node)))
     }
 
     /// Decides what to take from gossip sent (or answered) by `sender`
@@ -173,10 +172,12 @@ impl Cluster {
     /// node without an id adopts the layout's.
     pub(super) fn stamp_for_install(&self, layout: Layout) -> Result<(Layout, Option<ClusterId>)> {
         match (self.cluster_id(), layout.cluster_id()) {
-            (Some(mine), Some(theirs)) if mine != theirs => Err(Error::FailedPrecondition(format!(
-                "layout v{} belongs to cluster {theirs}, this node to {mine}; not installed",
-                layout.version()
-            ))),
+            (Some(mine), Some(theirs)) if mine != theirs => {
+                Err(Error::FailedPrecondition(format!(
+                    "layout v{} belongs to cluster {theirs}, this node to {mine}; not installed",
+                    layout.version()
+                )))
+            }
             (Some(mine), None) => Ok((layout.with_cluster_id(mine), None)),
             (Some(_), Some(_)) => Ok((layout, None)),
             (None, theirs) => Ok((layout, theirs)),
@@ -222,13 +223,17 @@ impl Cluster {
             return;
         }
         let Some(layout) = self.layout() else { return };
-        if layout.in_transition() || layout.members().iter().map(|m| m.id).min() != Some(self.me)
-        {
+        if layout.in_transition() || layout.members().iter().map(|m| m.id).min() != Some(self.me) {
             return;
         }
         let id = ClusterId::random();
-        match self.adopt_cluster_id(id, "this node, the lowest member of a layout from before cluster ids") {
-            Ok(()) => info!(cluster = %id, "drew the cluster id for a layout from before cluster ids; the other members adopt it by gossip"),
+        match self.adopt_cluster_id(
+            id,
+            "this node, the lowest member of a layout from before cluster ids",
+        ) {
+            Ok(()) => {
+                info!(cluster = %id, "drew the cluster id for a layout from before cluster ids; the other members adopt it by gossip")
+            }
             Err(e) => tracing::warn!("storing the drawn cluster id failed: {e}"),
         }
     }

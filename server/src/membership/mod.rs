@@ -448,7 +448,10 @@ impl Cluster {
     /// Counts gossiped entries refused as out of bounds.
     fn gossip_refused(&self, refused: usize, peer: &str) {
         if refused > 0 {
-            self.transport.identity.metrics().gossip_entries_refused(refused);
+            self.transport
+                .identity
+                .metrics()
+                .gossip_entries_refused(refused);
             debug!(%peer, refused, "refused gossiped entries out of bounds");
         }
     }

@@ -260,7 +260,11 @@ mod tests {
         assert_eq!(identity.refusals(), 100);
         assert_eq!(identity.log.lock().unwrap().1, 99, "one line, 99 held back");
         identity.refused_at("gossip", "peer", Y, start + REFUSAL_LOG_INTERVAL);
-        assert_eq!(identity.log.lock().unwrap().1, 0, "logged again with the count");
+        assert_eq!(
+            identity.log.lock().unwrap().1,
+            0,
+            "logged again with the count"
+        );
         let status = identity.refusal_status(Y);
         assert_eq!(status.code(), tonic::Code::FailedPrecondition);
         assert_eq!(cluster_of(status.metadata()).unwrap(), Some(X));
