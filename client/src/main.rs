@@ -419,7 +419,18 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                     "partitions_owned": m.partitions_owned, "share_percent": share(m.partitions_owned),
                     "generation": m.generation, "layout_version": m.layout_version,
                 })).collect();
-                let _ = writeln!(stdout, "{}", json!({ "members": list }));
+                // The cluster id as the answering node knows it (empty
+                // while it has none), so scripts can tell clusters apart.
+                let cluster_id = client
+                    .node_status(0)
+                    .await
+                    .map(|s| s.cluster_id)
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    stdout,
+                    "{}",
+                    json!({ "members": list, "cluster_id": cluster_id })
+                );
             } else {
                 let _ = writeln!(
                     stdout,

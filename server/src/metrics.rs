@@ -84,6 +84,11 @@ pub struct Metrics {
     batches: AtomicU64,
     /// Replica operations those batch calls carried.
     batch_items: AtomicU64,
+    /// Calls, gossip and layouts refused because they came from another cluster.
+    foreign_cluster_refusals: AtomicU64,
+    /// Gossiped member entries refused as out of bounds (a generation or
+    /// heartbeat jump no node issues, or a full member table).
+    gossip_entries_refused: AtomicU64,
     /// Counters kept by other parts of the node (name, help, value),
     /// registered once at start and rendered with the rest.
     registered: Mutex<Vec<RegisteredCounter>>,
@@ -166,6 +171,18 @@ impl Metrics {
     pub fn batch_received(&self, items: usize) {
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.batch_items.fetch_add(items as u64, Ordering::Relaxed);
+    }
+
+    /// Records one call, gossip message or layout refused as another cluster's.
+    pub fn foreign_cluster_refused(&self) {
+        self.foreign_cluster_refusals
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records gossiped member entries refused as out of bounds.
+    pub fn gossip_entries_refused(&self, n: usize) {
+        self.gossip_entries_refused
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
 
     pub fn read_repaired(&self, n: usize) {
@@ -267,6 +284,16 @@ impl Metrics {
                 "ringkv_internal_batch_items_total",
                 "Replica operations (replicate, hint, local read) carried by those batch calls.",
                 &self.batch_items,
+            ),
+            (
+                "ringkv_foreign_cluster_refusals_total",
+                "Calls, gossip messages and layouts refused because they came from another cluster.",
+                &self.foreign_cluster_refusals,
+            ),
+            (
+                "ringkv_gossip_entries_refused_total",
+                "Gossiped member entries refused as out of bounds (impossible generation or heartbeat jumps, full member table).",
+                &self.gossip_entries_refused,
             ),
         ];
         for (name, help, value) in counters {

@@ -93,6 +93,7 @@ impl AdminService {
                 generation: m.info.generation,
                 layout_version: m.info.layout_version,
                 phi: if m.phi.is_finite() { m.phi } else { f64::MAX },
+                heartbeat: m.info.heartbeat,
             })
             .collect()
     }
@@ -135,6 +136,11 @@ impl Admin for AdminService {
             replication: c.cluster.replication,
             cluster_name: c.cluster.name.clone(),
             generation: self.info.generation,
+            cluster_id: self
+                .cluster
+                .cluster_id()
+                .map(|id| id.to_string())
+                .unwrap_or_default(),
         };
         admitted.finish("", Ok(Response::new(reply)))
     }

@@ -78,9 +78,21 @@ impl InternalService {
         Ok(partition)
     }
 
-    /// Refuses traffic from a node the fault switch cut off, and traffic
-    /// meant for another node (this node took over an address).
+    /// Refuses traffic from a node the fault switch cut off, traffic meant
+    /// for another node (this node took over an address), and traffic from
+    /// another cluster (its cluster id header differs from this node's).
     fn check_sender<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let theirs = transport::identity::cluster_of(request.metadata())?;
+        let identity = &self.cluster.transport.identity;
+        if let (Some(mine), Some(theirs)) = (identity.get(), theirs) {
+            if mine != theirs {
+                let peer = transport::sender(request)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "a node without id".to_string());
+                identity.refused("a call", &peer, theirs);
+                return Err(identity.refusal_status(theirs));
+            }
+        }
         if let Some(to) = transport::recipient(request) {
             if to != self.cluster.me() {
                 return Err(Status::failed_precondition(format!(
@@ -400,10 +412,20 @@ impl Internal for InternalService {
         request: Request<pb::GossipRequest>,
     ) -> Result<Response<pb::GossipResponse>, Status> {
         self.check_sender(&request)?;
-        self.cluster
-            .handle_gossip(request.into_inner())
+        let theirs = transport::identity::cluster_of(request.metadata())?;
+        let sender = transport::sender(&request);
+        let mut response = self
+            .cluster
+            .handle_gossip(request.into_inner(), theirs, sender)
             .map(Response::new)
-            .map_err(status)
+            .map_err(status)?;
+        // The answer says which cluster it comes from, so the sender can
+        // refuse it if it is not its own.
+        self.cluster
+            .transport
+            .identity
+            .stamp(response.metadata_mut());
+        Ok(response)
     }
 
     async fn get_layout(

@@ -21,12 +21,20 @@
 //! `cluster.bootstrap_expect` members, the lowest node id among them
 //! computes layout v1 and the others fetch it.
 //!
+//! Every layout, gossip message and internal call carries the cluster id;
+//! a node that knows its id refuses those of another cluster, so a node
+//! pointed at a foreign seed never takes that cluster's layout and never
+//! retires its data for it ([`identity`]). Gossip is bounded: versions no
+//! node would issue, table growth past a limit and oversized messages are
+//! refused and counted (see [`state`]).
+//!
 //! Why not a gossip crate: `chitchat` and `foca` bring their own UDP
 //! transports, while ringkv's internal traffic goes over the nodes' gRPC
 //! channel so that one fault switch (and later TLS and auth) covers all of
 //! it. The state merge and the detector are small, pure and tested here.
 
 pub mod detector;
+mod identity;
 pub mod state;
 
 use std::collections::BTreeMap;
@@ -40,7 +48,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::ring::{Layout, MemberSpec};
+use crate::ring::{ClusterId, Layout, MemberSpec};
 use crate::server::Shutdown;
 use crate::storage::{Cf, Engine, WriteBatch};
 use crate::transport::{is_unreachable, Transport};
@@ -48,7 +56,10 @@ use crate::version::NodeId;
 use crate::worker::{WorkerHandle, WorkerState};
 
 use detector::{FailureDetector, Liveness};
-use state::{Digest, JoinMode, MemberInfo, MembershipState, Status};
+use state::{
+    Digest, JoinMode, MemberInfo, MembershipState, Status, MAX_DIGESTS_PER_MESSAGE,
+    MAX_ENTRIES_PER_MESSAGE,
+};
 
 /// `meta` column family key of the stored layout.
 const LAYOUT_KEY: &[u8] = b"layout";
@@ -109,6 +120,7 @@ impl Cluster {
                 Some(Arc::new(layout))
             }
         };
+        identity::load(engine.as_ref(), layout.as_deref(), &transport.identity)?;
         let leaving = engine.get(Cf::Meta, LEAVING_KEY)?.is_some();
         let mut seeds = config.cluster.seeds.clone();
         let mut me = me;
@@ -388,26 +400,42 @@ impl Cluster {
             .collect()
     }
 
-    /// Answers a peer's gossip.
-    pub fn handle_gossip(&self, req: pb::GossipRequest) -> Result<pb::GossipResponse> {
+    /// Answers a peer's gossip. `theirs` is the cluster id the call carried
+    /// (the transport already refused one that differs from ours) and
+    /// `sender` the node it came from.
+    pub fn handle_gossip(
+        &self,
+        req: pb::GossipRequest,
+        theirs: Option<ClusterId>,
+        sender: Option<NodeId>,
+    ) -> Result<pb::GossipResponse> {
         if req.cluster_name != self.config.cluster.name {
             return Err(Error::FailedPrecondition(format!(
                 "gossip from cluster {:?}, but this node belongs to {:?}; check cluster.name and cluster.seeds",
                 req.cluster_name, self.config.cluster.name
             )));
         }
+        // A correct peer never sends more; the excess is not read.
+        let excess = req.entries.len().saturating_sub(MAX_ENTRIES_PER_MESSAGE);
         let entries = req
             .entries
             .into_iter()
+            .take(MAX_ENTRIES_PER_MESSAGE)
             .map(entry_from_proto)
             .collect::<Result<Vec<_>>>()?;
         let digests = req
             .digests
             .iter()
+            .take(MAX_DIGESTS_PER_MESSAGE)
             .map(digest_from_proto)
             .collect::<Result<Vec<_>>>()?;
+        let peer = sender
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "a node without id".to_string());
+        let entries = self.admit_gossip(theirs, sender, &peer, entries)?;
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let advanced = state.apply(entries);
+        let (advanced, refused) = state.apply_counted(entries);
+        self.gossip_refused(refused + excess, &peer);
         let response = if digests.is_empty() {
             pb::GossipResponse::default()
         } else {
@@ -427,6 +455,17 @@ impl Cluster {
         drop(state);
         self.heartbeats(&advanced);
         Ok(response)
+    }
+
+    /// Counts gossiped entries refused as out of bounds.
+    fn gossip_refused(&self, refused: usize, peer: &str) {
+        if refused > 0 {
+            self.transport
+                .identity
+                .metrics()
+                .gossip_entries_refused(refused);
+            debug!(%peer, refused, "refused gossiped entries out of bounds");
+        }
     }
 
     fn heartbeats(&self, ids: &[NodeId]) {
@@ -495,22 +534,32 @@ impl Cluster {
         timeout: Duration,
     ) {
         match self.transport.gossip(id, address, request, timeout).await {
-            Ok(resp) => {
-                if let Some(id) = id {
-                    self.rpc_succeeded(id);
-                }
+            Ok((resp, theirs)) => {
+                let excess = resp.entries.len().saturating_sub(MAX_ENTRIES_PER_MESSAGE);
                 let entries: Vec<MemberInfo> = resp
                     .entries
                     .into_iter()
+                    .take(MAX_ENTRIES_PER_MESSAGE)
                     .filter_map(|e| entry_from_proto(e).ok())
                     .collect();
-                let wanted: Vec<NodeId> =
-                    resp.wanted.iter().filter_map(|w| w.parse().ok()).collect();
-                let (advanced, push) = {
-                    let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                    let advanced = state.apply(entries);
-                    (advanced, state.entries(&wanted))
+                let Ok(entries) = self.admit_gossip(theirs, id, address, entries) else {
+                    return;
                 };
+                if let Some(id) = id {
+                    self.rpc_succeeded(id);
+                }
+                let wanted: Vec<NodeId> = resp
+                    .wanted
+                    .iter()
+                    .take(MAX_DIGESTS_PER_MESSAGE)
+                    .filter_map(|w| w.parse().ok())
+                    .collect();
+                let (advanced, refused, push) = {
+                    let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                    let (advanced, refused) = state.apply_counted(entries);
+                    (advanced, refused, state.entries(&wanted))
+                };
+                self.gossip_refused(refused + excess, address);
                 self.heartbeats(&advanced);
                 if !push.is_empty() {
                     let follow_up = pb::GossipRequest {
@@ -522,6 +571,16 @@ impl Cluster {
                 }
             }
             Err(status) => {
+                let theirs = crate::transport::identity::cluster_of(status.metadata())
+                    .ok()
+                    .flatten();
+                if let Some(theirs) = theirs.filter(|t| Some(*t) != self.cluster_id()) {
+                    // The peer refused us as another cluster's node.
+                    self.transport
+                        .identity
+                        .refused("gossip answer", address, theirs);
+                    return;
+                }
                 debug!(peer = %address, error = %status.message(), "gossip failed");
                 if let Some(id) = id {
                     if is_unreachable(&status) {
@@ -557,6 +616,7 @@ impl Cluster {
         if current == 0 {
             self.maybe_bootstrap();
         } else {
+            self.maybe_draw_cluster_id();
             self.maybe_replace();
         }
     }
@@ -641,6 +701,7 @@ impl Cluster {
                 self.config.cluster.partitions
             )));
         }
+        self.admit_layout(id, &layout)?;
         self.install_layout(layout)?;
         Ok(())
     }
@@ -691,8 +752,10 @@ impl Cluster {
             None,
         ) {
             Ok(layout) => {
+                let layout = layout.with_cluster_id(ClusterId::random());
                 info!(
                     members = specs.len(),
+                    cluster = %layout.cluster_id().map(|c| c.to_string()).unwrap_or_default(),
                     "bootstrapping the cluster: computed layout v1"
                 );
                 if let Err(e) = self.install_layout(layout) {
@@ -703,7 +766,9 @@ impl Cluster {
         }
     }
 
-    /// Stores and adopts a layout if it is newer than the current one.
+    /// Stores and adopts a layout if it is newer than the current one. It
+    /// must be this node's cluster's (a node without a cluster id adopts
+    /// the layout's, stored in the same write).
     pub fn install_layout(&self, layout: Layout) -> Result<bool> {
         let mut current = self.layout.write().unwrap_or_else(|p| p.into_inner());
         if current
@@ -712,14 +777,22 @@ impl Cluster {
         {
             return Ok(false);
         }
+        let (layout, adopt) = self.stamp_for_install(layout)?;
         let mut batch = WriteBatch::new();
         batch.put(Cf::Meta, LAYOUT_KEY, layout.encode());
+        if let Some(id) = adopt {
+            batch.put(Cf::Meta, identity::CLUSTER_ID_KEY, id.to_bytes().to_vec());
+        }
         self.engine.write(batch)?;
+        if let Some(id) = adopt {
+            self.transport.identity.set(id);
+        }
         let version = layout.version();
         info!(
             version,
             members = layout.members().len(),
             replication = layout.replication(),
+            cluster = %layout.cluster_id().map(|c| c.to_string()).unwrap_or_default(),
             "layout installed"
         );
         *current = Some(Arc::new(layout));

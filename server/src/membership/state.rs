@@ -37,12 +37,32 @@
 //!
 //! A node never takes its own entry from gossip, but it can be shown a
 //! version of itself newer than the one it holds: state from a previous life
-//! whose generation was not bumped (a lost generation file), or a bug. If
-//! that version stayed in circulation, it would beat the node's real entry
-//! everywhere and freeze its heartbeat in everyone's view. So a digest
-//! claiming a newer version of me makes me ask for that entry, and applying
-//! it only raises my own version just past it, keeping my content: my next
-//! deltas then replace the impostor everywhere.
+//! whose generation was not bumped (a lost generation write, a data
+//! directory restored from an older copy), or a bug. If that version stayed
+//! in circulation, it would beat the node's real entry everywhere and freeze
+//! its heartbeat in everyone's view. So a digest claiming a newer version of
+//! me makes me ask for that entry, and applying it only raises my own
+//! version just past it, keeping my content: my next deltas then replace the
+//! impostor everywhere. The node stays the only author of its entry: the
+//! impostor's content is never taken, and its version only moves mine when
+//! it is within the bounds below (a version nobody could outbid, such as a
+//! generation of `u64::MAX`, is refused instead of adopted).
+//!
+//! # Bounds
+//!
+//! A generation grows by one per start and a heartbeat by one per round or
+//! change, so a claim far ahead of what is known was not issued by the node
+//! it names. An entry whose generation passes [`MAX_GENERATION`] or jumps
+//! more than [`MAX_GENERATION_JUMP`] past the known one, or whose heartbeat
+//! passes [`MAX_HEARTBEAT`] or jumps more than [`MAX_HEARTBEAT_JUMP`] within
+//! one generation, is refused and counted (`apply_counted`): accepted, it
+//! would freeze that node's entry everywhere, since the node's own real
+//! versions could never beat it. Digests past the absolute bounds are
+//! treated as absent, so the peer is sent our entry. The table holds at most
+//! [`MAX_MEMBERS`] nodes, and one message at most
+//! [`MAX_ENTRIES_PER_MESSAGE`] entries (deltas and answers to a wanted list
+//! are cut there; the rest follows in the next rounds, as the digests still
+//! show the gap).
 //!
 //! The entries advanced by [`apply`](MembershipState::apply) are the
 //! heartbeats the failure detector learns from; liveness itself is not
@@ -55,7 +75,60 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::Error;
+use crate::ring::MAX_LAYOUT_MEMBERS;
 use crate::version::NodeId;
+
+/// Most nodes the member table holds: twice the largest layout, room for
+/// every member plus as many joining, leaving and departed nodes. New ids
+/// past it are refused, so gossip cannot grow the table without bound.
+pub const MAX_MEMBERS: usize = 2 * MAX_LAYOUT_MEMBERS;
+
+/// Most member entries one gossip message carries or is read for; a larger
+/// set of deltas goes over several rounds.
+pub const MAX_ENTRIES_PER_MESSAGE: usize = 128;
+
+/// Most digests one gossip message is read for: one per member.
+pub const MAX_DIGESTS_PER_MESSAGE: usize = MAX_MEMBERS;
+
+/// Highest generation an entry may claim. A generation is bumped once per
+/// start of a node: 2^32 starts is beyond any real node's life.
+pub const MAX_GENERATION: u64 = 1 << 32;
+
+/// How far an entry's generation may be ahead of the one known for that
+/// node: more restarts than this, all unheard, are not plausible.
+pub const MAX_GENERATION_JUMP: u64 = 1 << 16;
+
+/// Bound on the heartbeat an entry may claim (claims must stay below it):
+/// bumped every round (default 1 s) and on changes, 2^48 lasts millions of
+/// years.
+pub const MAX_HEARTBEAT: u64 = 1 << 48;
+
+/// How far an entry's heartbeat may be ahead of the known one within the
+/// same generation: 2^32 rounds of 1 s is over a century of not hearing
+/// from a node that kept running.
+pub const MAX_HEARTBEAT_JUMP: u64 = 1 << 32;
+
+/// Whether a node could have issued version `claim`, given the version
+/// `known` for it (if any). See the module doc, "Bounds".
+pub fn plausible(known: Option<(u64, u64)>, claim: (u64, u64)) -> bool {
+    let (generation, heartbeat) = claim;
+    // Strictly below MAX_HEARTBEAT, so that outbidding a claim (its
+    // heartbeat + 1) stays within the bound itself.
+    if generation > MAX_GENERATION || heartbeat >= MAX_HEARTBEAT {
+        return false;
+    }
+    match known {
+        None => true,
+        Some((known_generation, known_heartbeat)) => {
+            if generation > known_generation.saturating_add(MAX_GENERATION_JUMP) {
+                false
+            } else {
+                generation != known_generation
+                    || heartbeat <= known_heartbeat.saturating_add(MAX_HEARTBEAT_JUMP)
+            }
+        }
+    }
+}
 
 /// Where a node is in its life in the cluster, as the node itself declares
 /// it. Serialized lowercase, like every user-facing enum.
@@ -297,11 +370,13 @@ impl MembershipState {
     /// Entries we hold that are newer than the peer's digest or absent from
     /// it (what the peer lacks), sorted by id. A peer that is up to date
     /// gets nothing.
+    /// At most [`MAX_ENTRIES_PER_MESSAGE`]: the rest goes in later rounds.
     pub fn deltas_for(&self, peer_digests: &[Digest]) -> Vec<MemberInfo> {
         let theirs = versions(peer_digests);
         self.members
             .values()
             .filter(|entry| theirs.get(&entry.id).is_none_or(|&v| entry.version() > v))
+            .take(MAX_ENTRIES_PER_MESSAGE)
             .cloned()
             .collect()
     }
@@ -319,10 +394,11 @@ impl MembershipState {
     }
 
     /// Our entries for `ids` (for answering a peer's wanted list); ids we
-    /// don't know are skipped.
+    /// don't know are skipped; at most [`MAX_ENTRIES_PER_MESSAGE`].
     pub fn entries(&self, ids: &[NodeId]) -> Vec<MemberInfo> {
         ids.iter()
             .filter_map(|id| self.members.get(id))
+            .take(MAX_ENTRIES_PER_MESSAGE)
             .cloned()
             .collect()
     }
@@ -337,31 +413,41 @@ impl MembershipState {
     ///
     /// Returns the ids whose entry advanced, sorted and without duplicates:
     /// the caller feeds them to the failure detector as heartbeats. Never my
-    /// own id.
+    /// own id. Entries out of bounds are dropped; see
+    /// [`apply_counted`](Self::apply_counted).
     pub fn apply(&mut self, entries: Vec<MemberInfo>) -> Vec<NodeId> {
+        self.apply_counted(entries).0
+    }
+
+    /// [`apply`](Self::apply), also returning how many entries were refused:
+    /// a version no node would issue ([`plausible`]), or a new node while
+    /// the table holds [`MAX_MEMBERS`].
+    pub fn apply_counted(&mut self, entries: Vec<MemberInfo>) -> (Vec<NodeId>, usize) {
         let mut advanced = BTreeSet::new();
+        let mut refused = 0;
         for entry in entries {
-            if entry.id == self.me {
-                let me = self.me_mut();
-                if entry.version() > me.version() {
-                    me.generation = entry.generation;
-                    me.heartbeat = entry.heartbeat.saturating_add(1);
-                }
+            let known = self.members.get(&entry.id).map(MemberInfo::version);
+            if known.is_some_and(|v| v >= entry.version()) {
                 continue;
             }
-            match self.members.get_mut(&entry.id) {
-                Some(ours) if ours.version() >= entry.version() => {}
-                Some(ours) => {
-                    advanced.insert(entry.id);
-                    *ours = entry;
-                }
-                None => {
-                    advanced.insert(entry.id);
-                    self.members.insert(entry.id, entry);
-                }
+            if !plausible(known, entry.version()) {
+                refused += 1;
+                continue;
             }
+            if entry.id == self.me {
+                let me = self.me_mut();
+                me.generation = entry.generation;
+                me.heartbeat = entry.heartbeat + 1;
+                continue;
+            }
+            if known.is_none() && self.members.len() >= MAX_MEMBERS {
+                refused += 1;
+                continue;
+            }
+            advanced.insert(entry.id);
+            self.members.insert(entry.id, entry);
         }
-        advanced.into_iter().collect()
+        (advanced.into_iter().collect(), refused)
     }
 
     pub fn get(&self, id: NodeId) -> Option<&MemberInfo> {
@@ -392,10 +478,16 @@ impl MembershipState {
 }
 
 /// The peer's version of each id. A digest list with an id twice (never
-/// sent by a correct peer) counts as its highest claim.
+/// sent by a correct peer) counts as its highest claim; a digest past the
+/// absolute bounds counts as absent (so the peer is sent our entry), and
+/// digests past [`MAX_DIGESTS_PER_MESSAGE`] are not read.
 fn versions(digests: &[Digest]) -> BTreeMap<NodeId, (u64, u64)> {
     let mut map = BTreeMap::new();
-    for d in digests {
+    for d in digests
+        .iter()
+        .take(MAX_DIGESTS_PER_MESSAGE)
+        .filter(|d| plausible(None, d.version()))
+    {
         let v = map.entry(d.id).or_insert(d.version());
         *v = (*v).max(d.version());
     }
@@ -403,297 +495,4 @@ fn versions(digests: &[Digest]) -> BTreeMap<NodeId, (u64, u64)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-    use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
-
-    fn info(id: u64, generation: u64, heartbeat: u64) -> MemberInfo {
-        MemberInfo {
-            id: NodeId(id),
-            name: format!("node-{id}"),
-            address: format!("10.0.0.{id}:7000"),
-            zone: format!("z{}", id % 3),
-            weight: 100,
-            generation,
-            heartbeat,
-            status: Status::Up,
-            layout_version: 1,
-            transfers_done: 0,
-            join: JoinMode::None,
-            storage_bytes: 0,
-        }
-    }
-
-    /// One Scuttlebutt round from `a` to `b`, as `membership/mod.rs` runs it.
-    /// Returns what each side's `apply` reported.
-    fn exchange(nodes: &mut [MembershipState], a: usize, b: usize) -> (Vec<NodeId>, Vec<NodeId>) {
-        let digests_a = nodes[a].digests();
-        let deltas = nodes[b].deltas_for(&digests_a);
-        let wanted = nodes[b].wanted_from(&digests_a);
-        let advanced_a = nodes[a].apply(deltas);
-        let reply = nodes[a].entries(&wanted);
-        let advanced_b = nodes[b].apply(reply);
-        (advanced_a, advanced_b)
-    }
-
-    fn table(state: &MembershipState) -> Vec<MemberInfo> {
-        state.members().cloned().collect()
-    }
-
-    fn converged(nodes: &[MembershipState]) -> bool {
-        nodes.windows(2).all(|w| table(&w[0]) == table(&w[1]))
-    }
-
-    /// Random gossip rounds until every node holds the same table; panics
-    /// if that takes unreasonably long. Returns the common table.
-    fn gossip_until_converged(nodes: &mut [MembershipState], seed: u64) -> Vec<MemberInfo> {
-        let mut rng = StdRng::seed_from_u64(seed);
-        for _ in 0..10_000 {
-            if converged(nodes) {
-                return table(&nodes[0]);
-            }
-            let a = rng.random_range(0..nodes.len());
-            let b = (a + rng.random_range(1..nodes.len())) % nodes.len();
-            exchange(nodes, a, b);
-        }
-        panic!("no convergence after 10000 rounds");
-    }
-
-    /// `n` nodes that each know only themselves and node 0 (the seed), with
-    /// varied versions and content.
-    fn cluster(n: u64, seed: u64) -> Vec<MembershipState> {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut nodes: Vec<_> = (1..=n)
-            .map(|id| {
-                MembershipState::new(info(id, rng.random_range(1..4), rng.random_range(0..50)))
-            })
-            .collect();
-        let seed_entry = nodes[0].me().clone();
-        for node in &mut nodes[1..] {
-            node.apply(vec![seed_entry.clone()]);
-        }
-        nodes
-    }
-
-    #[test]
-    fn random_gossip_converges_to_the_newest_entries() {
-        for seed in 0..20 {
-            let n = 3 + seed % 6;
-            let mut nodes = cluster(n, seed);
-            // Each node changes its own entry a few times along the way.
-            let mut rng = StdRng::seed_from_u64(seed ^ 0xfeed);
-            for round in 0..50 {
-                let i = rng.random_range(0..nodes.len());
-                match round % 3 {
-                    0 => nodes[i].tick(),
-                    1 => nodes[i].set_status(Status::Leaving),
-                    _ => nodes[i].set_layout_version(round),
-                }
-                let j = (i + 1) % nodes.len();
-                exchange(&mut nodes, i, j);
-            }
-            let newest: Vec<MemberInfo> = nodes.iter().map(|s| s.me().clone()).collect();
-            let common = gossip_until_converged(&mut nodes, seed);
-            assert_eq!(common, newest, "seed {seed}");
-        }
-    }
-
-    #[test]
-    fn restart_supersedes_the_old_life() {
-        let mut nodes = vec![
-            MembershipState::new(info(1, 1, 0)),
-            MembershipState::new(info(2, 1, 500)),
-        ];
-        exchange(&mut nodes, 0, 1);
-        assert_eq!(nodes[0].get(NodeId(2)).unwrap().heartbeat, 500);
-
-        // Node 2 restarts: new generation, heartbeat from 0, new address.
-        let mut reborn = info(2, 2, 0);
-        reborn.address = "10.0.1.2:7000".into();
-        nodes[1] = MembershipState::new(reborn.clone());
-        let (advanced, _) = exchange(&mut nodes, 0, 1);
-        assert_eq!(advanced, [NodeId(2)]);
-        assert_eq!(nodes[0].get(NodeId(2)), Some(&reborn));
-
-        // The old life, still circulating somewhere, is now stale.
-        assert!(nodes[0].apply(vec![info(2, 1, 900)]).is_empty());
-        assert_eq!(nodes[0].get(NodeId(2)), Some(&reborn));
-    }
-
-    #[test]
-    fn stale_and_equal_entries_are_ignored() {
-        let mut state = MembershipState::new(info(1, 1, 0));
-        assert_eq!(state.apply(vec![info(2, 3, 10)]), [NodeId(2)]);
-        assert!(state.apply(vec![info(2, 3, 9), info(2, 2, 99)]).is_empty());
-        let mut same_version = info(2, 3, 10);
-        same_version.status = Status::Left;
-        assert!(state.apply(vec![same_version]).is_empty());
-        assert_eq!(state.get(NodeId(2)), Some(&info(2, 3, 10)));
-        assert_eq!(
-            state.apply(vec![info(2, 3, 11), info(2, 3, 12)]),
-            [NodeId(2)],
-            "duplicates are reported once"
-        );
-        assert_eq!(state.get(NodeId(2)).unwrap().heartbeat, 12);
-    }
-
-    #[test]
-    fn deltas_hold_only_what_the_peer_lacks() {
-        let mut nodes = cluster(5, 7);
-        gossip_until_converged(&mut nodes, 7);
-        let digests = nodes[1].digests();
-        assert!(nodes[0].deltas_for(&digests).is_empty());
-        assert!(nodes[0].wanted_from(&digests).is_empty());
-
-        nodes[2].tick();
-        let (a, b) = (nodes[2].clone(), &nodes[0]);
-        assert_eq!(a.deltas_for(&b.digests()), [a.me().clone()]);
-        assert_eq!(b.wanted_from(&a.digests()), [NodeId(3)]);
-        assert!(b.deltas_for(&a.digests()).is_empty());
-
-        // An unknown peer (empty digests) gets everything.
-        assert_eq!(a.deltas_for(&[]).len(), a.len());
-    }
-
-    #[test]
-    fn an_impostor_of_me_is_outbid_not_adopted() {
-        // Node 1 restarted without bumping its generation: peers still hold
-        // its old entry with a higher heartbeat.
-        let mut old = info(1, 4, 700);
-        old.address = "old:7000".into();
-        let mut peer = MembershipState::new(info(2, 1, 0));
-        peer.apply(vec![old.clone()]);
-        let me = MembershipState::new(info(1, 4, 3));
-
-        assert!(me
-            .deltas_for(&peer.digests())
-            .iter()
-            .all(|e| e.id != NodeId(1)));
-        assert_eq!(me.wanted_from(&peer.digests()), [NodeId(1), NodeId(2)]);
-        let mut nodes = vec![me, peer];
-        let (advanced, _) = exchange(&mut nodes, 0, 1);
-        assert_eq!(advanced, [NodeId(2)], "never my own id");
-        assert_eq!(nodes[0].me().version(), (4, 701));
-        assert_eq!(nodes[0].me().address, "10.0.0.1:7000");
-
-        // A claim from a later generation is outbid too.
-        assert!(nodes[0].apply(vec![info(1, 9, 2)]).is_empty());
-        assert_eq!(nodes[0].me().version(), (9, 3));
-
-        // Next round the real entry replaces the impostor at the peer.
-        exchange(&mut nodes, 0, 1);
-        assert_eq!(nodes[1].get(NodeId(1)), Some(nodes[0].me()));
-    }
-
-    #[test]
-    fn own_changes_bump_the_heartbeat() {
-        let mut state = MembershipState::new(info(1, 1, 0));
-        state.tick();
-        assert_eq!(state.me().heartbeat, 1);
-        state.set_status(Status::Leaving);
-        assert_eq!(
-            (state.me().status, state.me().heartbeat),
-            (Status::Leaving, 2)
-        );
-        state.set_layout_version(1); // unchanged
-        assert_eq!(state.me().heartbeat, 2);
-        state.set_layout_version(5);
-        assert_eq!((state.me().layout_version, state.me().heartbeat), (5, 3));
-        assert_eq!(state.my_id(), NodeId(1));
-        assert_eq!((state.len(), state.is_empty()), (1, false));
-    }
-
-    #[test]
-    fn members_are_sorted_and_entries_skip_unknown_ids() {
-        let mut state = MembershipState::new(info(5, 1, 0));
-        state.apply(vec![info(9, 1, 0), info(2, 1, 0)]);
-        let ids: Vec<_> = state.members().map(|m| m.id).collect();
-        assert_eq!(ids, [NodeId(2), NodeId(5), NodeId(9)]);
-        let found = state.entries(&[NodeId(9), NodeId(7)]);
-        assert_eq!(found, [info(9, 1, 0)]);
-    }
-
-    #[test]
-    fn status_text_round_trips() {
-        for status in [Status::Joining, Status::Up, Status::Leaving, Status::Left] {
-            assert_eq!(status.to_string().parse::<Status>().unwrap(), status);
-            let json = serde_json::to_string(&status).unwrap();
-            assert_eq!(json, format!("\"{status}\""));
-        }
-        assert!("Up".parse::<Status>().is_err());
-        assert!("down".parse::<Status>().is_err());
-    }
-
-    fn arb_entry() -> impl Strategy<Value = MemberInfo> {
-        (1u64..6, 0u64..4, 0u64..20, any::<bool>()).prop_map(|(id, g, h, leaving)| {
-            let mut e = info(id, g, h);
-            if leaving {
-                e.status = Status::Leaving;
-            }
-            e
-        })
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(128))]
-
-        /// Whatever the starting tables and whichever order the rounds run
-        /// in, gossip converges, and to the same table: each id's newest entry.
-        #[test]
-        fn convergence_is_independent_of_round_order(
-            n in 3usize..=8,
-            known in prop::collection::vec(arb_entry(), 0..40),
-            order_a in any::<u64>(),
-            order_b in any::<u64>(),
-        ) {
-            // Node i owns id i+1; the others' entries are scattered hearsay,
-            // none newer than what the owner holds.
-            let mut nodes: Vec<MembershipState> =
-                (1..=n as u64).map(|id| MembershipState::new(info(id, 4, 20))).collect();
-            for (k, entry) in known.into_iter().enumerate() {
-                if entry.id.0 <= n as u64 {
-                    nodes[k % n].apply(vec![entry]);
-                }
-            }
-            let expected: Vec<MemberInfo> = nodes.iter().map(|s| s.me().clone()).collect();
-
-            let mut a = nodes.clone();
-            let mut b = nodes;
-            let common_a = gossip_until_converged(&mut a, order_a);
-            let common_b = gossip_until_converged(&mut b, order_b);
-            prop_assert_eq!(&common_a, &common_b);
-            prop_assert_eq!(&common_a, &expected);
-        }
-
-        /// `apply` never reports my id, never lowers my version and never
-        /// changes my content; other entries only move forward.
-        #[test]
-        fn apply_never_lowers_anything(
-            batches in prop::collection::vec(prop::collection::vec(arb_entry(), 0..8), 1..10),
-        ) {
-            let mine = info(1, 2, 10);
-            let mut state = MembershipState::new(mine.clone());
-            for batch in batches {
-                let before = table(&state);
-                let advanced = state.apply(batch);
-                prop_assert!(!advanced.contains(&NodeId(1)));
-                let me = state.me();
-                prop_assert!(me.version() >= before[0].version());
-                prop_assert_eq!(
-                    (&me.name, &me.address, &me.zone, me.status, me.layout_version),
-                    (&mine.name, &mine.address, &mine.zone, mine.status, mine.layout_version)
-                );
-                for old in &before {
-                    let new = state.get(old.id).unwrap();
-                    prop_assert!(new.version() >= old.version());
-                    prop_assert_eq!(
-                        new.version() > old.version() && old.id != NodeId(1),
-                        advanced.contains(&old.id)
-                    );
-                }
-            }
-        }
-    }
-}
+mod tests;

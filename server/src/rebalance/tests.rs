@@ -30,7 +30,12 @@ async fn lone_node_with_data(keys: u32) -> (Arc<Rebalance>, Arc<Replica>, Arc<Cl
         config.cluster.partitions,
         config.limits.max_siblings,
     ));
-    let transport = Arc::new(Transport::new(id, config.limits.max_message_bytes()));
+    let metrics = Metrics::new();
+    let transport = Arc::new(Transport::new(
+        id,
+        config.limits.max_message_bytes(),
+        metrics.clone(),
+    ));
     let me = MemberInfo {
         id,
         name: "n1".to_string(),
@@ -48,7 +53,6 @@ async fn lone_node_with_data(keys: u32) -> (Arc<Rebalance>, Arc<Replica>, Arc<Cl
     let cluster = Cluster::new(me, config.clone(), engine, transport).unwrap();
     cluster.maybe_bootstrap();
     assert_eq!(cluster.layout().unwrap().version(), 1);
-    let metrics = Metrics::new();
     let repair = Repair::new(
         replica.clone(),
         cluster.clone(),
@@ -64,6 +68,7 @@ async fn lone_node_with_data(keys: u32) -> (Arc<Rebalance>, Arc<Replica>, Arc<Cl
                 context: None,
                 value: Value::Data(Bytes::from_static(b"v")),
                 expires_at_ms: None,
+                members: Vec::new(),
             })
             .await
             .unwrap();

@@ -42,7 +42,11 @@ fn node_on(id: u64, engine: Arc<dyn Engine>, config: Config) -> TestNode {
         config.cluster.partitions,
         config.limits.max_siblings,
     ));
-    let transport = Arc::new(Transport::new(id, config.limits.max_message_bytes()));
+    let transport = Arc::new(Transport::new(
+        id,
+        config.limits.max_message_bytes(),
+        Metrics::new(),
+    ));
     let me = MemberInfo {
         id,
         name: format!("n{id}"),

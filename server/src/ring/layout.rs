@@ -89,6 +89,7 @@ mod transition;
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
+use crate::ring::ClusterId;
 use crate::version::NodeId;
 
 pub use codec::LAYOUT_FORMAT_VERSION;
@@ -138,6 +139,11 @@ pub struct Layout {
     /// The layout this one replaces while its transfers run (see
     /// `transition`); never itself in transition.
     previous: Option<Box<Layout>>,
+    /// The cluster this layout belongs to: set at bootstrap and inherited
+    /// by every layout computed from it, so a node can tell its own
+    /// cluster's layouts from another's. `None` only for layouts stored by
+    /// nodes from before cluster ids (codec formats 1 and 2).
+    cluster: Option<ClusterId>,
 }
 
 impl Layout {
@@ -220,11 +226,26 @@ impl Layout {
             members,
             replicas,
             previous: None,
+            cluster: previous.and_then(|p| p.cluster),
         };
         layout
             .check()
             .map_err(|e| Error::Internal(format!("computed an invalid layout: {e}")))?;
         Ok(layout)
+    }
+
+    /// The cluster this layout belongs to (`None`: a layout from before
+    /// cluster ids).
+    pub fn cluster_id(&self) -> Option<ClusterId> {
+        self.cluster
+    }
+
+    /// This layout stamped as belonging to cluster `id`: bootstrap stamps
+    /// layout v1, and a node from before cluster ids stamps the layout it
+    /// holds once it knows its cluster's id.
+    pub fn with_cluster_id(mut self, id: ClusterId) -> Layout {
+        self.cluster = Some(id);
+        self
     }
 
     /// Increases with every computation; the newest layout wins.

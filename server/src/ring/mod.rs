@@ -10,7 +10,9 @@
 
 use twox_hash::XxHash3_64;
 
+mod cluster_id;
 pub mod layout;
+pub use cluster_id::ClusterId;
 pub use layout::*;
 
 /// Seed of the key hash. Part of the on-disk format: changing it would

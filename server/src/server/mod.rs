@@ -91,7 +91,11 @@ impl Node {
         for counter in replica.counters() {
             metrics.register(counter);
         }
-        let transport = Arc::new(Transport::new(node_id, config.limits.max_message_bytes()));
+        let transport = Arc::new(Transport::new(
+            node_id,
+            config.limits.max_message_bytes(),
+            metrics.clone(),
+        ));
         let me = MemberInfo {
             id: node_id,
             name: config.node.name.clone(),

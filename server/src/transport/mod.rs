@@ -3,13 +3,16 @@
 //!
 //! Every internal call carries the sender's node id in the
 //! [`FROM_HEADER`] metadata entry, so the receiver can refuse traffic from
-//! nodes cut off by the fault switch. The switch ([`Faults`]) exists only
+//! nodes cut off by the fault switch, and its cluster id in the
+//! [`CLUSTER_HEADER`] entry, so the receiver can refuse another cluster's
+//! traffic ([`identity`]). The switch ([`Faults`]) exists only
 //! for tests: it is set through `Admin.SetFaults`, which a node refuses
 //! unless `debug.fault_injection = true`. Cutting a node off in one
 //! direction blocks this node's calls to it; in the other, this node
 //! refuses its calls.
 
 mod batch;
+pub mod identity;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -25,10 +28,13 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::ring::ClusterId;
 use crate::version::{NodeId, VersionSet};
 
 use batch::Batcher;
 pub use batch::{too_large, TOO_LARGE};
+pub use identity::{ClusterIdentity, CLUSTER_HEADER};
 
 /// Metadata key carrying the sending node's id on internal calls.
 pub const FROM_HEADER: &str = "x-ringkv-from";
@@ -115,20 +121,28 @@ pub struct Transport {
     me: NodeId,
     /// node id → (address, channel). Replaced when a peer's address changes.
     channels: Mutex<HashMap<NodeId, (String, Channel)>>,
-    /// node id → (address, batcher) for replica operations; replaced with
-    /// the channel when a peer's address changes.
-    batchers: Mutex<HashMap<NodeId, (String, Arc<Batcher>)>>,
+    /// node id → (address, cluster id its headers carry, batcher) for
+    /// replica operations; replaced with the channel when a peer's address
+    /// changes, and once this node learns its cluster id (a batcher's
+    /// headers are fixed when it starts).
+    batchers: Mutex<HashMap<NodeId, BatcherEntry>>,
     pub faults: Arc<Faults>,
+    /// The cluster id every call carries and every answer is checked against.
+    pub identity: Arc<ClusterIdentity>,
     max_message_bytes: usize,
 }
 
+/// A peer's batcher with what it was started for.
+type BatcherEntry = (String, Option<ClusterId>, Arc<Batcher>);
+
 impl Transport {
-    pub fn new(me: NodeId, max_message_bytes: usize) -> Self {
+    pub fn new(me: NodeId, max_message_bytes: usize, metrics: Arc<Metrics>) -> Self {
         Self {
             me,
             channels: Mutex::new(HashMap::new()),
             batchers: Mutex::new(HashMap::new()),
             faults: Arc::new(Faults::default()),
+            identity: Arc::new(ClusterIdentity::new(metrics)),
             max_message_bytes,
         }
     }
@@ -151,6 +165,7 @@ impl Transport {
         if let Ok(v) = MetadataValue::try_from(self.me.to_string()) {
             req.metadata_mut().insert(FROM_HEADER, v);
         }
+        self.identity.stamp(req.metadata_mut());
         req
     }
 
@@ -172,6 +187,7 @@ impl Transport {
         if let Ok(v) = MetadataValue::try_from(to.to_string()) {
             headers.insert(TO_HEADER, v);
         }
+        self.identity.stamp(&mut headers);
         headers
     }
 
@@ -197,9 +213,10 @@ impl Transport {
     /// The peer's batcher for replica operations, started on first use.
     fn batcher(&self, node: NodeId, address: &str) -> Result<Arc<Batcher>, Status> {
         self.check_fault(node)?;
+        let cluster = self.identity.get();
         let mut batchers = self.batchers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((addr, batcher)) = batchers.get(&node) {
-            if addr == address {
+        if let Some((addr, stamped, batcher)) = batchers.get(&node) {
+            if addr == address && *stamped == cluster {
                 return Ok(batcher.clone());
             }
         }
@@ -212,7 +229,7 @@ impl Transport {
             self.max_message_bytes
                 .saturating_sub(crate::config::MESSAGE_OVERHEAD_BYTES),
         ));
-        batchers.insert(node, (address.to_string(), batcher.clone()));
+        batchers.insert(node, (address.to_string(), cluster, batcher.clone()));
         Ok(batcher)
     }
 
@@ -307,14 +324,15 @@ impl Transport {
             .map_err(|e| Status::internal(format!("version set from {node}: {e}")))
     }
 
-    /// Gossips with a peer. `node` is `None` for a seed whose id is not yet known.
+    /// Gossips with a peer. `node` is `None` for a seed whose id is not yet
+    /// known. Returns the answer and the cluster id the peer answered with.
     pub async fn gossip(
         &self,
         node: Option<NodeId>,
         address: &str,
         msg: pb::GossipRequest,
         timeout: Duration,
-    ) -> Result<pb::GossipResponse, Status> {
+    ) -> Result<(pb::GossipResponse, Option<ClusterId>), Status> {
         let (mut client, request) = match node {
             Some(node) => (
                 self.internal(node, address)?,
@@ -327,7 +345,9 @@ impl Transport {
                 self.request(msg, timeout),
             ),
         };
-        client.gossip(request).await.map(|r| r.into_inner())
+        let response = client.gossip(request).await?;
+        let cluster = identity::cluster_of(response.metadata())?;
+        Ok((response.into_inner(), cluster))
     }
 
     /// Fetches a peer's layout (encoded; empty when it has none).
@@ -433,6 +453,7 @@ impl Transport {
         if let Ok(v) = MetadataValue::try_from(self.me.to_string()) {
             req.metadata_mut().insert(FROM_HEADER, v);
         }
+        self.identity.stamp(req.metadata_mut());
         req.metadata_mut()
             .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
     }

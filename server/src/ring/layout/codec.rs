@@ -21,7 +21,17 @@
 //! previous layout         format 1, the rest of the bytes
 //! u64 LE checksum         xxh3-64 (seed LAYOUT_CHECKSUM_SEED) of all the above
 //! ```
-//! A settled layout is always written as format 1.
+//! A settled layout without a cluster id is written as format 1.
+//!
+//! Format 3, a layout with its cluster id (every layout since cluster ids;
+//! formats 1 and 2 are still decoded, with no id, for data directories
+//! from before them):
+//! ```text
+//! 0x03
+//! u128 LE cluster id      nonzero
+//! layout                  format 1 or 2, its own checksum included
+//! u64 LE checksum         xxh3-64 (seed LAYOUT_CHECKSUM_SEED) of all the above
+//! ```
 //!
 //! Every state has one encoding (minimal varints, sorted members), so
 //! `encode(decode(b)) == b` for every accepted `b`. The checksum matters
@@ -32,6 +42,7 @@ use twox_hash::XxHash3_64;
 
 use super::{Layout, MemberSpec, MAX_LAYOUT_MEMBERS, MAX_LAYOUT_PARTITIONS, MAX_ZONE_LEN};
 use crate::error::{Error, Result};
+use crate::ring::ClusterId;
 use crate::version::NodeId;
 
 /// Format byte of [`Layout::encode`]; bump on any change and keep decoding
@@ -40,6 +51,13 @@ pub const LAYOUT_FORMAT_VERSION: u8 = 1;
 
 /// Format byte of a layout in transition: two format-1 layouts.
 const TRANSITION_FORMAT_VERSION: u8 = 2;
+
+/// Format byte of a layout stamped with its cluster id: the id, then a
+/// format-1 or format-2 layout.
+pub const CLUSTER_FORMAT_VERSION: u8 = 3;
+
+/// Bytes of a cluster id in format 3.
+const CLUSTER_ID_LEN: usize = 16;
 
 /// Seed of the trailing checksum. Part of the format.
 pub(super) const LAYOUT_CHECKSUM_SEED: u64 = 0x7269_6e67_6b76_6c79; // "ringkvly"
@@ -50,6 +68,21 @@ impl Layout {
     /// The stored and gossiped bytes: format byte [`LAYOUT_FORMAT_VERSION`]
     /// first, checksum last (see the module `codec`).
     pub fn encode(&self) -> Vec<u8> {
+        let Some(cluster) = self.cluster else {
+            return self.encode_unstamped();
+        };
+        let inner = self.encode_unstamped();
+        let mut out = Vec::with_capacity(1 + CLUSTER_ID_LEN + inner.len() + CHECKSUM_LEN);
+        out.push(CLUSTER_FORMAT_VERSION);
+        out.extend_from_slice(&cluster.to_bytes());
+        out.extend_from_slice(&inner);
+        let checksum = XxHash3_64::oneshot_with_seed(LAYOUT_CHECKSUM_SEED, &out);
+        out.extend_from_slice(&checksum.to_le_bytes());
+        out
+    }
+
+    /// Formats 1 and 2: the layout without its cluster id.
+    fn encode_unstamped(&self) -> Vec<u8> {
         let Some(previous) = &self.previous else {
             return self.encode_settled();
         };
@@ -92,10 +125,32 @@ impl Layout {
     /// non-minimal varints, unsorted members, a bad Q or N, a partition
     /// without N distinct members) is [`Error::Corrupt`]; never a panic.
     pub fn decode(bytes: &[u8]) -> Result<Layout> {
+        if bytes.first() == Some(&CLUSTER_FORMAT_VERSION) {
+            return Self::decode_stamped(bytes);
+        }
+        Self::decode_unstamped(bytes)
+    }
+
+    /// Formats 1 and 2.
+    fn decode_unstamped(bytes: &[u8]) -> Result<Layout> {
         if bytes.first() == Some(&TRANSITION_FORMAT_VERSION) {
             return Self::decode_transition(bytes);
         }
         Self::decode_settled(bytes)
+    }
+
+    /// Format 3: a cluster id, then a format-1 or -2 layout.
+    fn decode_stamped(bytes: &[u8]) -> Result<Layout> {
+        let mut r = Reader { bytes, pos: 1 };
+        r.bytes = checked_body(&r)?;
+        let id = r.take(CLUSTER_ID_LEN, "cluster id")?;
+        let cluster =
+            ClusterId::from_bytes(id).map_err(|e| Error::Corrupt(format!("layout: {e}")))?;
+        let inner = &r.bytes[r.pos..];
+        if inner.first() == Some(&CLUSTER_FORMAT_VERSION) {
+            return Err(r.error("a cluster id inside a cluster id".to_string()));
+        }
+        Ok(Self::decode_unstamped(inner)?.with_cluster_id(cluster))
     }
 
     fn decode_transition(bytes: &[u8]) -> Result<Layout> {
@@ -188,6 +243,7 @@ impl Layout {
             members,
             replicas,
             previous: None,
+            cluster: None,
         };
         layout
             .check()
@@ -290,6 +346,95 @@ mod tests {
         let decoded = Layout::decode(&bytes).unwrap();
         assert_eq!(decoded, layout);
         assert_eq!(decoded.encode(), bytes);
+    }
+
+    #[test]
+    fn a_stamped_layout_round_trips_with_its_cluster_id() {
+        let id = ClusterId(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+        let v1 = Layout::compute(&cluster(5, &[1, 2, 3, 4, 1, 1], 3), 3, 64, None)
+            .unwrap()
+            .with_cluster_id(id);
+        let bytes = v1.encode();
+        assert_eq!(bytes[0], CLUSTER_FORMAT_VERSION);
+        assert_eq!(&bytes[1..17], &id.to_bytes());
+        let decoded = Layout::decode(&bytes).unwrap();
+        assert_eq!(decoded.cluster_id(), Some(id));
+        assert_eq!(decoded, v1);
+        assert_eq!(decoded.encode(), bytes);
+
+        // Every later layout inherits the id, a transition included.
+        let members = cluster(6, &[1, 2, 3, 4, 1, 1], 3);
+        let v2 = Layout::compute(&members, 3, 64, Some(&v1))
+            .unwrap()
+            .with_previous(&v1)
+            .unwrap();
+        assert_eq!(v2.cluster_id(), Some(id));
+        assert_eq!(v2.previous().unwrap().cluster_id(), None);
+        let bytes = v2.encode();
+        assert_eq!(bytes[0], CLUSTER_FORMAT_VERSION);
+        let decoded = Layout::decode(&bytes).unwrap();
+        assert_eq!(decoded, v2);
+        assert_eq!(decoded.encode(), bytes);
+        assert_eq!(decoded.retired().unwrap().cluster_id(), Some(id));
+
+        // A layout of another cluster cannot follow it.
+        let other = Layout::compute(&members, 3, 64, Some(&v1))
+            .unwrap()
+            .with_cluster_id(ClusterId(7));
+        assert!(other.with_previous(&v1).is_err());
+    }
+
+    #[test]
+    fn old_formats_decode_without_a_cluster_id() {
+        // Formats 1 and 2 as nodes from before cluster ids stored them.
+        let v1 = Layout::compute(&cluster(5, &[1, 2, 3, 4, 1, 1], 3), 3, 64, None).unwrap();
+        let old = v1.encode();
+        assert_eq!(old[0], LAYOUT_FORMAT_VERSION);
+        let decoded = Layout::decode(&old).unwrap();
+        assert_eq!(decoded.cluster_id(), None);
+        assert_eq!(decoded.encode(), old);
+        let v2 = Layout::compute(&cluster(6, &[1, 2, 3, 4, 1, 1], 3), 3, 64, Some(&v1))
+            .unwrap()
+            .with_previous(&v1)
+            .unwrap();
+        let old = v2.encode();
+        assert_eq!(old[0], TRANSITION_FORMAT_VERSION);
+        assert_eq!(Layout::decode(&old).unwrap().cluster_id(), None);
+
+        // Stamping a decoded old layout gives format 3 around the old bytes.
+        let id = ClusterId(42);
+        let stamped = decoded.with_cluster_id(id).encode();
+        assert_eq!(stamped[0], CLUSTER_FORMAT_VERSION);
+        assert_eq!(&stamped[17..stamped.len() - 8], &v1.encode()[..]);
+    }
+
+    #[test]
+    fn damaged_stamped_layouts_are_refused() {
+        let bytes = Layout::compute(&cluster(7, &[1; 4], 0), 2, 8, None)
+            .unwrap()
+            .with_cluster_id(ClusterId(99))
+            .encode();
+        for len in 0..bytes.len() {
+            assert!(is_corrupt(Layout::decode(&bytes[..len])), "prefix of {len}");
+        }
+        for i in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[i] ^= 0x10;
+            assert!(is_corrupt(Layout::decode(&flipped)), "flip at {i}");
+        }
+        // A zero id, or a stamp inside a stamp, with valid checksums.
+        let reseal = |mut body: Vec<u8>| {
+            let sum = XxHash3_64::oneshot_with_seed(LAYOUT_CHECKSUM_SEED, &body);
+            body.extend_from_slice(&sum.to_le_bytes());
+            body
+        };
+        let mut zero = bytes[..bytes.len() - 8].to_vec();
+        zero[1..17].fill(0);
+        assert!(is_corrupt(Layout::decode(&reseal(zero))));
+        let mut nested = vec![CLUSTER_FORMAT_VERSION];
+        nested.extend_from_slice(&ClusterId(5).to_bytes());
+        nested.extend_from_slice(&bytes);
+        assert!(is_corrupt(Layout::decode(&reseal(nested))));
     }
 
     fn is_corrupt(r: Result<Layout>) -> bool {

@@ -41,8 +41,20 @@ impl Layout {
                 self.version, previous.version, self.partitions, previous.partitions
             )));
         }
+        if let (Some(mine), Some(theirs)) = (self.cluster, previous.cluster) {
+            if mine != theirs {
+                return Err(Error::FailedPrecondition(format!(
+                    "layout v{} of cluster {mine} cannot follow v{} of cluster {theirs}",
+                    self.version, previous.version
+                )));
+            }
+        }
         let mut previous = previous.clone();
         previous.previous = None;
+        // The pair's cluster id is the target's; the inner layout carries
+        // none, so a transition has exactly one encoding.
+        self.cluster = self.cluster.or(previous.cluster.take());
+        previous.cluster = None;
         self.previous = Some(Box::new(previous));
         Ok(self)
     }
