@@ -9,24 +9,33 @@
 //! that (each timestamp is above everything issued or observed). Across
 //! runs it rests on two things:
 //!
-//! - **The wall clock.** A data directory restored from a backup, or a WAL
-//!   that lost its unsynced tail in a machine crash, takes the node's
-//!   stored per-key counters back in time, but not the wall clock: the
-//!   next timestamp is above every one issued before the restore, and so
-//!   is the next dot. (Per-key counters alone reuse dots here, and a
+//! - **The wall clock, and a wait after each start.** A data directory
+//!   restored from a backup, or a WAL that lost its unsynced tail in a
+//!   machine crash, takes the node's stored per-key counters back in time,
+//!   but not the wall clock. (Per-key counters alone reuse dots here, and a
 //!   replica that already covers the reused dot silently drops the new
-//!   write: Riak's KV679.)
+//!   write: Riak's KV679.) Every timestamp a run issues is at most
+//!   `clock.max_offset_ms` ahead of the wall clock at the time (observed
+//!   timestamps are clamped to that bound, and the clock never jumps to a
+//!   stored floor ahead of the wall clock, it waits for it). So a run that
+//!   issues nothing until its wall clock is `max_offset_ms` past its own
+//!   start ([`NodeClock::issue`] waits that out, once) issues only
+//!   timestamps above every one of any earlier run, whatever its disk
+//!   holds now.
 //! - **A persisted floor, leased ahead of use.** Before issuing a timestamp
 //!   at or past the stored floor, the clock durably writes (fsync, whatever
 //!   `storage.sync` says) a new floor [`LEASE_MS`] ahead of it, and at start
-//!   it continues above the stored floor. So a wall clock stepped back
-//!   across a restart cannot take timestamps back either. The cost is one
-//!   small synced write per [`LEASE_MS`] of writing, and timestamps that
-//!   run at most [`LEASE_MS`] ahead of the wall clock just after a restart.
+//!   it waits until the wall clock passes the stored floor. So a wall clock
+//!   stepped back across a restart (by up to [`MAX_START_WAIT_MS`]) cannot
+//!   take timestamps back either; stepped back further, the clock continues
+//!   from the floor instead of waiting, and says so in the log.
 //!
-//! Only both at once (a restored backup *and* a wall clock behind the
-//! timestamps issued before the restore) can reissue a timestamp; the
-//! operations guide says to check the clock before restoring.
+//! The cost: one small synced write per [`LEASE_MS`] of writing, and after
+//! each start the first write waits until `max_offset_ms` (500 ms by
+//! default) have passed. Only a restored backup *together with* a wall
+//! clock stepped back behind the timestamps issued before the restore can
+//! reissue a timestamp; the operations guide says to check the clock
+//! before restoring.
 //!
 //! Timestamps from elsewhere are bounded: a peer's version or a client's
 //! context more than `clock.max_offset_ms` ahead of the local wall clock is
@@ -52,6 +61,13 @@ const FLOOR_KEY: &[u8] = b"clock_floor";
 /// refuse anything further ahead than their max offset.
 pub const LEASE_MS: u64 = 200;
 
+/// The longest the first write after a start waits for the wall clock to
+/// pass the stored floor. A floor further ahead means the wall clock was
+/// stepped back by more than a restart takes: the clock then continues
+/// from the floor at once (timestamps run ahead of the wall clock until it
+/// catches up) rather than refusing writes for that long.
+pub const MAX_START_WAIT_MS: u64 = 2_000;
+
 /// The node's clock, shared by every write path of the replica.
 pub struct NodeClock {
     state: Mutex<ClockState>,
@@ -60,6 +76,9 @@ pub struct NodeClock {
     /// `clock.max_offset_ms`: how far ahead of the wall clock a timestamp
     /// from a peer or client may be.
     max_offset_ms: u64,
+    /// Wall clock (unix ms) before which this run issues nothing: its start
+    /// plus the start margin, so every earlier run's timestamps lie behind.
+    not_before_ms: u64,
     /// Timestamps and counters refused as too far ahead (for the metric).
     refused: Arc<AtomicU64>,
 }
@@ -75,8 +94,17 @@ struct ClockState {
 }
 
 impl NodeClock {
-    pub fn new(engine: Arc<dyn Engine>, max_offset_ms: u64) -> Self {
+    /// A clock that issues nothing until `start_margin_ms` after `start_ms`
+    /// (the node's `clock.max_offset_ms` in a server; 0 where no earlier
+    /// run of this node id can exist, as in unit tests).
+    pub fn new(
+        engine: Arc<dyn Engine>,
+        max_offset_ms: u64,
+        start_ms: u64,
+        start_margin_ms: u64,
+    ) -> Self {
         Self {
+            not_before_ms: start_ms.saturating_add(start_margin_ms),
             state: Mutex::new(ClockState {
                 hlc: HybridClock::new(),
                 lease_until_ms: 0,
@@ -90,16 +118,36 @@ impl NodeClock {
 
     /// Issues a timestamp above every timestamp this node id ever issued
     /// (see the module doc), persisting a new floor first when needed.
-    /// Blocking (it may fsync): call it on a blocking thread.
-    pub fn issue(&self, wall_ms: u64) -> Result<Timestamp> {
+    /// `wall` reads the wall clock (unix ms). Blocking (it may fsync, and
+    /// the first call of a run may sleep until the start margin and the
+    /// stored floor are behind): call it on a blocking thread.
+    pub fn issue(&self, wall: &dyn Fn() -> u64) -> Result<Timestamp> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if !state.loaded {
-            if let Some(floor) = self.stored_floor()? {
-                // Strictly above the floor: every earlier timestamp is below it.
-                state.hlc.observe(Timestamp::new(floor, 0), wall_ms);
+            let floor = self.stored_floor()?.unwrap_or(0);
+            let mut not_before = self.not_before_ms.max(floor);
+            let behind = not_before.saturating_sub(wall());
+            if floor > wall().saturating_add(MAX_START_WAIT_MS) {
+                tracing::warn!(
+                    ahead_ms = floor.saturating_sub(wall()),
+                    "the wall clock is behind timestamps this node already issued; continuing from its stored clock floor (check NTP)"
+                );
+                state.hlc.observe(Timestamp::new(floor, 0), wall());
+                not_before = self.not_before_ms;
+            } else if behind > 0 {
+                tracing::info!(
+                    wait_ms = behind,
+                    "first write after start: waiting until every timestamp of an earlier run is behind the clock"
+                );
+            }
+            // Holding the lock: every writer waits, once, at the first write.
+            while wall() < not_before {
+                let left = not_before.saturating_sub(wall());
+                std::thread::sleep(std::time::Duration::from_millis(left));
             }
             state.loaded = true;
         }
+        let wall_ms = wall();
         let ts = state.hlc.now(wall_ms);
         if ts.0 == u64::MAX {
             return Err(Error::Internal(
@@ -193,30 +241,66 @@ mod tests {
     use crate::storage::MemoryEngine;
 
     fn clock(engine: &Arc<MemoryEngine>) -> NodeClock {
-        NodeClock::new(engine.clone(), 500)
+        NodeClock::new(engine.clone(), 500, 0, 0)
+    }
+
+    /// A wall clock that reads `at` and moves on by `step` ms per reading.
+    fn ticking(at: u64, step: u64) -> impl Fn() -> u64 {
+        let now = std::cell::Cell::new(at);
+        move || {
+            let t = now.get();
+            now.set(t + step);
+            t
+        }
     }
 
     #[test]
     fn a_restart_continues_above_the_persisted_floor_even_with_the_wall_clock_behind() {
         let engine = Arc::new(MemoryEngine::new());
         let first = clock(&engine);
-        let issued = first.issue(1_000_000).unwrap();
+        let issued = first.issue(&|| 1_000_000).unwrap();
         // The wall clock stepped back ten seconds across the restart.
         let second = clock(&engine);
-        let next = second.issue(990_000).unwrap();
+        let next = second.issue(&|| 990_000).unwrap();
         assert!(next > issued, "{next} reissued at or below {issued}");
+    }
+
+    #[test]
+    fn a_restart_within_the_lease_waits_for_the_floor_instead_of_reissuing() {
+        let engine = Arc::new(MemoryEngine::new());
+        // A run issues at 1_000 and persists the floor 1_000 + LEASE_MS.
+        let first = clock(&engine);
+        let issued = first.issue(&|| 1_000).unwrap();
+        // Restarted 50 ms later: the first write waits for the floor, so
+        // the run's timestamps follow the wall clock, never the floor.
+        let second = clock(&engine);
+        let next = second.issue(&ticking(1_050, 10)).unwrap();
+        assert!(next > issued);
+        assert!(next.physical_ms() >= 1_000 + LEASE_MS, "{next}");
+        assert_eq!(next.logical(), 0, "{next} was not read off the wall clock");
+    }
+
+    #[test]
+    fn a_run_issues_nothing_until_its_start_margin_has_passed() {
+        // A restored backup: the stored floor is old, but an earlier run
+        // may have issued timestamps up to the max offset past its wall
+        // clock. The new run waits out that margin from its own start.
+        let engine = Arc::new(MemoryEngine::new());
+        let c = NodeClock::new(engine.clone(), 500, 10_000, 20);
+        let t = c.issue(&ticking(10_000, 5)).unwrap();
+        assert!(t.physical_ms() >= 10_020, "{t}");
     }
 
     #[test]
     fn the_floor_is_written_once_per_lease() {
         let engine = Arc::new(MemoryEngine::new());
         let c = clock(&engine);
-        c.issue(1_000).unwrap();
+        c.issue(&|| 1_000).unwrap();
         let floor = c.stored_floor().unwrap();
         assert_eq!(floor, Some(1_000 + LEASE_MS));
-        c.issue(1_000 + LEASE_MS - 1).unwrap();
+        c.issue(&|| 1_000 + LEASE_MS - 1).unwrap();
         assert_eq!(c.stored_floor().unwrap(), floor);
-        c.issue(1_000 + LEASE_MS).unwrap();
+        c.issue(&|| 1_000 + LEASE_MS).unwrap();
         assert_eq!(c.stored_floor().unwrap(), Some(1_000 + 2 * LEASE_MS));
     }
 
@@ -238,7 +322,7 @@ mod tests {
         assert_eq!(c.refused(), 1);
         // Unchecked, it still cannot drag the clock further than the bound.
         c.observe(Timestamp(u64::MAX), wall);
-        let next = c.issue(wall).unwrap();
+        let next = c.issue(&|| wall).unwrap();
         assert!(next.physical_ms() <= wall + 500 + 1);
     }
 

@@ -139,7 +139,14 @@ impl Replica {
     ) -> Self {
         Self {
             node_id,
-            clock: Arc::new(NodeClock::new(engine.clone(), DEFAULT_MAX_CLOCK_OFFSET_MS)),
+            // No start margin: a replica built without a server (tests,
+            // tools) has no earlier run whose timestamps it could repeat.
+            clock: Arc::new(NodeClock::new(
+                engine.clone(),
+                DEFAULT_MAX_CLOCK_OFFSET_MS,
+                wall_clock_ms(),
+                0,
+            )),
             engine,
             partitions,
             max_siblings,
@@ -150,9 +157,16 @@ impl Replica {
     }
 
     /// Sets `clock.max_offset_ms`: how far ahead of this node's wall clock
-    /// a timestamp from a peer or a client may be.
+    /// a timestamp from a peer or a client may be. Also the start margin:
+    /// this run issues no timestamp until that long after now, so none can
+    /// repeat one of an earlier run of this node id (see [`clock`]).
     pub fn with_max_clock_offset(mut self, max_offset_ms: u64) -> Self {
-        self.clock = Arc::new(NodeClock::new(self.engine.clone(), max_offset_ms));
+        self.clock = Arc::new(NodeClock::new(
+            self.engine.clone(),
+            max_offset_ms,
+            wall_clock_ms(),
+            max_offset_ms,
+        ));
         self
     }
 
@@ -246,7 +260,7 @@ impl Replica {
             // state older than what the other replicas hold (a restored
             // backup, a lost WAL tail), cannot make it reuse a dot that
             // another replica covers and would then drop.
-            let timestamp = clock.issue(wall)?;
+            let timestamp = clock.issue(&wall_clock_ms)?;
             let what = match write.value {
                 Value::Data(_) => "put refused: the key would hold",
                 Value::Tombstone => "delete refused: the key would hold",
