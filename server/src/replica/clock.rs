@@ -79,6 +79,11 @@ pub struct NodeClock {
     /// Wall clock (unix ms) before which this run issues nothing: its start
     /// plus the start margin, so every earlier run's timestamps lie behind.
     not_before_ms: u64,
+    /// The start gate, settled by the first issue: `not_before_ms` or the
+    /// stored floor, whichever is later. Kept apart from `state` so that
+    /// waiting at the gate holds no lock that `observe` (called on the
+    /// async runtime) needs.
+    gate: Mutex<Option<u64>>,
     /// Timestamps and counters refused as too far ahead (for the metric).
     refused: Arc<AtomicU64>,
 }
@@ -86,11 +91,8 @@ pub struct NodeClock {
 struct ClockState {
     hlc: HybridClock,
     /// Unix ms of the persisted floor; a timestamp at or past it needs a new
-    /// floor first. Zero until the stored floor is loaded.
+    /// floor first. Zero until the first timestamp is issued.
     lease_until_ms: u64,
-    /// Whether the stored floor was read (lazily, on the first issue, so the
-    /// constructor does no I/O).
-    loaded: bool,
 }
 
 impl NodeClock {
@@ -108,8 +110,8 @@ impl NodeClock {
             state: Mutex::new(ClockState {
                 hlc: HybridClock::new(),
                 lease_until_ms: 0,
-                loaded: false,
             }),
+            gate: Mutex::new(None),
             engine,
             max_offset_ms,
             refused: Arc::new(AtomicU64::new(0)),
@@ -122,31 +124,14 @@ impl NodeClock {
     /// the first call of a run may sleep until the start margin and the
     /// stored floor are behind): call it on a blocking thread.
     pub fn issue(&self, wall: &dyn Fn() -> u64) -> Result<Timestamp> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if !state.loaded {
-            let floor = self.stored_floor()?.unwrap_or(0);
-            let mut not_before = self.not_before_ms.max(floor);
-            let behind = not_before.saturating_sub(wall());
-            if floor > wall().saturating_add(MAX_START_WAIT_MS) {
-                tracing::warn!(
-                    ahead_ms = floor.saturating_sub(wall()),
-                    "the wall clock is behind timestamps this node already issued; continuing from its stored clock floor (check NTP)"
-                );
-                state.hlc.observe(Timestamp::new(floor, 0), wall());
-                not_before = self.not_before_ms;
-            } else if behind > 0 {
-                tracing::info!(
-                    wait_ms = behind,
-                    "first write after start: waiting until every timestamp of an earlier run is behind the clock"
-                );
-            }
-            // Holding the lock: every writer waits, once, at the first write.
-            while wall() < not_before {
-                let left = not_before.saturating_sub(wall());
-                std::thread::sleep(std::time::Duration::from_millis(left));
-            }
-            state.loaded = true;
+        let not_before = self.start_gate(wall)?;
+        // No lock is held while waiting: concurrent first writers each wait
+        // for the same instant, and merges keep observing meanwhile.
+        while wall() < not_before {
+            let left = not_before.saturating_sub(wall());
+            std::thread::sleep(std::time::Duration::from_millis(left));
         }
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let wall_ms = wall();
         let ts = state.hlc.now(wall_ms);
         if ts.0 == u64::MAX {
@@ -164,6 +149,41 @@ impl NodeClock {
             state.lease_until_ms = floor;
         }
         Ok(ts)
+    }
+
+    /// The wall clock instant before which this run issues nothing, read
+    /// (with the stored floor, the only I/O) at the first issue. A floor
+    /// more than [`MAX_START_WAIT_MS`] ahead of the wall clock is not waited
+    /// for: the clock continues from it at once instead.
+    fn start_gate(&self, wall: &dyn Fn() -> u64) -> Result<u64> {
+        let mut gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(not_before) = *gate {
+            return Ok(not_before);
+        }
+        let floor = self.stored_floor()?.unwrap_or(0);
+        let now = wall();
+        let not_before = if floor > now.saturating_add(MAX_START_WAIT_MS) {
+            tracing::warn!(
+                ahead_ms = floor - now,
+                "the wall clock is behind timestamps this node already issued; continuing from its stored clock floor (check NTP)"
+            );
+            self.state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .hlc
+                .observe(Timestamp::new(floor, 0), now);
+            self.not_before_ms
+        } else {
+            self.not_before_ms.max(floor)
+        };
+        if not_before > now {
+            tracing::info!(
+                wait_ms = not_before - now,
+                "first write after start: waiting until every timestamp of an earlier run is behind the clock"
+            );
+        }
+        *gate = Some(not_before);
+        Ok(not_before)
     }
 
     /// Moves the clock past `seen` (a timestamp already stored or accepted),
