@@ -8,9 +8,11 @@
 #   deploy/local-cluster.sh stop [I]    stop node I, or every node this script started
 #   deploy/local-cluster.sh status      show which nodes run
 #
-# Node i (1-based) listens on 127.0.0.1:$((RINGKV_BASE_PORT + i - 1)) for gRPC
-# (default base 7379) and on 127.0.0.1:$((RINGKV_METRICS_BASE_PORT + i - 1))
-# for metrics (default 9379). Data and logs live in $RINGKV_CLUSTER_DIR
+# Node i (1-based) serves clients on 127.0.0.1:$((RINGKV_BASE_PORT + i - 1))
+# (default base 7379), the other nodes on its peer port
+# 127.0.0.1:$((RINGKV_PEER_BASE_PORT + i - 1)) (default base 7479; seeds name
+# peer ports), and metrics on 127.0.0.1:$((RINGKV_METRICS_BASE_PORT + i - 1))
+# (default 9379). Data and logs live in $RINGKV_CLUSTER_DIR
 # (default ./.cluster). The nodes seed each other and form the cluster
 # together (cluster.bootstrap_expect = N). Running `start` again leaves
 # running nodes alone; data survives stop/start.
@@ -19,6 +21,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CLUSTER_DIR="${RINGKV_CLUSTER_DIR:-$ROOT/.cluster}"
 BASE_PORT="${RINGKV_BASE_PORT:-7379}"
+PEER_BASE_PORT="${RINGKV_PEER_BASE_PORT:-7479}"
 METRICS_BASE_PORT="${RINGKV_METRICS_BASE_PORT:-9379}"
 BIN="${RINGKV_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/ringkv/target}/release}"
 READY_SECONDS=30
@@ -43,9 +46,10 @@ running_pid() {
 launch() {
     local i="$1" seeds="$2"
     shift 2
-    local dir port mport
+    local dir port pport mport
     dir="$(node_dir "$i")"
     port=$((BASE_PORT + i - 1))
+    pport=$((PEER_BASE_PORT + i - 1))
     mport=$((METRICS_BASE_PORT + i - 1))
     mkdir -p "$dir"
     if pid="$(running_pid "$i")"; then
@@ -55,6 +59,7 @@ launch() {
     nohup "$BIN/ringkv-server" \
         --name "node$i" \
         --listen "127.0.0.1:$port" \
+        --peer-listen "127.0.0.1:$pport" \
         --metrics-listen "127.0.0.1:$mport" \
         --data-dir "$dir/data" \
         --seeds "$seeds" \
@@ -87,7 +92,7 @@ start() {
     [ -x "$BIN/ringkv-server" ] || { echo "ringkv-server not built in $BIN" >&2; exit 1; }
     local seeds=""
     for i in $(seq 1 "$n"); do
-        seeds="${seeds:+$seeds,}127.0.0.1:$((BASE_PORT + i - 1))"
+        seeds="${seeds:+$seeds,}127.0.0.1:$((PEER_BASE_PORT + i - 1))"
     done
     for i in $(seq 1 "$n"); do
         launch "$i" "$seeds" --bootstrap-expect "$n"
@@ -109,7 +114,7 @@ add() {
     done
     [ "$highest" -gt 0 ] || { echo "no cluster to join: run '$0 start' first" >&2; exit 1; }
     for j in $(seq 1 "$k"); do
-        launch $((highest + j)) "127.0.0.1:$BASE_PORT"
+        launch $((highest + j)) "127.0.0.1:$PEER_BASE_PORT"
     done
     for j in $(seq 1 "$k"); do
         wait_ready $((highest + j))

@@ -66,10 +66,17 @@ pub struct Config {
 pub struct NodeConfig {
     /// Human-readable name, shown in status output; ids stay the identity.
     pub name: String,
-    /// gRPC listen address (clients, operators and peers).
+    /// Client port: gRPC for clients and operators (KV, Admin, health).
     pub listen: SocketAddr,
-    /// Address peers and partition-aware clients should dial; defaults to `listen`.
+    /// Address clients should dial (partition-aware clients learn it from
+    /// `Admin.Members`); defaults to `listen`.
     pub advertise: Option<String>,
+    /// Peer port: gRPC for the other nodes (Internal, and requests they
+    /// forward). The Internal service is never served on the client port.
+    pub peer_listen: SocketAddr,
+    /// Address the other nodes should dial, and what seeds name; defaults
+    /// to `peer_listen`.
+    pub peer_advertise: Option<String>,
     /// Where RocksDB files and the node id live.
     pub data_dir: PathBuf,
     /// Failure domain used by placement to spread replicas.
@@ -84,6 +91,8 @@ impl Default for NodeConfig {
             name: "ringkv".to_string(),
             listen: "127.0.0.1:7379".parse().expect("valid default address"),
             advertise: None,
+            peer_listen: "127.0.0.1:7380".parse().expect("valid default address"),
+            peer_advertise: None,
             data_dir: PathBuf::from("./data"),
             zone: "default".to_string(),
             weight: 1,
@@ -620,23 +629,38 @@ impl Config {
         if !(1.0..=64.0).contains(&self.storage.bloom_bits_per_key) {
             return fail("storage.bloom_bits_per_key must be between 1 and 64".to_string());
         }
-        if self.metrics.enabled
-            && self.metrics.listen == self.node.listen
-            && self.node.listen.port() != 0
-        {
+        let clash = |a: SocketAddr, b: SocketAddr| a == b && a.port() != 0;
+        if self.metrics.enabled && clash(self.metrics.listen, self.node.listen) {
             return fail("metrics.listen must differ from node.listen".to_string());
+        }
+        if self.metrics.enabled && clash(self.metrics.listen, self.node.peer_listen) {
+            return fail("metrics.listen must differ from node.peer_listen".to_string());
+        }
+        if clash(self.node.peer_listen, self.node.listen) {
+            return fail(
+                "node.peer_listen must differ from node.listen: the peer port serves the other nodes only"
+                    .to_string(),
+            );
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| Error::Config(format!("log.level = {:?}: {e}", self.log.level)))?;
         Ok(())
     }
 
-    /// The address peers and clients should use to reach this node.
+    /// The address clients should use to reach this node.
     pub fn advertise_address(&self) -> String {
         self.node
             .advertise
             .clone()
             .unwrap_or_else(|| self.node.listen.to_string())
+    }
+
+    /// The address the other nodes should use to reach this node.
+    pub fn peer_advertise_address(&self) -> String {
+        self.node
+            .peer_advertise
+            .clone()
+            .unwrap_or_else(|| self.node.peer_listen.to_string())
     }
 
     /// The effective configuration as TOML (for `--print-config`).

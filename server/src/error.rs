@@ -38,7 +38,7 @@ fn join<T: fmt::Display>(items: &[T]) -> String {
         .join(", ")
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The request itself is wrong (empty or oversized key or value, a
     /// replica count of 0 or above N, an unknown enum value). Not retryable.
@@ -121,6 +121,17 @@ pub enum Error {
         limit: usize,
     },
 
+    /// A message between nodes was refused as too large for one message
+    /// (the text starts with `peer::TOO_LARGE`): that message's failure
+    /// alone, never its peer's.
+    #[error("{0}")]
+    MessageTooLarge(String),
+
+    /// This node refuses a peer's traffic (the test fault switch), before
+    /// anything was applied.
+    #[error("{0}")]
+    Unreachable(String),
+
     /// A cluster change is not allowed in the current state.
     #[error("{0}")]
     FailedPrecondition(String),
@@ -134,7 +145,47 @@ pub enum Error {
     Internal(String),
 }
 
+/// The class of an error, as every protocol reports it: gRPC's codes, of
+/// which ringkv uses these. [`Error::code`] decides each error's class in
+/// one place; the gRPC layer and the in-memory network both use it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Code {
+    InvalidArgument,
+    NotFound,
+    FailedPrecondition,
+    ResourceExhausted,
+    /// Refused before anything was applied: retry freely.
+    Unavailable,
+    /// The outcome is unknown: it may have been applied.
+    DeadlineExceeded,
+    PermissionDenied,
+    Unauthenticated,
+    Unimplemented,
+    Internal,
+}
+
 impl Error {
+    /// This error's class. UNAVAILABLE promises that the request was
+    /// refused before anything was applied (retry freely); every write
+    /// whose outcome is unknown gets DEADLINE_EXCEEDED, the one
+    /// indeterminate code (retry idempotently).
+    pub fn code(&self) -> Code {
+        match self {
+            Error::InvalidArgument(_) | Error::MalformedContext(_) => Code::InvalidArgument,
+            Error::Unavailable { .. } | Error::StorageFailed(_) | Error::Unreachable(_) => {
+                Code::Unavailable
+            }
+            Error::Timeout { .. } | Error::Indeterminate(_) => Code::DeadlineExceeded,
+            Error::Overloaded(_) | Error::KeyStateTooLarge { .. } | Error::MessageTooLarge(_) => {
+                Code::ResourceExhausted
+            }
+            Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::Corrupt(_) | Error::Storage(_) | Error::Config(_) | Error::Internal(_) => {
+                Code::Internal
+            }
+        }
+    }
+
     /// Whether the same request may simply be sent again (an
     /// indeterminate write only if applying it twice is harmless, which a
     /// put with the same context is).
@@ -143,6 +194,7 @@ impl Error {
             self,
             Error::Unavailable { .. }
                 | Error::StorageFailed(_)
+                | Error::Unreachable(_)
                 | Error::Timeout { .. }
                 | Error::Indeterminate(_)
                 | Error::Overloaded(_)

@@ -8,12 +8,15 @@
 //! together and owns start-up and shutdown.
 
 pub mod api;
+pub mod assemble;
 pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod handoff;
+pub mod inbound;
 pub mod membership;
 pub mod metrics;
+pub mod peer;
 pub mod rebalance;
 pub mod repair;
 pub mod replica;

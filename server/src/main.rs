@@ -21,16 +21,23 @@ struct Args {
     /// node.name
     #[arg(long)]
     name: Option<String>,
-    /// node.listen: gRPC address.
+    /// node.listen: gRPC address for clients and operators (the client port).
     #[arg(long)]
     listen: Option<String>,
-    /// node.advertise: address peers and clients dial.
+    /// node.advertise: address clients dial.
     #[arg(long)]
     advertise: Option<String>,
+    /// node.peer_listen: gRPC address for the other nodes (the peer port).
+    #[arg(long)]
+    peer_listen: Option<String>,
+    /// node.peer_advertise: address the other nodes dial.
+    #[arg(long)]
+    peer_advertise: Option<String>,
     /// node.data_dir
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// cluster.seeds: nodes to contact at start, comma separated host:port.
+    /// cluster.seeds: nodes to contact at start, comma separated host:port
+    /// of their peer ports.
     #[arg(long, value_delimiter = ',')]
     seeds: Vec<String>,
     /// cluster.bootstrap_expect: members to wait for before forming the cluster.
@@ -64,6 +71,8 @@ impl Args {
         add("node.name", self.name.clone());
         add("node.listen", self.listen.clone());
         add("node.advertise", self.advertise.clone());
+        add("node.peer_listen", self.peer_listen.clone());
+        add("node.peer_advertise", self.peer_advertise.clone());
         add(
             "node.data_dir",
             self.data_dir.as_ref().map(|p| p.display().to_string()),

@@ -56,10 +56,18 @@ pub fn cli_binary() -> PathBuf {
 /// some client connection's source port before the server restarts on it.
 const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
 
-/// A loopback port that was free a moment ago, outside the ephemeral range.
+/// A loopback port that was free a moment ago, outside the ephemeral range,
+/// and never handed out before by this process: the tests of one binary run
+/// in parallel, and two of them picking the same free port before either
+/// server binds it made one server fail with "Address already in use".
 pub fn free_port() -> u16 {
+    use std::collections::HashSet;
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
     static NEXT: AtomicU64 = AtomicU64::new(0);
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let handed_out = handed_out.get_or_insert_with(HashSet::new);
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -72,21 +80,21 @@ pub fn free_port() -> u16 {
         x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
         x ^= x >> 33;
         let port = TEST_PORTS.start + (x % span) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
             return port;
         }
     }
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    panic!("no free loopback port in {TEST_PORTS:?} after 1000 tries");
 }
 
 /// A `ringkv-server` child process.
 pub struct ServerProcess {
     child: Option<Child>,
-    /// gRPC address, `127.0.0.1:PORT`.
+    /// Client port (KV, Admin), `127.0.0.1:PORT`.
     pub grpc: String,
+    /// Peer port (Internal; what seeds name), `127.0.0.1:PORT`.
+    pub peer: String,
     /// Prometheus address, `127.0.0.1:PORT`.
     pub metrics: String,
     pub data_dir: PathBuf,
@@ -112,16 +120,18 @@ impl ServerProcess {
         Self::start_on(
             data_dir,
             &format!("127.0.0.1:{}", free_port()),
+            &format!("127.0.0.1:{}", free_port()),
             extra_args,
             env,
         )
     }
 
-    /// Starts a server on a chosen gRPC address (a cluster's seeds must be
-    /// known before its nodes start).
+    /// Starts a server on chosen client and peer addresses (a cluster's
+    /// seeds must be known before its nodes start).
     pub fn start_on(
         data_dir: &Path,
         grpc: &str,
+        peer: &str,
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<ServerProcess> {
@@ -129,6 +139,7 @@ impl ServerProcess {
         let mut server = ServerProcess {
             child: None,
             grpc: grpc.to_string(),
+            peer: peer.to_string(),
             metrics: format!("127.0.0.1:{}", free_port()),
             data_dir: data_dir.to_path_buf(),
             log_path: data_dir.with_extension("log"),
@@ -151,6 +162,8 @@ impl ServerProcess {
         let child = Command::new(&binary)
             .arg("--listen")
             .arg(&self.grpc)
+            .arg("--peer-listen")
+            .arg(&self.peer)
             .arg("--metrics-listen")
             .arg(&self.metrics)
             .arg("--data-dir")
@@ -333,10 +346,19 @@ impl TestCluster {
         extra_env: &[(&str, &str)],
     ) -> Result<TestCluster> {
         let dir = tempfile::tempdir()?;
-        let addresses: Vec<String> = (0..n)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
+        let addresses: Vec<(String, String)> = (0..n)
+            .map(|_| {
+                (
+                    format!("127.0.0.1:{}", free_port()),
+                    format!("127.0.0.1:{}", free_port()),
+                )
+            })
             .collect();
-        let seeds = addresses.join(",");
+        let seeds = addresses
+            .iter()
+            .map(|(_, peer)| peer.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
         let expect = n.to_string();
         let interval = TEST_GOSSIP_INTERVAL_MS.to_string();
         let mut args: Vec<&str> = vec!["--seeds", &seeds, "--bootstrap-expect", &expect];
@@ -348,10 +370,11 @@ impl TestCluster {
         ];
         env.extend_from_slice(extra_env);
         let mut nodes = Vec::with_capacity(n);
-        for (i, address) in addresses.iter().enumerate() {
+        for (i, (grpc, peer)) in addresses.iter().enumerate() {
             nodes.push(ServerProcess::start_on(
                 &dir.path().join(format!("node{i}")),
-                address,
+                grpc,
+                peer,
                 &args,
                 &env,
             )?);
@@ -451,7 +474,7 @@ impl TestCluster {
     /// to answer; see [`TestCluster::wait_node_ready`]. Returns its index.
     pub fn spawn_node(&mut self, extra_env: &[(&str, &str)]) -> Result<usize> {
         let i = self.nodes.len();
-        let seeds = self.endpoints().join(",");
+        let seeds = self.peer_endpoints().join(",");
         let mut args: Vec<&str> = vec!["--seeds", &seeds];
         args.extend(self.extra_args.iter().map(String::as_str));
         let mut env: Vec<(&str, &str)> = self
@@ -487,6 +510,11 @@ impl TestCluster {
     /// Every node's gRPC address.
     pub fn endpoints(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.grpc.clone()).collect()
+    }
+
+    /// Every node's peer port: what seeds and `cluster join` name.
+    pub fn peer_endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.peer.clone()).collect()
     }
 
     /// A client over all endpoints, with partition-aware routing.
@@ -627,4 +655,20 @@ pub async fn missing_on(cluster: &TestCluster, i: usize, keys: &[String]) -> Vec
         }
     }
     missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn ports_are_never_handed_out_twice() {
+        // 2,000 draws from 12,000 ports: without the record of handed-out
+        // ports, two draws coincide with near certainty.
+        let ports: Vec<u16> = (0..2_000).map(|_| free_port()).collect();
+        let distinct: HashSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len());
+        assert!(ports.iter().all(|p| TEST_PORTS.contains(p)));
+    }
 }

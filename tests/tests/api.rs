@@ -54,12 +54,13 @@ async fn start(args: &[&str]) -> Node {
     let mut server = ServerProcess::start(&dir.path().join("node"), args).unwrap();
     server.wait_ready().await.unwrap();
     let channel = connect(&server.grpc).await;
+    let peer_channel = connect(&server.peer).await;
     Node {
         kv: KvClient::new(channel.clone())
             .max_encoding_message_size(usize::MAX)
             .max_decoding_message_size(64 << 20),
         admin: AdminClient::new(channel.clone()).max_decoding_message_size(64 << 20),
-        internal: InternalClient::new(channel).max_decoding_message_size(64 << 20),
+        internal: InternalClient::new(peer_channel).max_decoding_message_size(64 << 20),
         server,
         _dir: dir,
     }

@@ -142,6 +142,7 @@ fn print_config_shows_the_defaults() {
     let dir = tempfile::tempdir().unwrap();
     let c = print_config(dir.path(), &[], &[]);
     assert_eq!(str_of(&c, "node", "listen"), "127.0.0.1:7379");
+    assert_eq!(str_of(&c, "node", "peer_listen"), "127.0.0.1:7380");
     assert_eq!(str_of(&c, "node", "data_dir"), "./data");
     assert_eq!(str_of(&c, "metrics", "listen"), "127.0.0.1:9379");
     assert_eq!(int_of(&c, "cluster", "replication"), 3);

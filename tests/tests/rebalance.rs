@@ -880,7 +880,7 @@ async fn a_plan_adding_one_node_moves_at_most_1_2x_the_minimum() {
 
     let message = cluster.nodes[new]
         .client()
-        .join(0, &cluster.nodes[0].grpc)
+        .join(0, &cluster.nodes[0].peer)
         .await
         .unwrap();
     println!("join: {message}");

@@ -167,7 +167,7 @@ async fn a_replicate_stamped_at_the_end_of_time_is_refused() {
         None,
         32,
     );
-    let mut internal = InternalClient::connect(format!("http://{}", cluster.nodes[1].grpc))
+    let mut internal = InternalClient::connect(format!("http://{}", cluster.nodes[1].peer))
         .await
         .unwrap();
     let refused = internal

@@ -139,8 +139,9 @@ async fn a_node_seeded_with_another_cluster_keeps_its_cluster_and_its_keys() {
     // copying the wrong seed list would.
     let data_dir = a.nodes[0].data_dir.clone();
     let grpc = a.nodes[0].grpc.clone();
+    let peer = a.nodes[0].peer.clone();
     a.nodes[0].kill();
-    let seeds = format!("{},{}", a.endpoints().join(","), b.nodes[0].grpc);
+    let seeds = format!("{},{}", a.peer_endpoints().join(","), b.nodes[0].peer);
     let interval = TEST_GOSSIP_INTERVAL_MS.to_string();
     let env = [
         ("RINGKV__GOSSIP__INTERVAL_MS", interval.as_str()),
@@ -150,6 +151,7 @@ async fn a_node_seeded_with_another_cluster_keeps_its_cluster_and_its_keys() {
     a.nodes[0] = ServerProcess::start_on(
         &data_dir,
         &grpc,
+        &peer,
         &["--seeds", &seeds, "--bootstrap-expect", "3"],
         &env,
     )
@@ -257,6 +259,7 @@ async fn a_gossiped_generation_of_u64_max_is_refused_and_the_node_stays_alive() 
             transfers_done: 0,
             join: String::new(),
             storage_bytes: 0,
+            peer_address: String::new(),
         }
     };
     // Sent to node 0: an entry about node 1 (a live peer) and one about
@@ -273,7 +276,7 @@ async fn a_gossiped_generation_of_u64_max_is_refused_and_the_node_stays_alive() 
         MetadataValue::try_from(status.cluster_id.as_str()).unwrap(),
     );
     let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.nodes[0].grpc))
+        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.nodes[0].peer))
             .unwrap()
             .connect()
             .await

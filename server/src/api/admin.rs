@@ -17,6 +17,7 @@ use crate::rebalance::Rebalance;
 use crate::repair::Repair;
 use crate::replica::Replica;
 use crate::ring::KEY_HASH_SEED;
+use crate::transport::Transport;
 use crate::version::NodeId;
 use crate::worker::Workers;
 
@@ -36,6 +37,8 @@ pub struct AdminParts {
     pub repair: Arc<Repair>,
     pub rebalance: Arc<Rebalance>,
     pub workers: Arc<Workers>,
+    /// For cluster changes forwarded to the claimant or the leaving node.
+    pub transport: Arc<Transport>,
 }
 
 pub struct AdminService {
@@ -45,6 +48,7 @@ pub struct AdminService {
     repair: Arc<Repair>,
     rebalance: Arc<Rebalance>,
     workers: Arc<Workers>,
+    transport: Arc<Transport>,
     info: NodeInfo,
     gate: Gate,
 }
@@ -58,6 +62,7 @@ impl AdminService {
             repair: parts.repair,
             rebalance: parts.rebalance,
             workers: parts.workers,
+            transport: parts.transport,
             info,
             gate,
         }
@@ -65,6 +70,10 @@ impl AdminService {
 
     pub(super) fn cluster(&self) -> &Cluster {
         &self.cluster
+    }
+
+    pub(super) fn transport(&self) -> &Transport {
+        &self.transport
     }
 
     pub(super) fn rebalance(&self) -> &Rebalance {
@@ -126,6 +135,7 @@ impl Admin for AdminService {
             node_id: self.replica.node_id().to_string(),
             name: c.node.name.clone(),
             address: c.advertise_address(),
+            peer_address: c.peer_advertise_address(),
             zone: c.node.zone.clone(),
             weight: c.node.weight,
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -217,7 +227,7 @@ impl Admin for AdminService {
             let outgoing = parse(req.block_outgoing)?;
             let incoming = parse(req.block_incoming)?;
             tracing::warn!(?outgoing, ?incoming, "fault switch set");
-            self.cluster.transport.faults.set(outgoing, incoming);
+            self.cluster.peers().faults.set(outgoing, incoming);
             if req.fail_next_wal_sync {
                 self.replica.engine().health().fail_next_sync();
             }

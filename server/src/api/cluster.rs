@@ -43,17 +43,12 @@ impl AdminService {
         if claimant == cluster.me() {
             return Ok(Target::Here);
         }
-        let address = cluster.address_of(claimant).ok_or_else(|| {
-            status(Error::Internal(format!(
-                "no address known for the claimant {claimant}"
-            )))
-        })?;
-        Ok(Target::There(cluster.transport.admin(claimant, &address)?))
+        Ok(Target::There(self.transport().admin(claimant)?))
     }
 
     fn forwarded<T>(&self, msg: T) -> Request<T> {
         let mut req = Request::new(msg);
-        self.cluster().transport.stamp(&mut req);
+        self.transport().stamp(&mut req);
         req
     }
 
@@ -103,7 +98,7 @@ impl AdminService {
                 member.liveness
             ))));
         }
-        let mut client = cluster.transport.admin(node, &member.info.address)?;
+        let mut client = self.transport().admin(node)?;
         client
             .leave(self.forwarded(pb::LeaveRequest {
                 node: String::new(),

@@ -90,7 +90,7 @@ fn forward_failed(status: Status, address: &str, kind: Kind) -> Status {
         "forwarding to coordinator {address} failed: {}",
         transport::root_cause(&status)
     );
-    if kind == Kind::Read || transport::never_sent(&status) {
+    if kind == Kind::Read || transport::peer_error(status.clone()).never_sent() {
         return Status::unavailable(format!("{what}; nothing was applied, retry"));
     }
     super::status(Error::Indeterminate(format!(
@@ -101,7 +101,7 @@ fn forward_failed(status: Status, address: &str, kind: Kind) -> Status {
 /// Sends a request on to the coordinator and passes its answer back.
 macro_rules! forward {
     ($transport:expr, $node:expr, $address:expr, $msg:expr, $method:ident, $kind:expr) => {{
-        let mut client = $transport.kv($node, &$address)?;
+        let mut client = $transport.kv($node)?;
         let mut req = Request::new($msg);
         $transport.stamp(&mut req);
         client

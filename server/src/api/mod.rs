@@ -24,24 +24,11 @@ pub use kv::KvService;
 use crate::error::Error;
 use crate::metrics::Metrics;
 
-/// Maps a crate error to its gRPC status. The message is the error's
-/// display text, which says what went wrong and what to do.
-///
-/// UNAVAILABLE promises that the request was refused before anything was
-/// applied (retry freely); every write whose outcome is unknown gets
-/// DEADLINE_EXCEEDED, the one indeterminate code (retry idempotently).
+/// Maps a crate error to its gRPC status: the code of its class
+/// ([`Error::code`]) and its display text, which says what went wrong and
+/// what to do.
 pub fn status(err: Error) -> Status {
-    let code = match &err {
-        Error::InvalidArgument(_) | Error::MalformedContext(_) => Code::InvalidArgument,
-        Error::Unavailable { .. } | Error::StorageFailed(_) => Code::Unavailable,
-        Error::Timeout { .. } | Error::Indeterminate(_) => Code::DeadlineExceeded,
-        Error::Overloaded(_) | Error::KeyStateTooLarge { .. } => Code::ResourceExhausted,
-        Error::FailedPrecondition(_) => Code::FailedPrecondition,
-        Error::Corrupt(_) | Error::Storage(_) | Error::Config(_) | Error::Internal(_) => {
-            Code::Internal
-        }
-    };
-    Status::new(code, err.to_string())
+    Status::new(crate::transport::code_to_grpc(err.code()), err.to_string())
 }
 
 /// Admission control and per-request metrics shared by all services.

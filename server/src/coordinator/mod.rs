@@ -52,7 +52,6 @@ use crate::membership::Cluster;
 use crate::metrics::Metrics;
 use crate::replica::{wall_clock_ms, Applied, LocalWrite, Replica};
 use crate::ring::Layout;
-use crate::transport::is_unreachable;
 use crate::version::{NodeId, Value, Version, VersionSet, VersionVector};
 
 /// Per-request consistency as the client sent it; `None` fields take the
@@ -329,8 +328,15 @@ impl Coordinator {
             .iter()
             .map(|node| self.read_call(*node, plan.key.clone(), plan.consistency.timeout))
             .collect();
-        let answers =
-            quorum::quorum(calls, plan.required, Vec::new(), plan.consistency.timeout).await?;
+        let label = |n: &NodeId| self.label(*n);
+        let answers = quorum::quorum(
+            calls,
+            plan.required,
+            Vec::new(),
+            plan.consistency.timeout,
+            &label,
+        )
+        .await?;
         let mut merged = VersionSet::new();
         for (_, state) in &answers.ok {
             if let Some(state) = state {
@@ -338,15 +344,14 @@ impl Coordinator {
             }
         }
         self.fit_read(&mut merged)?;
-        let behind: Vec<(NodeId, String)> = answers
+        let behind = answers
             .ok
             .iter()
             .filter(|(_, state)| is_behind(state.as_ref(), &merged))
-            .map(|(label, _)| (node_of(label), label.clone()))
-            .collect();
-        let replicas: Vec<String> = answers.ok.iter().map(|(l, _)| l.clone()).collect();
-        let mut meta = self.meta(&plan, replicas);
-        meta.read_repaired = behind.len() as u32;
+            .count();
+        let replicas: Vec<NodeId> = answers.ok.iter().map(|(node, _)| *node).collect();
+        let mut meta = self.meta(&plan, &replicas);
+        meta.read_repaired = behind as u32;
         self.spawn_read_repair(
             plan.key.clone(),
             merged.clone(),
@@ -405,7 +410,7 @@ impl Coordinator {
         &self,
         key: Bytes,
         mut merged: VersionSet,
-        answers: quorum::Answers<Option<VersionSet>>,
+        answers: quorum::Answers<NodeId, Option<VersionSet>>,
         timeout: Duration,
     ) {
         let quorum::Answers {
@@ -427,12 +432,12 @@ impl Coordinator {
             while !pending.is_empty() {
                 tokio::select! {
                     next = pending.next() => match next {
-                        Some((label, Ok(state))) => {
+                        Some((node, Ok(state))) => {
                             if let Some(s) = &state {
                                 merged.merge(s);
                                 merged.fit_within(max_state);
                             }
-                            states.push((label, state));
+                            states.push((node, state));
                         }
                         Some((_, Err(_))) => {}
                         None => break,
@@ -440,22 +445,19 @@ impl Coordinator {
                     _ = &mut deadline => break,
                 }
             }
-            for (label, state) in states {
+            for (node, state) in states {
                 if !is_behind(state.as_ref(), &merged) {
                     continue;
                 }
-                let node = node_of(&label);
                 let repaired = if node == me {
                     replica.merge(key.clone(), merged.clone()).await.is_ok()
                 } else {
-                    match cluster.address_of(node) {
-                        Some(address) => cluster
-                            .transport
-                            .replicate(node, &address, key.clone(), &merged, timeout)
-                            .await
-                            .is_ok(),
-                        None => false,
-                    }
+                    let encoded = Bytes::from(merged.encode());
+                    cluster
+                        .peers()
+                        .replicate(node, key.clone(), encoded, timeout)
+                        .await
+                        .is_ok()
                 };
                 if repaired {
                     metrics.read_repaired(1);
@@ -469,22 +471,14 @@ impl Coordinator {
         node: NodeId,
         key: Bytes,
         timeout: Duration,
-    ) -> quorum::Call<Option<VersionSet>> {
-        let label = self.label(node);
+    ) -> quorum::Call<NodeId, Option<VersionSet>> {
         if node == self.node_id() {
             let replica = self.replica.clone();
-            return quorum::call(label, async move { replica.read(key).await });
+            return quorum::call(node, async move { replica.read(key).await });
         }
         let cluster = self.cluster.clone();
-        quorum::call(label, async move {
-            let address = cluster
-                .address_of(node)
-                .ok_or_else(|| Error::Internal("address unknown".into()))?;
-            cluster
-                .transport
-                .local_read(node, &address, key, timeout)
-                .await
-                .map_err(|s| peer_failed(&cluster, node, s))
+        quorum::call(node, async move {
+            Ok(cluster.peers().read(node, key, timeout).await?)
         })
     }
 
@@ -504,13 +498,8 @@ impl Coordinator {
         let fallbacks = Arc::new(Mutex::new(
             plan.fallbacks.iter().copied().collect::<VecDeque<_>>(),
         ));
-        // Each replica's label once: calls, needs and the reply all use it.
-        let labels: std::collections::HashMap<NodeId, String> =
-            plan.replicas.iter().map(|n| (*n, self.label(*n))).collect();
-        let label_of = |n: &NodeId| labels.get(n).cloned().unwrap_or_else(|| n.to_string());
-        let my_label = label_of(&me);
         let others: Vec<NodeId> = plan.replicas.iter().copied().filter(|n| *n != me).collect();
-        let calls: Vec<quorum::Call<Ack>> = others
+        let calls: Vec<quorum::Call<NodeId, Ack>> = others
             .iter()
             .map(|node| {
                 let send = Send {
@@ -525,28 +514,30 @@ impl Coordinator {
                     cluster: self.cluster.clone(),
                     hints: self.hints.clone(),
                 };
-                quorum::call(label_of(node), send.run())
+                quorum::call(*node, send.run())
             })
             .collect();
         let needs = plan
             .write_sets
             .iter()
-            .map(|(set, need)| quorum::Need::Among(set.iter().map(&label_of).collect(), *need))
+            .map(|(set, need)| quorum::Need::Among(set.clone(), *need))
             .collect();
+        let label = |n: &NodeId| self.label(*n);
         let answers = quorum::quorum_of(
             calls,
-            others.iter().map(&label_of).collect(),
+            others,
             needs,
-            vec![my_label.clone()],
+            vec![me],
             plan.consistency.timeout,
+            &label,
         )
         .await
         .map_err(Error::after_apply)?;
-        let mut acked = vec![my_label];
+        let mut acked = vec![me];
         let mut used = Vec::new();
-        for (label, ack) in answers.ok {
+        for (node, ack) in answers.ok {
             match ack {
-                Ack::Replica => acked.push(label),
+                Ack::Replica => acked.push(node),
                 Ack::Fallback { fallback, replica } => {
                     used.push((fallback.to_string(), replica.to_string()))
                 }
@@ -558,7 +549,7 @@ impl Coordinator {
         if !pending.is_empty() {
             tokio::spawn(async move { while pending.next().await.is_some() {} });
         }
-        let mut meta = self.meta(&plan, acked);
+        let mut meta = self.meta(&plan, &acked);
         meta.fallbacks = used;
         Ok((applied, meta))
     }
@@ -668,11 +659,11 @@ impl Coordinator {
 
     /// Reply meta names nodes by id (as Admin.Members does); errors use
     /// `id@address` labels so operators can see where to look.
-    fn meta(&self, plan: &Plan, labels: Vec<String>) -> ReplyMeta {
+    fn meta(&self, plan: &Plan, replicas: &[NodeId]) -> ReplyMeta {
         let n = plan.n;
         ReplyMeta {
             coordinator: self.node_id().to_string(),
-            replicas: labels.iter().map(|l| node_of(l).to_string()).collect(),
+            replicas: replicas.iter().map(|n| n.to_string()).collect(),
             fallbacks: Vec::new(),
             read_repaired: 0,
             replication: n as u32,
@@ -727,24 +718,6 @@ fn is_behind(state: Option<&VersionSet>, merged: &VersionSet) -> bool {
     }
 }
 
-/// The node id at the front of an `id@address` label.
-fn node_of(label: &str) -> NodeId {
-    label
-        .split('@')
-        .next()
-        .and_then(|id| id.parse().ok())
-        .unwrap_or(NodeId(0))
-}
-
-/// Turns a failed peer call into an error, telling the failure detector
-/// when the peer could not be reached at all.
-fn peer_failed(cluster: &Cluster, node: NodeId, status: tonic::Status) -> Error {
-    if is_unreachable(&status) {
-        cluster.rpc_failed(node);
-    }
-    Error::Internal(format!("{:?}: {}", status.code(), status.message()))
-}
-
 /// How a replica's copy of a write was acknowledged.
 enum Ack {
     /// The replica itself stored it.
@@ -776,26 +749,20 @@ impl Send {
         let reason = if !self.cluster.is_alive(replica) {
             "believed down".to_string()
         } else {
-            match self.cluster.address_of(replica) {
-                None => "address unknown".to_string(),
-                Some(address) => {
-                    let sent = tokio::time::timeout(
-                        self.replica_timeout,
-                        self.cluster.transport.replicate_encoded(
-                            replica,
-                            &address,
-                            self.key.clone(),
-                            self.encoded.clone(),
-                            self.timeout,
-                        ),
-                    )
-                    .await;
-                    match sent {
-                        Ok(Ok(())) => return Ok(Ack::Replica),
-                        Ok(Err(status)) => peer_failed(&self.cluster, replica, status).to_string(),
-                        Err(_) => format!("no answer within {:?}", self.replica_timeout),
-                    }
-                }
+            let sent = tokio::time::timeout(
+                self.replica_timeout,
+                self.cluster.peers().replicate(
+                    replica,
+                    self.key.clone(),
+                    self.encoded.clone(),
+                    self.timeout,
+                ),
+            )
+            .await;
+            match sent {
+                Ok(Ok(())) => return Ok(Ack::Replica),
+                Ok(Err(e)) => Error::from(e).to_string(),
+                Err(_) => format!("no answer within {:?}", self.replica_timeout),
             }
         };
         loop {
@@ -808,15 +775,11 @@ impl Send {
             if !self.cluster.is_alive(fallback) {
                 continue;
             }
-            let Some(address) = self.cluster.address_of(fallback) else {
-                continue;
-            };
             let stored = self
                 .cluster
-                .transport
+                .peers()
                 .store_hint(
                     fallback,
-                    &address,
                     self.key.clone(),
                     self.encoded.clone(),
                     replica,
@@ -830,9 +793,8 @@ impl Send {
                         "{reason}; fallback {fallback} keeps a hint, but a strict request counts only the key's own replicas"
                     )))
                 }
-                Err(status) => {
-                    peer_failed(&self.cluster, fallback, status);
-                }
+                // The failure detector heard of it; try the next one.
+                Err(_) => {}
             }
         }
         // No fallback could take it: the coordinator keeps the hint itself,

@@ -16,61 +16,72 @@ use futures::stream::{FuturesUnordered, StreamExt};
 
 use crate::error::{Error, ReplicaError, Result};
 
-/// A boxed, owned replica call, so the unfinished ones can outlive the request.
-pub type Call<T> = Pin<Box<dyn Future<Output = (String, Result<T>)> + Send + 'static>>;
+/// A boxed, owned call to the replica `N` (a node id), so the unfinished
+/// ones can outlive the request.
+pub type Call<N, T> = Pin<Box<dyn Future<Output = (N, Result<T>)> + Send + 'static>>;
 
 /// Replica calls still running when the quorum was reached.
-pub type Pending<T> = FuturesUnordered<Call<T>>;
+pub type Pending<N, T> = FuturesUnordered<Call<N, T>>;
 
-/// Builds a [`Call`] for the replica named `node`.
-pub fn call<T, F>(node: String, fut: F) -> Call<T>
+/// How replicas are named in errors ("id@address").
+pub type Label<'a, N> = &'a (dyn Fn(&N) -> String + Sync);
+
+/// Builds a [`Call`] for the replica `node`.
+pub fn call<N, T, F>(node: N, fut: F) -> Call<N, T>
 where
+    N: Send + 'static,
     F: Future<Output = Result<T>> + Send + 'static,
 {
     Box::pin(async move { (node, fut.await) })
 }
 
 /// The answers that made the quorum.
-pub struct Answers<T> {
-    /// Successful answers, in arrival order, by replica name.
-    pub ok: Vec<(String, T)>,
+pub struct Answers<N, T> {
+    /// Successful answers, in arrival order, by replica.
+    pub ok: Vec<(N, T)>,
     /// Replicas that failed before the quorum was reached.
     pub failed: Vec<ReplicaError>,
     /// Replica calls still running.
-    pub pending: Pending<T>,
+    pub pending: Pending<N, T>,
 }
 
 /// Runs `calls` until `required` of them succeed.
 ///
 /// `already` counts successes obtained before the fan-out (the coordinator's
-/// own local write), with their replica names, so the error reports the
-/// whole picture.
-pub async fn quorum<T: Send + 'static>(
-    calls: Vec<Call<T>>,
+/// own local write), so the error reports the whole picture; `label` names
+/// replicas in errors.
+pub async fn quorum<N, T>(
+    calls: Vec<Call<N, T>>,
     required: usize,
-    already: Vec<String>,
+    already: Vec<N>,
     timeout: Duration,
-) -> Result<Answers<T>> {
+    label: Label<'_, N>,
+) -> Result<Answers<N, T>>
+where
+    N: Clone + PartialEq + Send + 'static,
+    T: Send + 'static,
+{
     quorum_of(
         calls,
         Vec::new(),
         vec![Need::Any(required)],
         already,
         timeout,
+        label,
     )
     .await
 }
 
 /// What a quorum needs.
 #[derive(Clone, Debug)]
-pub enum Need {
+pub enum Need<N> {
     /// This many successes, from anyone.
     Any(usize),
-    /// This many successes among the named replicas.
-    Among(Vec<String>, usize),
+    /// This many successes among these replicas.
+    Among(Vec<N>, usize),
 }
 
-impl Need {
+impl<N: PartialEq> Need<N> {
     fn required(&self) -> usize {
         match self {
             Need::Any(r) | Need::Among(_, r) => *r,
@@ -78,7 +89,10 @@ impl Need {
     }
 
     /// Successes among `names` that count for this need.
-    fn count<'a>(&self, names: impl Iterator<Item = &'a String>) -> usize {
+    fn count<'a>(&self, names: impl Iterator<Item = &'a N>) -> usize
+    where
+        N: 'a,
+    {
         match self {
             Need::Any(_) => names.count(),
             Need::Among(set, _) => names.filter(|n| set.contains(n)).count(),
@@ -86,26 +100,31 @@ impl Need {
     }
 }
 
-/// Runs `calls` (named `labels`, in the same order; only needed for
+/// Runs `calls` (to `targets`, in the same order; only needed for
 /// [`Need::Among`]) until every need is met: a write while its partition
 /// moves needs W of the old replicas and W of the new ones. Fails with
 /// `Unavailable` as soon as a need cannot be met, `Timeout` at the
 /// deadline; the error reports the first need still unmet.
-pub async fn quorum_of<T: Send + 'static>(
-    calls: Vec<Call<T>>,
-    labels: Vec<String>,
-    needs: Vec<Need>,
-    already: Vec<String>,
+pub async fn quorum_of<N, T>(
+    calls: Vec<Call<N, T>>,
+    targets: Vec<N>,
+    needs: Vec<Need<N>>,
+    already: Vec<N>,
     timeout: Duration,
-) -> Result<Answers<T>> {
-    let mut outstanding = labels;
-    let mut pending: Pending<T> = calls.into_iter().collect();
+    label: Label<'_, N>,
+) -> Result<Answers<N, T>>
+where
+    N: Clone + PartialEq + Send + 'static,
+    T: Send + 'static,
+{
+    let mut outstanding = targets;
+    let mut pending: Pending<N, T> = calls.into_iter().collect();
     let mut answers = Answers {
         ok: Vec::new(),
         failed: Vec::new(),
         pending: FuturesUnordered::new(),
     };
-    let acked = |answers: &Answers<T>| -> Vec<String> {
+    let acked = |answers: &Answers<N, T>| -> Vec<N> {
         already
             .iter()
             .cloned()
@@ -113,9 +132,9 @@ pub async fn quorum_of<T: Send + 'static>(
             .collect()
     };
     // The first need that the successes so far leave unmet.
-    let unmet = |acked: &[String]| needs.iter().find(|n| n.count(acked.iter()) < n.required());
+    let unmet = |acked: &[N]| needs.iter().find(|n| n.count(acked.iter()) < n.required());
     // The first need that cannot be met even if every running call succeeds.
-    let hopeless = |acked: &[String], outstanding: &[String], running: usize| {
+    let hopeless = |acked: &[N], outstanding: &[N], running: usize| {
         needs.iter().find(|n| {
             let possible = match n {
                 Need::Any(_) => acked.len() + running,
@@ -124,10 +143,11 @@ pub async fn quorum_of<T: Send + 'static>(
             possible < n.required()
         })
     };
-    let unavailable = |need: &Need, acked: Vec<String>, failed| Error::Unavailable {
+    let labels = |nodes: &[N]| nodes.iter().map(label).collect::<Vec<String>>();
+    let unavailable = |need: &Need<N>, acked: Vec<N>, failed| Error::Unavailable {
         needed: need.required(),
         got: need.count(acked.iter()),
-        acked,
+        acked: labels(&acked),
         failed,
     };
     if let Some(need) = hopeless(&already, &outstanding, pending.len()) {
@@ -149,7 +169,7 @@ pub async fn quorum_of<T: Send + 'static>(
                 match result {
                     Ok(value) => answers.ok.push((node, value)),
                     Err(e) => {
-                        answers.failed.push(ReplicaError { node, error: e.to_string() });
+                        answers.failed.push(ReplicaError { node: label(&node), error: e.to_string() });
                         if let Some(need) = hopeless(&so_far, &outstanding, pending.len()) {
                             return Err(unavailable(need, so_far, answers.failed));
                         }
@@ -160,7 +180,7 @@ pub async fn quorum_of<T: Send + 'static>(
                 return Err(Error::Timeout {
                     needed: need.required(),
                     got: need.count(so_far.iter()),
-                    acked: so_far,
+                    acked: labels(&so_far),
                     failed: answers.failed,
                 });
             }
@@ -174,17 +194,19 @@ pub async fn quorum_of<T: Send + 'static>(
 mod tests {
     use super::*;
 
-    fn ok(node: &str, delay_ms: u64) -> Call<u32> {
-        call(node.to_string(), async move {
+    fn name(node: &&'static str) -> String {
+        node.to_string()
+    }
+
+    fn ok(node: &'static str, delay_ms: u64) -> Call<&'static str, u32> {
+        call(node, async move {
             tokio::time::sleep(Duration::from_millis(delay_ms)).await;
             Ok(1)
         })
     }
 
-    fn fail(node: &str) -> Call<u32> {
-        call(node.to_string(), async {
-            Err(Error::Storage("disk".into()))
-        })
+    fn fail(node: &'static str) -> Call<&'static str, u32> {
+        call(node, async { Err(Error::Storage("disk".into())) })
     }
 
     #[tokio::test(start_paused = true)]
@@ -194,10 +216,11 @@ mod tests {
             2,
             vec![],
             Duration::from_secs(1),
+            &name,
         )
         .await
         .unwrap();
-        let names: Vec<_> = answers.ok.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<_> = answers.ok.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, vec!["a", "b"]);
         assert_eq!(answers.pending.len(), 1);
     }
@@ -209,6 +232,7 @@ mod tests {
             2,
             vec![],
             Duration::from_secs(1),
+            &name,
         )
         .await
         .err()
@@ -232,8 +256,9 @@ mod tests {
         let err = quorum(
             vec![ok("a", 1), ok("b", 5_000)],
             3,
-            vec!["self".into()],
+            vec!["self"],
             Duration::from_secs(1),
+            &name,
         )
         .await
         .err()
@@ -252,28 +277,30 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_moving_partition_needs_its_quorum_in_both_sets() {
-        let old = Need::Among(vec!["self".into(), "a".into(), "b".into()], 2);
-        let new = Need::Among(vec!["self".into(), "a".into(), "d".into()], 2);
+        let old = Need::Among(vec!["self", "a", "b"], 2);
+        let new = Need::Among(vec!["self", "a", "d"], 2);
         // "a" fails: the old set still has self + b, the new set self + d.
         let answers = quorum_of(
             vec![fail("a"), ok("b", 1), ok("d", 50)],
-            vec!["a".into(), "b".into(), "d".into()],
+            vec!["a", "b", "d"],
             vec![old.clone(), new.clone()],
-            vec!["self".into()],
+            vec!["self"],
             Duration::from_secs(1),
+            &name,
         )
         .await
         .unwrap();
-        let names: Vec<_> = answers.ok.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<_> = answers.ok.iter().map(|(n, _)| *n).collect();
         // b alone met the old set's need; the call waited for d.
         assert_eq!(names, vec!["b", "d"]);
         // Without d the new set cannot reach 2, whatever the old set does.
         let err = quorum_of(
             vec![ok("a", 1), ok("b", 1), fail("d")],
-            vec!["a".into(), "b".into(), "d".into()],
-            vec![old, Need::Among(vec!["d".into(), "e".into()], 2)],
-            vec!["self".into()],
+            vec!["a", "b", "d"],
+            vec![old, Need::Among(vec!["d", "e"], 2)],
+            vec!["self"],
             Duration::from_secs(1),
+            &name,
         )
         .await
         .err()
@@ -293,11 +320,11 @@ mod tests {
 
     #[tokio::test]
     async fn counts_prior_acks_and_needs_no_calls_when_satisfied() {
-        let answers = quorum::<u32>(vec![], 1, vec!["self".into()], Duration::from_secs(1))
+        let answers = quorum::<_, u32>(vec![], 1, vec!["self"], Duration::from_secs(1), &name)
             .await
             .unwrap();
         assert!(answers.ok.is_empty());
-        let err = quorum::<u32>(vec![], 2, vec!["self".into()], Duration::from_secs(1))
+        let err = quorum::<_, u32>(vec![], 2, vec!["self"], Duration::from_secs(1), &name)
             .await
             .err()
             .unwrap();

@@ -17,6 +17,7 @@ use super::{Hint, HintStore};
 use crate::config::Config;
 use crate::membership::Cluster;
 use crate::metrics::Metrics;
+use crate::peer::Failure;
 use crate::replica::wall_clock_ms;
 use crate::server::Shutdown;
 use crate::version::NodeId;
@@ -64,7 +65,6 @@ async fn deliver_to(d: &Delivery, target: NodeId, handle: &WorkerHandle) -> crat
     let timeout = Duration::from_millis(d.config.handoff.replica_timeout_ms.max(1000));
     loop {
         let alive = d.cluster.is_alive(target);
-        let address = d.cluster.address_of(target);
         let batch = d.store.batch(target, d.config.handoff.batch_size).await?;
         if batch.is_empty() {
             return Ok(());
@@ -103,9 +103,9 @@ async fn deliver_to(d: &Delivery, target: NodeId, handle: &WorkerHandle) -> crat
                 return Ok(());
             }
         }
-        let (true, Some(address)) = (alive, address) else {
+        if !alive {
             return Ok(());
-        };
+        }
         if fresh.is_empty() {
             continue;
         }
@@ -113,12 +113,11 @@ async fn deliver_to(d: &Delivery, target: NodeId, handle: &WorkerHandle) -> crat
         let count = fresh.len();
         let results: Vec<Sent> = stream::iter(fresh)
             .map(|hint| {
-                let address = address.clone();
                 async move {
                     let sent = d
                         .cluster
-                        .transport
-                        .replicate(target, &address, hint.key.clone(), &hint.state, timeout)
+                        .peers()
+                        .replicate(target, hint.key.clone(), hint.state.encode().into(), timeout)
                         .await;
                     match sent {
                         Ok(()) => match d.store.remove_if_unchanged(target, &hint).await {
@@ -129,19 +128,15 @@ async fn deliver_to(d: &Delivery, target: NodeId, handle: &WorkerHandle) -> crat
                         // key state limit existed) would be retried forever
                         // and hold back the hints behind it: it is dropped
                         // and reported; anti-entropy repairs the replica.
-                        Err(status) if status.message().starts_with(crate::transport::TOO_LARGE) => {
-                            tracing::warn!(%target, "dropping a hint too large to deliver: {}", status.message());
+                        Err(e) if e.failure == Failure::TooLarge => {
+                            tracing::warn!(%target, "dropping a hint too large to deliver: {}", e.message);
                             match d.store.remove_if_unchanged(target, &hint).await {
                                 Ok(_) => Sent::Dropped,
                                 Err(_) => Sent::Failed,
                             }
                         }
-                        Err(status) => {
-                            if crate::transport::is_unreachable(&status) {
-                                d.cluster.rpc_failed(target);
-                            }
-                            Sent::Failed
-                        }
+                        // The failure detector heard of an unreachable target.
+                        Err(_) => Sent::Failed,
                     }
                 }
             })
@@ -184,14 +179,12 @@ async fn readdress(d: &Delivery, hint: &Hint, timeout: Duration) -> bool {
         return false;
     };
     let partition = crate::ring::partition_of(&hint.key, layout.partitions());
+    let encoded = bytes::Bytes::from(hint.state.encode());
     for node in layout.write_replicas(partition) {
-        let Some(address) = d.cluster.address_of(node) else {
-            return false;
-        };
         let sent = d
             .cluster
-            .transport
-            .replicate(node, &address, hint.key.clone(), &hint.state, timeout)
+            .peers()
+            .replicate(node, hint.key.clone(), encoded.clone(), timeout)
             .await;
         if sent.is_err() {
             return false;

@@ -31,9 +31,9 @@ use tracing::info;
 use super::state::MemberInfo;
 use super::Cluster;
 use crate::error::{Error, Result};
+use crate::peer::identity::{admit, Admission, ClusterIdentity};
 use crate::ring::{ClusterId, Layout};
 use crate::storage::{Cf, Engine, WriteBatch};
-use crate::transport::identity::{admit, Admission, ClusterIdentity};
 use crate::version::NodeId;
 
 /// `meta` column family key of this node's cluster id (16 bytes).
@@ -75,11 +75,11 @@ pub(super) fn load(
 impl Cluster {
     /// This node's cluster id, once known.
     pub fn cluster_id(&self) -> Option<ClusterId> {
-        self.transport.identity.get()
+        self.peers.identity.get()
     }
 
     fn identity(&self) -> &Arc<ClusterIdentity> {
-        &self.transport.identity
+        &self.peers.identity
     }
 
     /// Whether `node` is a member of this node's layout or of the layout

@@ -40,25 +40,25 @@ pub mod state;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use ringkv_proto::v1 as pb;
+use rand::SeedableRng;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::peer::{AddressBook, Gossip, GossipAnswer, Observer, Peer, Peers};
 use crate::ring::{ClusterId, Layout, MemberSpec};
 use crate::server::Shutdown;
 use crate::storage::{Cf, Engine, WriteBatch};
-use crate::transport::{is_unreachable, Transport};
 use crate::version::NodeId;
 use crate::worker::{WorkerHandle, WorkerState};
 
 use detector::{FailureDetector, Liveness};
 use state::{
-    Digest, JoinMode, MemberInfo, MembershipState, Status, MAX_DIGESTS_PER_MESSAGE,
-    MAX_ENTRIES_PER_MESSAGE,
+    JoinMode, MemberInfo, MembershipState, Status, MAX_DIGESTS_PER_MESSAGE, MAX_ENTRIES_PER_MESSAGE,
 };
 
 /// `meta` column family key of the stored layout.
@@ -88,14 +88,20 @@ pub struct Cluster {
     layout: RwLock<Option<Arc<Layout>>>,
     /// Where the layout is persisted.
     engine: Arc<dyn Engine>,
-    pub transport: Arc<Transport>,
+    /// Calls to other nodes.
+    peers: Arc<Peers>,
+    /// Where the members are, published for the network as gossip brings
+    /// their addresses.
+    addresses: Arc<AddressBook>,
     /// Origin of the monotonic milliseconds fed to the detector.
-    started: Instant,
+    started: tokio::time::Instant,
     /// Where to look for the cluster: `cluster.seeds`, plus a seed given to
     /// `ringkv cluster join`.
     seeds: Mutex<Vec<String>>,
     /// An operator asked this node to leave (kept across restarts).
     leaving: AtomicBool,
+    /// Picks gossip peers; seeded by simulations so that a run replays.
+    rng: Mutex<StdRng>,
 }
 
 impl Cluster {
@@ -104,7 +110,8 @@ impl Cluster {
         me: MemberInfo,
         config: Arc<Config>,
         engine: Arc<dyn Engine>,
-        transport: Arc<Transport>,
+        peers: Arc<Peers>,
+        addresses: Arc<AddressBook>,
     ) -> Result<Arc<Cluster>> {
         let layout = match engine.get(Cf::Meta, LAYOUT_KEY)? {
             None => None,
@@ -120,7 +127,7 @@ impl Cluster {
                 Some(Arc::new(layout))
             }
         };
-        identity::load(engine.as_ref(), layout.as_deref(), &transport.identity)?;
+        identity::load(engine.as_ref(), layout.as_deref(), &peers.identity)?;
         let leaving = engine.get(Cf::Meta, LEAVING_KEY)?.is_some();
         let mut seeds = config.cluster.seeds.clone();
         let mut me = me;
@@ -142,18 +149,43 @@ impl Cluster {
             config.gossip.phi_threshold,
             config.gossip.interval_ms as f64,
         );
-        Ok(Arc::new(Cluster {
+        let cluster = Arc::new(Cluster {
             me: id,
             config,
             state: Mutex::new(state),
             detector: Mutex::new(detector),
             layout: RwLock::new(layout),
             engine,
-            transport,
-            started: Instant::now(),
+            peers,
+            addresses,
+            started: tokio::time::Instant::now(),
             seeds: Mutex::new(seeds),
             leaving: AtomicBool::new(leaving),
-        }))
+            rng: Mutex::new(StdRng::from_os_rng()),
+        });
+        let observer: Arc<dyn Observer> = cluster.clone();
+        cluster.peers.observe(Arc::downgrade(&observer));
+        Ok(cluster)
+    }
+
+    /// Makes this node's random choices (which peers it gossips with)
+    /// follow `seed`, so that a simulation replays exactly.
+    pub fn seed_random(&self, seed: u64) {
+        *self.rng.lock().unwrap_or_else(|p| p.into_inner()) = StdRng::seed_from_u64(seed);
+    }
+
+    /// Calls to other nodes.
+    pub fn peers(&self) -> &Arc<Peers> {
+        &self.peers
+    }
+
+    /// Publishes the addresses of `ids` (just applied) for the network.
+    fn publish_addresses(&self, state: &MembershipState, ids: &[NodeId]) {
+        for id in ids {
+            if let Some(member) = state.get(*id) {
+                self.addresses.set(*id, member.peer_address());
+            }
+        }
     }
 
     /// This node's own gossiped entry.
@@ -405,10 +437,10 @@ impl Cluster {
     /// `sender` the node it came from.
     pub fn handle_gossip(
         &self,
-        req: pb::GossipRequest,
+        req: Gossip,
         theirs: Option<ClusterId>,
         sender: Option<NodeId>,
-    ) -> Result<pb::GossipResponse> {
+    ) -> Result<GossipAnswer> {
         if req.cluster_name != self.config.cluster.name {
             return Err(Error::FailedPrecondition(format!(
                 "gossip from cluster {:?}, but this node belongs to {:?}; check cluster.name and cluster.seeds",
@@ -417,39 +449,28 @@ impl Cluster {
         }
         // A correct peer never sends more; the excess is not read.
         let excess = req.entries.len().saturating_sub(MAX_ENTRIES_PER_MESSAGE);
-        let entries = req
+        let entries: Vec<MemberInfo> = req
             .entries
             .into_iter()
             .take(MAX_ENTRIES_PER_MESSAGE)
-            .map(entry_from_proto)
-            .collect::<Result<Vec<_>>>()?;
-        let digests = req
-            .digests
-            .iter()
-            .take(MAX_DIGESTS_PER_MESSAGE)
-            .map(digest_from_proto)
-            .collect::<Result<Vec<_>>>()?;
+            .collect();
+        let mut digests = req.digests;
+        digests.truncate(MAX_DIGESTS_PER_MESSAGE);
         let peer = sender
             .map(|s| s.to_string())
             .unwrap_or_else(|| "a node without id".to_string());
         let entries = self.admit_gossip(theirs, sender, &peer, entries)?;
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (advanced, refused) = state.apply_counted(entries);
+        self.publish_addresses(&state, &advanced);
         self.gossip_refused(refused + excess, &peer);
         let response = if digests.is_empty() {
-            pb::GossipResponse::default()
+            GossipAnswer::default()
         } else {
-            pb::GossipResponse {
-                entries: state
-                    .deltas_for(&digests)
-                    .into_iter()
-                    .map(entry_to_proto)
-                    .collect(),
-                wanted: state
-                    .wanted_from(&digests)
-                    .into_iter()
-                    .map(|id| id.to_string())
-                    .collect(),
+            GossipAnswer {
+                entries: state.deltas_for(&digests),
+                wanted: state.wanted_from(&digests),
+                cluster: None,
             }
         };
         drop(state);
@@ -460,7 +481,7 @@ impl Cluster {
     /// Counts gossiped entries refused as out of bounds.
     fn gossip_refused(&self, refused: usize, peer: &str) {
         if refused > 0 {
-            self.transport
+            self.peers
                 .identity
                 .metrics()
                 .gossip_entries_refused(refused);
@@ -488,20 +509,20 @@ impl Cluster {
             let peers: Vec<(NodeId, String)> = state
                 .members()
                 .filter(|m| m.id != self.me && m.status != Status::Left)
-                .map(|m| (m.id, m.address.clone()))
+                .map(|m| (m.id, m.peer_address().to_string()))
                 .collect();
             (state.digests(), state.me().clone(), peers)
         };
         let fanout = self.config.gossip.fanout;
         let mut targets: Vec<(Option<NodeId>, String)> = {
-            let mut rng = rand::rng();
+            let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
             let mut chosen = peers.clone();
-            chosen.shuffle(&mut rng);
+            chosen.shuffle(&mut *rng);
             chosen.truncate(fanout);
             chosen.into_iter().map(|(id, a)| (Some(id), a)).collect()
         };
         if peers.len() < fanout || self.layout().is_none() {
-            let own = self.config.advertise_address();
+            let own = self.config.peer_advertise_address();
             let seeds = self.seeds.lock().unwrap_or_else(|p| p.into_inner()).clone();
             for seed in &seeds {
                 let known = peers.iter().any(|(_, a)| a == seed);
@@ -510,10 +531,10 @@ impl Cluster {
                 }
             }
         }
-        let request = pb::GossipRequest {
+        let request = Gossip {
             cluster_name: self.config.cluster.name.clone(),
-            digests: digests.iter().map(digest_to_proto).collect(),
-            entries: vec![entry_to_proto(me_entry)],
+            digests,
+            entries: vec![me_entry],
         };
         let timeout = self.config.gossip.interval();
         let calls = targets.into_iter().map(|(id, address)| {
@@ -530,63 +551,55 @@ impl Cluster {
         &self,
         id: Option<NodeId>,
         address: &str,
-        request: pb::GossipRequest,
+        request: Gossip,
         timeout: Duration,
     ) {
-        match self.transport.gossip(id, address, request, timeout).await {
-            Ok((resp, theirs)) => {
-                let excess = resp.entries.len().saturating_sub(MAX_ENTRIES_PER_MESSAGE);
-                let entries: Vec<MemberInfo> = resp
+        let to = match id {
+            Some(id) => Peer::Node(id),
+            None => Peer::Seed(address.to_string()),
+        };
+        match self.peers.gossip(to.clone(), request, timeout).await {
+            Ok(answer) => {
+                let excess = answer.entries.len().saturating_sub(MAX_ENTRIES_PER_MESSAGE);
+                let entries: Vec<MemberInfo> = answer
                     .entries
                     .into_iter()
                     .take(MAX_ENTRIES_PER_MESSAGE)
-                    .filter_map(|e| entry_from_proto(e).ok())
                     .collect();
-                let Ok(entries) = self.admit_gossip(theirs, id, address, entries) else {
+                let Ok(entries) = self.admit_gossip(answer.cluster, id, address, entries) else {
                     return;
                 };
                 if let Some(id) = id {
                     self.rpc_succeeded(id);
                 }
-                let wanted: Vec<NodeId> = resp
-                    .wanted
-                    .iter()
-                    .take(MAX_DIGESTS_PER_MESSAGE)
-                    .filter_map(|w| w.parse().ok())
-                    .collect();
+                let mut wanted = answer.wanted;
+                wanted.truncate(MAX_DIGESTS_PER_MESSAGE);
                 let (advanced, refused, push) = {
                     let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
                     let (advanced, refused) = state.apply_counted(entries);
+                    self.publish_addresses(&state, &advanced);
                     (advanced, refused, state.entries(&wanted))
                 };
                 self.gossip_refused(refused + excess, address);
                 self.heartbeats(&advanced);
                 if !push.is_empty() {
-                    let follow_up = pb::GossipRequest {
+                    let follow_up = Gossip {
                         cluster_name: self.config.cluster.name.clone(),
                         digests: Vec::new(),
-                        entries: push.into_iter().map(entry_to_proto).collect(),
+                        entries: push,
                     };
-                    let _ = self.transport.gossip(id, address, follow_up, timeout).await;
+                    let _ = self.peers.gossip(to, follow_up, timeout).await;
                 }
             }
-            Err(status) => {
-                let theirs = crate::transport::identity::cluster_of(status.metadata())
-                    .ok()
-                    .flatten();
-                if let Some(theirs) = theirs.filter(|t| Some(*t) != self.cluster_id()) {
+            Err(e) => {
+                if let Some(theirs) = e.cluster.filter(|t| Some(*t) != self.cluster_id()) {
                     // The peer refused us as another cluster's node.
-                    self.transport
+                    self.peers
                         .identity
                         .refused("gossip answer", address, theirs);
                     return;
                 }
-                debug!(peer = %address, error = %status.message(), "gossip failed");
-                if let Some(id) = id {
-                    if is_unreachable(&status) {
-                        self.rpc_failed(id);
-                    }
-                }
+                debug!(peer = %address, error = %e, "gossip failed");
             }
         }
     }
@@ -601,13 +614,13 @@ impl Cluster {
                 .members()
                 .filter(|m| m.id != self.me && m.layout_version > current)
                 .max_by_key(|m| m.layout_version)
-                .map(|m| (m.id, m.address.clone()))
+                .map(|m| m.id)
         };
-        if let Some((id, address)) = newest {
+        if let Some(id) = newest {
             if !self.is_alive(id) {
                 return;
             }
-            match self.fetch_layout(id, &address).await {
+            match self.fetch_layout(id).await {
                 Ok(()) => {}
                 Err(e) => warn!(peer = %id, "fetching layout failed: {e}"),
             }
@@ -684,15 +697,10 @@ impl Cluster {
         }
     }
 
-    async fn fetch_layout(&self, id: NodeId, address: &str) -> Result<()> {
-        let bytes = self
-            .transport
-            .get_layout(id, address, self.config.gossip.interval())
-            .await
-            .map_err(|s| Error::Internal(s.message().to_string()))?;
-        if bytes.is_empty() {
+    async fn fetch_layout(&self, id: NodeId) -> Result<()> {
+        let Some(bytes) = self.peers.layout(id, self.config.gossip.interval()).await? else {
             return Ok(());
-        }
+        };
         let layout = Layout::decode(&bytes)?;
         if layout.partitions() != self.config.cluster.partitions {
             return Err(Error::Config(format!(
@@ -712,7 +720,7 @@ impl Cluster {
         // A node with seeds other than itself and no quorum to wait for
         // joins the seeds' cluster rather than forming its own; and nobody
         // bootstraps once some member already holds a layout.
-        let own = self.config.advertise_address();
+        let own = self.config.peer_advertise_address();
         let peer_seeds = self
             .seeds
             .lock()
@@ -785,7 +793,7 @@ impl Cluster {
         }
         self.engine.write(batch)?;
         if let Some(id) = adopt {
-            self.transport.identity.set(id);
+            self.peers.identity.set(id);
         }
         let version = layout.version();
         info!(
@@ -837,64 +845,8 @@ pub async fn run_gossip(cluster: Arc<Cluster>, handle: Arc<WorkerHandle>, mut sh
     }
 }
 
-fn entry_to_proto(m: MemberInfo) -> pb::MemberEntry {
-    pb::MemberEntry {
-        id: m.id.to_string(),
-        name: m.name,
-        address: m.address,
-        zone: m.zone,
-        weight: m.weight,
-        generation: m.generation,
-        heartbeat: m.heartbeat,
-        status: m.status.to_string(),
-        layout_version: m.layout_version,
-        transfers_done: m.transfers_done,
-        join: m.join.as_str().to_string(),
-        storage_bytes: m.storage_bytes,
+impl Observer for Cluster {
+    fn unreachable(&self, node: NodeId) {
+        self.rpc_failed(node);
     }
-}
-
-fn entry_from_proto(e: pb::MemberEntry) -> Result<MemberInfo> {
-    Ok(MemberInfo {
-        id: e
-            .id
-            .parse()
-            .map_err(|_| Error::InvalidArgument(format!("gossiped node id {:?}", e.id)))?,
-        name: e.name,
-        address: e.address,
-        zone: e.zone,
-        weight: e.weight.max(1),
-        generation: e.generation,
-        heartbeat: e.heartbeat,
-        status: e
-            .status
-            .parse()
-            .map_err(|_| Error::InvalidArgument(format!("gossiped status {:?}", e.status)))?,
-        layout_version: e.layout_version,
-        transfers_done: e.transfers_done,
-        join: e
-            .join
-            .parse()
-            .map_err(|_| Error::InvalidArgument(format!("gossiped join mode {:?}", e.join)))?,
-        storage_bytes: e.storage_bytes,
-    })
-}
-
-fn digest_to_proto(d: &Digest) -> pb::MemberDigest {
-    pb::MemberDigest {
-        id: d.id.to_string(),
-        generation: d.generation,
-        heartbeat: d.heartbeat,
-    }
-}
-
-fn digest_from_proto(d: &pb::MemberDigest) -> Result<Digest> {
-    Ok(Digest {
-        id: d
-            .id
-            .parse()
-            .map_err(|_| Error::InvalidArgument(format!("gossiped node id {:?}", d.id)))?,
-        generation: d.generation,
-        heartbeat: d.heartbeat,
-    })
 }

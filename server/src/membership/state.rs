@@ -222,8 +222,13 @@ pub struct MemberInfo {
     pub id: NodeId,
     /// Human-readable name for logs and the CLI; not unique, not a key.
     pub name: String,
-    /// Where its gRPC server listens (host:port), for data and gossip RPCs.
+    /// Where it serves clients and operators (host:port): what
+    /// `Admin.Members` shows and partition-aware clients dial.
     pub address: String,
+    /// Where it serves its peers (host:port): replication, gossip and every
+    /// other call between nodes. Empty: at `address` (an entry gossiped by
+    /// a node from before the peer port).
+    pub peer_address: String,
     /// Failure domain: the layout spreads a partition's replicas over zones.
     pub zone: String,
     /// Relative capacity: the layout gives it partitions in proportion.
@@ -251,6 +256,15 @@ pub struct MemberInfo {
 }
 
 impl MemberInfo {
+    /// Where peers reach the node.
+    pub fn peer_address(&self) -> &str {
+        if self.peer_address.is_empty() {
+            &self.address
+        } else {
+            &self.peer_address
+        }
+    }
+
     /// The entry's version `(generation, heartbeat)`; a larger one
     /// (lexicographically) replaces a smaller one.
     pub fn version(&self) -> (u64, u64) {

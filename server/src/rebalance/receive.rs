@@ -16,7 +16,6 @@ use crate::error::{Error, Result};
 use crate::membership::detector::Liveness;
 use crate::ring::Layout;
 use crate::storage::{Cf, WriteBatch};
-use crate::transport::is_unreachable;
 use crate::version::{NodeId, VersionSet};
 
 /// Keys deleted per batch when letting go of a partition.
@@ -162,7 +161,7 @@ impl Rebalance {
             .max(Duration::from_secs(10));
         while !cursor.streamed {
             self.check_current(version)?;
-            let Some((source, address)) = self.pick_source(&sources) else {
+            let Some(source) = self.pick_source(&sources) else {
                 self.note(
                     version,
                     partition,
@@ -173,10 +172,9 @@ impl Rebalance {
             };
             let fetched = self
                 .cluster
-                .transport
+                .peers()
                 .fetch_partition(
                     source,
-                    &address,
                     partition,
                     cursor.after.clone(),
                     self.config
@@ -188,26 +186,19 @@ impl Rebalance {
                 .await;
             let chunk = match fetched {
                 Ok(chunk) => chunk,
-                Err(status) => {
-                    if is_unreachable(&status) {
-                        self.cluster.rpc_failed(source);
-                    }
-                    self.note(
-                        version,
-                        partition,
-                        &format!("fetching from {source}: {}", status.message()),
-                    );
+                Err(e) => {
+                    self.note(version, partition, &format!("fetching from {source}: {e}"));
                     tokio::time::sleep(retry).await;
                     continue;
                 }
             };
             let mut bytes = 0u64;
             // The cursor moves past every key of the chunk, skipped ones too.
-            let chunk_last = chunk.entries.last().map(|e| e.key.clone());
+            let chunk_last = chunk.entries.last().map(|(key, _)| key.clone());
             let mut entries = Vec::with_capacity(chunk.entries.len());
-            for e in chunk.entries {
-                bytes += (e.key.len() + e.version_set.len()) as u64;
-                let set = VersionSet::decode(&e.version_set).map_err(|err| {
+            for (key, versions) in chunk.entries {
+                bytes += (key.len() + versions.len()) as u64;
+                let set = VersionSet::decode(&versions).map_err(|err| {
                     Error::Corrupt(format!("partition {partition} from {source}: {err}"))
                 })?;
                 // A key whose clock is out of bounds is skipped (and counted
@@ -216,7 +207,7 @@ impl Rebalance {
                     warn!(partition, %source, "skipping a transferred key: {err}");
                     continue;
                 }
-                entries.push((e.key, set));
+                entries.push((key, set));
             }
             let keys = entries.len() as u64;
             if let Some(last) = chunk_last {
@@ -380,12 +371,12 @@ impl Rebalance {
         }
     }
 
-    /// The first old replica believed alive, with its address.
-    pub(super) fn pick_source(&self, sources: &[NodeId]) -> Option<(NodeId, String)> {
+    /// The first old replica believed alive.
+    pub(super) fn pick_source(&self, sources: &[NodeId]) -> Option<NodeId> {
         sources
             .iter()
-            .filter(|s| **s != self.me() && self.cluster.is_alive(**s))
-            .find_map(|s| self.cluster.address_of(*s).map(|a| (*s, a)))
+            .copied()
+            .find(|s| *s != self.me() && self.cluster.is_alive(*s))
     }
 
     pub(super) fn note(&self, version: u64, partition: u32, message: &str) {

@@ -12,11 +12,12 @@ use crate::config::Config;
 use crate::membership::state::{JoinMode, MemberInfo, Status};
 use crate::membership::Cluster;
 use crate::metrics::Metrics;
+use crate::peer::memory::MemoryNetwork;
+use crate::peer::{ClusterIdentity, Peers};
 use crate::repair::Repair;
 use crate::replica::{LocalWrite, Replica};
 use crate::ring::{Layout, MemberSpec};
 use crate::storage::{Engine, MemoryEngine};
-use crate::transport::Transport;
 use crate::version::{NodeId, Value};
 
 /// Node 1 alone in its cluster, with `keys` keys written.
@@ -31,15 +32,17 @@ async fn lone_node_with_data(keys: u32) -> (Arc<Rebalance>, Arc<Replica>, Arc<Cl
         config.limits.max_siblings,
     ));
     let metrics = Metrics::new();
-    let transport = Arc::new(Transport::new(
+    let peers = Arc::new(Peers::new(
         id,
-        config.limits.max_message_bytes(),
-        metrics.clone(),
+        MemoryNetwork::new(0),
+        Arc::new(ClusterIdentity::new(metrics.clone())),
+        Arc::default(),
     ));
     let me = MemberInfo {
         id,
         name: "n1".to_string(),
         address: "127.0.0.1:1".to_string(),
+        peer_address: "127.0.0.1:2".to_string(),
         zone: String::new(),
         weight: 1,
         generation: 1,
@@ -50,7 +53,7 @@ async fn lone_node_with_data(keys: u32) -> (Arc<Rebalance>, Arc<Replica>, Arc<Cl
         join: JoinMode::None,
         storage_bytes: 0,
     };
-    let cluster = Cluster::new(me, config.clone(), engine, transport).unwrap();
+    let cluster = Cluster::new(me, config.clone(), engine, peers, Arc::default()).unwrap();
     cluster.maybe_bootstrap();
     assert_eq!(cluster.layout().unwrap().version(), 1);
     let repair = Repair::new(

@@ -25,16 +25,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use ringkv_proto::v1 as pb;
 use tokio::time::Instant;
-use tonic::{Code, Status};
 
 use super::merkle::{differing_leaves, leaf_of, leaf_value, ABSENT, LEAVES};
 use super::{no_layout, MerkleSummary, Repair, RepairReport};
 use crate::error::{Error, Result};
+use crate::peer::{KeyDigest, PeerError};
 use crate::replica::wall_clock_ms;
 use crate::ring::Layout;
-use crate::transport::is_unreachable;
 use crate::version::NodeId;
 
 /// Keys repaired at once with one peer: enough to hide round trips,
@@ -102,12 +100,7 @@ impl Repair {
                     "partition {partition}: {peer} is down or not answering; it may hold writes no other replica has, so the sync waits for it"
                 )));
             }
-            let address = self.cluster.address_of(peer).ok_or_else(|| {
-                Error::Internal(format!("partition {partition}: no address for {peer}"))
-            })?;
-            let x = self
-                .exchange(partition, &survey.summary, peer, &address)
-                .await?;
+            let x = self.exchange(partition, &survey.summary, peer).await?;
             if let Some(e) = x.first_failure {
                 return Err(e);
             }
@@ -146,17 +139,7 @@ impl Repair {
                 self.count("peers_skipped", 1);
                 continue;
             }
-            let Some(address) = self.cluster.address_of(peer) else {
-                self.note_error(
-                    report,
-                    format!("partition {partition}: no address for {peer}"),
-                );
-                continue;
-            };
-            match self
-                .exchange(partition, &survey.summary, peer, &address)
-                .await
-            {
+            match self.exchange(partition, &survey.summary, peer).await {
                 Ok(x) => {
                     differing |= x.differed;
                     report.keys_repaired += x.repaired;
@@ -193,13 +176,12 @@ impl Repair {
         partition: u32,
         mine: &MerkleSummary,
         peer: NodeId,
-        address: &str,
     ) -> Result<Exchanged> {
-        let transport = &self.cluster.transport;
-        let theirs = transport
-            .merkle_leaves(peer, address, partition, self.scan_timeout(mine.keys))
+        let peers = self.cluster.peers();
+        let theirs = peers
+            .merkle_leaves(peer, partition, self.scan_timeout(mine.keys))
             .await
-            .map_err(|s| self.peer_error(peer, "Merkle leaves", s))?;
+            .map_err(|e| peer_error(peer, "Merkle leaves", e))?;
         if theirs.leaves.len() != LEAVES {
             return Err(Error::Corrupt(format!(
                 "{peer} sent {} Merkle leaves, expected {LEAVES}",
@@ -213,15 +195,16 @@ impl Repair {
         };
         let listing_timeout = self.scan_timeout(mine.keys.max(theirs.keys));
         while !pending.is_empty() {
-            let request = pb::KeyDigestsRequest {
-                partition,
-                leaves: pending.clone(),
-                keys: Vec::new(),
-            };
-            let listing = transport
-                .key_digests(peer, address, request, listing_timeout)
+            let listing = peers
+                .key_digests(
+                    peer,
+                    partition,
+                    pending.clone(),
+                    Vec::new(),
+                    listing_timeout,
+                )
                 .await
-                .map_err(|s| self.peer_error(peer, "key digests", s))?;
+                .map_err(|e| peer_error(peer, "key digests", e))?;
             let theirs_by_leaf = self.group_by_leaf(partition, &pending, listing);
             // Complete: the listing recomputes the leaf the peer reported
             // (an empty leaf included). Partial: listed, but not all of it.
@@ -248,7 +231,7 @@ impl Repair {
             let settled: Vec<u32> = complete.union(&partial).copied().collect();
             let local = self.leaf_digests(partition, &settled, usize::MAX).await?;
             let keys = keys_to_repair(&local, &theirs_by_leaf, &complete);
-            self.repair_keys(peer, address, keys, &mut outcome).await;
+            self.repair_keys(peer, keys, &mut outcome).await;
             pending.retain(|leaf| !complete.contains(leaf) && !partial.contains(leaf));
         }
         Ok(outcome)
@@ -261,10 +244,10 @@ impl Repair {
         &self,
         partition: u32,
         asked: &[u32],
-        listing: Vec<pb::KeyDigest>,
+        listing: Vec<KeyDigest>,
     ) -> BTreeMap<u32, Vec<(Bytes, u64)>> {
         let mut by_leaf: BTreeMap<u32, Vec<(Bytes, u64)>> = BTreeMap::new();
-        for pb::KeyDigest { key, digest } in listing {
+        for KeyDigest { key, digest } in listing {
             if digest == ABSENT
                 || !self.valid_key(&key)
                 || self.replica.partition_of(&key) != partition
@@ -280,18 +263,10 @@ impl Repair {
     }
 
     /// Repairs `keys` with the peer, a few at a time.
-    async fn repair_keys(
-        &self,
-        peer: NodeId,
-        address: &str,
-        keys: Vec<Bytes>,
-        outcome: &mut Exchanged,
-    ) {
-        let mut results = futures::stream::iter(
-            keys.into_iter()
-                .map(|key| self.repair_key(peer, address, key)),
-        )
-        .buffer_unordered(REPAIR_CONCURRENCY);
+    async fn repair_keys(&self, peer: NodeId, keys: Vec<Bytes>, outcome: &mut Exchanged) {
+        let mut results =
+            futures::stream::iter(keys.into_iter().map(|key| self.repair_key(peer, key)))
+                .buffer_unordered(REPAIR_CONCURRENCY);
         while let Some(result) = results.next().await {
             match result {
                 Ok(true) => outcome.repaired += 1,
@@ -314,19 +289,19 @@ impl Repair {
 
     /// Brings one key to the merge of both replicas' versions. Returns
     /// whether either side changed.
-    async fn repair_key(&self, peer: NodeId, address: &str, key: Bytes) -> Result<bool> {
+    async fn repair_key(&self, peer: NodeId, key: Bytes) -> Result<bool> {
         // A repaired key costs at least a scanned one: charge it, so a
         // replica that missed everything is caught up at the budget's pace.
         let wait = self.charge(1);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        let transport = &self.cluster.transport;
+        let peers = self.cluster.peers();
         let timeout = self.rpc_timeout();
-        let theirs = transport
-            .local_read(peer, address, key.clone(), timeout)
+        let theirs = peers
+            .read(peer, key.clone(), timeout)
             .await
-            .map_err(|s| self.peer_error(peer, "local read", s))?;
+            .map_err(|e| peer_error(peer, "local read", e))?;
         let (merged, changed_here) = match &theirs {
             Some(state) => {
                 self.replica.check_incoming(state)?;
@@ -341,30 +316,22 @@ impl Repair {
         let mut pushed = false;
         if let Some(state) = merged {
             if !state.is_empty() && theirs.as_ref() != Some(&state) {
-                transport
-                    .replicate(peer, address, key, &state, timeout)
+                peers
+                    .replicate(peer, key, state.encode().into(), timeout)
                     .await
-                    .map_err(|s| self.peer_error(peer, "replicate", s))?;
+                    .map_err(|e| peer_error(peer, "replicate", e))?;
                 pushed = true;
             }
         }
         Ok(changed_here || pushed)
     }
+}
 
-    /// Turns a failed call into an error naming the peer. A peer that could
-    /// not be reached at all is reported to the failure detector; a call
-    /// that merely ran out of time is not, since a slow scan says nothing
-    /// about the node's health.
-    pub(super) fn peer_error(&self, peer: NodeId, what: &str, status: Status) -> Error {
-        if is_unreachable(&status) && status.code() != Code::DeadlineExceeded {
-            self.cluster.rpc_failed(peer);
-        }
-        Error::Internal(format!(
-            "{what} from {peer}: {:?}: {}",
-            status.code(),
-            status.message()
-        ))
-    }
+/// A failed call as an error naming the peer. (The peer layer told the
+/// failure detector if the peer could not be reached; a scan that merely
+/// ran out of time says nothing about the node's health and is not told.)
+pub(super) fn peer_error(peer: NodeId, what: &str, e: PeerError) -> Error {
+    Error::Internal(format!("{what} from {peer}: {e}"))
 }
 
 /// Whether a key's repair failed because its state is too large to send
@@ -372,7 +339,7 @@ impl Repair {
 fn is_too_large(e: &Error) -> bool {
     match e {
         Error::KeyStateTooLarge { .. } => true,
-        Error::Internal(msg) => msg.contains(crate::transport::TOO_LARGE),
+        Error::Internal(msg) => msg.contains(crate::peer::TOO_LARGE),
         _ => false,
     }
 }

@@ -103,16 +103,8 @@ const MIN_SCAN_TIMEOUT: Duration = Duration::from_secs(60);
 /// for.
 const MAX_SCAN_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
-/// Merkle summary of one partition on this node.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MerkleSummary {
-    /// Hash of the leaves: equal roots mean equal partitions.
-    pub root: u64,
-    /// One hash per leaf bucket, [`LEAVES`] of them.
-    pub leaves: Vec<u64>,
-    /// Keys in the partition (tombstoned ones included).
-    pub keys: u64,
-}
+/// Merkle summary of one partition on a node: [`LEAVES`] leaves.
+pub use crate::peer::MerkleSummary;
 
 /// What a repair pass did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

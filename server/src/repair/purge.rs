@@ -39,11 +39,12 @@
 use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
-use ringkv_proto::v1 as pb;
 
+use super::exchange::peer_error;
 use super::merkle::{state_digest, ABSENT, ENTRY_OVERHEAD_BYTES};
 use super::{Repair, RepairReport, MAX_EXPLICIT_KEYS};
 use crate::error::{Error, Result};
+use crate::peer::KeyDigest;
 use crate::ring::Layout;
 use crate::version::NodeId;
 
@@ -77,9 +78,8 @@ impl Repair {
             if node == me {
                 continue;
             }
-            let address = self.cluster.address_of(node);
-            match address {
-                Some(address) if self.cluster.is_alive(node) => peers.push((node, address)),
+            match node {
+                node if self.cluster.is_alive(node) => peers.push(node),
                 // A replica that is down may hold an older value the
                 // tombstone must still delete: wait for it.
                 _ => {
@@ -100,7 +100,7 @@ impl Repair {
     async fn purge_batch(
         &self,
         partition: u32,
-        peers: &[(NodeId, String)],
+        peers: &[NodeId],
         batch: Vec<(Bytes, u64)>,
     ) -> Result<u64> {
         // The key may have changed here since the scan found it.
@@ -110,21 +110,17 @@ impl Repair {
             .into_iter()
             .filter(|(key, digest)| current.get(key) == Some(digest))
             .collect();
-        let transport = &self.cluster.transport;
+        let calls = self.cluster.peers();
         let timeout = self.rpc_timeout();
-        for (peer, address) in peers {
+        for peer in peers {
             if agreed.is_empty() {
                 return Ok(0);
             }
-            let request = pb::KeyDigestsRequest {
-                partition,
-                leaves: Vec::new(),
-                keys: agreed.iter().map(|(k, _)| k.clone()).collect(),
-            };
-            let theirs: HashMap<Bytes, u64> = transport
-                .key_digests(*peer, address, request, timeout)
+            let keys = agreed.iter().map(|(k, _)| k.clone()).collect();
+            let theirs: HashMap<Bytes, u64> = calls
+                .key_digests(*peer, partition, Vec::new(), keys, timeout)
                 .await
-                .map_err(|s| self.peer_error(*peer, "key digests", s))?
+                .map_err(|e| peer_error(*peer, "key digests", e))?
                 .into_iter()
                 .map(|kd| (kd.key, kd.digest))
                 .collect();
@@ -134,28 +130,24 @@ impl Repair {
             return Ok(0);
         }
 
-        let to_purge: Vec<pb::KeyDigest> = agreed
+        let to_purge: Vec<KeyDigest> = agreed
             .iter()
-            .map(|(key, digest)| pb::KeyDigest {
+            .map(|(key, digest)| KeyDigest {
                 key: key.clone(),
                 digest: *digest,
             })
             .collect();
         let keys: Vec<Bytes> = agreed.iter().map(|(k, _)| k.clone()).collect();
-        let mut asked: Vec<&(NodeId, String)> = Vec::new();
-        for target in peers {
-            let (peer, address) = target;
-            asked.push(target);
-            let failure = match transport
-                .purge(*peer, address, to_purge.clone(), timeout)
-                .await
-            {
+        let mut asked: Vec<NodeId> = Vec::new();
+        for peer in peers {
+            asked.push(*peer);
+            let failure = match calls.purge(*peer, to_purge.clone(), timeout).await {
                 Ok(n) if n as usize == to_purge.len() => continue,
                 Ok(n) => format!(
                     "{peer} purged {n} of {} keys (the others changed there)",
                     to_purge.len()
                 ),
-                Err(s) => self.peer_error(*peer, "purge", s).to_string(),
+                Err(e) => peer_error(*peer, "purge", e).to_string(),
             };
             self.restore(&asked, &keys).await;
             return Err(Error::Internal(format!(
@@ -180,8 +172,8 @@ impl Repair {
 
     /// Sends this node's state of `keys` to `peers`: undoes a partial purge.
     /// Failures are only logged; the next exchange repairs what is left.
-    async fn restore(&self, peers: &[&(NodeId, String)], keys: &[Bytes]) {
-        let transport = &self.cluster.transport;
+    async fn restore(&self, peers: &[NodeId], keys: &[Bytes]) {
+        let calls = self.cluster.peers();
         let timeout = self.rpc_timeout();
         for key in keys {
             let state = match self.replica.read(key.clone()).await {
@@ -192,16 +184,13 @@ impl Repair {
                     continue;
                 }
             };
-            for (peer, address) in peers {
-                if let Err(s) = transport
-                    .replicate(*peer, address, key.clone(), &state, timeout)
+            let encoded = Bytes::from(state.encode());
+            for peer in peers {
+                if let Err(e) = calls
+                    .replicate(*peer, key.clone(), encoded.clone(), timeout)
                     .await
                 {
-                    tracing::warn!(
-                        %peer,
-                        "restoring a key after a partial purge failed: {}",
-                        s.message()
-                    );
+                    tracing::warn!(%peer, "restoring a key after a partial purge failed: {e}");
                 }
             }
         }

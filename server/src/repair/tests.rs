@@ -12,11 +12,12 @@ use super::merkle::{leaf_of, state_digest};
 use super::*;
 use crate::config::Config;
 use crate::membership::state::{JoinMode, MemberInfo, Status};
+use crate::peer::memory::MemoryNetwork;
+use crate::peer::{ClusterIdentity, Peers};
 use crate::replica::{wall_clock_ms, LocalWrite};
 use crate::ring::{Layout, MemberSpec};
 use crate::server::shutdown_channel;
 use crate::storage::{Engine, MemoryEngine};
-use crate::transport::Transport;
 use crate::version::{NodeId, Value};
 use crate::worker::Workers;
 
@@ -42,15 +43,17 @@ fn node_on(id: u64, engine: Arc<dyn Engine>, config: Config) -> TestNode {
         config.cluster.partitions,
         config.limits.max_siblings,
     ));
-    let transport = Arc::new(Transport::new(
+    let peers = Arc::new(Peers::new(
         id,
-        config.limits.max_message_bytes(),
-        Metrics::new(),
+        MemoryNetwork::new(0),
+        Arc::new(ClusterIdentity::new(Metrics::new())),
+        Arc::default(),
     ));
     let me = MemberInfo {
         id,
         name: format!("n{id}"),
         address: "127.0.0.1:1".to_string(),
+        peer_address: "127.0.0.1:2".to_string(),
         zone: String::new(),
         weight: 1,
         generation: 1,
@@ -61,7 +64,7 @@ fn node_on(id: u64, engine: Arc<dyn Engine>, config: Config) -> TestNode {
         join: JoinMode::None,
         storage_bytes: 0,
     };
-    let cluster = Cluster::new(me, config.clone(), engine, transport).unwrap();
+    let cluster = Cluster::new(me, config.clone(), engine, peers, Arc::default()).unwrap();
     cluster.maybe_bootstrap();
     let repair = Repair::new(replica.clone(), cluster.clone(), config, Metrics::new());
     TestNode {

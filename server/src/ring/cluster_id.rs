@@ -10,7 +10,7 @@
 //! never takes that cluster's layout and never deletes its own data for it.
 //!
 //! Pure: no I/O. Where the id is kept and checked is the transport's
-//! identity (`transport::identity`) and membership's business.
+//! identity (`peer::identity`) and membership's business.
 
 use std::fmt;
 use std::str::FromStr;

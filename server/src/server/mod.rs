@@ -31,16 +31,11 @@ pub use shutdown::{channel as shutdown_channel, Shutdown, ShutdownTrigger};
 
 use crate::api::admin::AdminParts;
 use crate::api::{AdminService, Gate, InternalService, KvService};
+use crate::assemble::{NodeParts, Wiring};
 use crate::config::{Config, EngineKind};
-use crate::coordinator::Coordinator;
 use crate::error::{Error, Result};
-use crate::handoff::deliver::{self, Delivery};
-use crate::handoff::HintStore;
-use crate::membership::state::{JoinMode, MemberInfo, Status};
-use crate::membership::{self, Cluster};
 use crate::metrics::{self, Metrics};
-use crate::rebalance::Rebalance;
-use crate::repair::Repair;
+use crate::peer::{AddressBook, ClusterIdentity, Faults};
 use crate::replica::Replica;
 use crate::storage::{Engine, MemoryEngine, RocksEngine};
 use crate::transport::Transport;
@@ -57,8 +52,10 @@ pub const SHUTDOWN_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A running node.
 pub struct Node {
     pub node_id: NodeId,
-    /// Bound gRPC address (differs from the configured one when it asked for port 0).
+    /// Bound client port (differs from the configured one when it asked for port 0).
     pub grpc_addr: SocketAddr,
+    /// Bound peer port.
+    pub peer_addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
     trigger: ShutdownTrigger,
     grpc: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
@@ -77,75 +74,41 @@ impl Node {
             EngineKind::Memory => NodeId::random(),
         };
         let generation = identity::bump_generation(engine.as_ref())?;
-        let replica = Arc::new(
-            Replica::new(
-                node_id,
-                engine.clone(),
-                config.cluster.partitions,
-                config.limits.max_siblings,
-            )
-            .with_max_clock_offset(config.clock.max_offset_ms)
-            .with_max_state_bytes(config.limits.max_key_state_bytes),
-        );
         let metrics = Metrics::new();
-        for counter in replica.counters() {
-            metrics.register(counter);
-        }
+        let identity = Arc::new(ClusterIdentity::new(metrics.clone()));
+        let addresses = Arc::new(AddressBook::default());
+        let faults = Arc::new(Faults::default());
         let transport = Arc::new(Transport::new(
             node_id,
+            addresses.clone(),
+            identity.clone(),
+            faults.clone(),
             config.limits.max_message_bytes(),
-            metrics.clone(),
         ));
-        let me = MemberInfo {
-            id: node_id,
-            name: config.node.name.clone(),
-            address: config.advertise_address(),
-            zone: config.node.zone.clone(),
-            weight: config.node.weight,
+        let parts = NodeParts::assemble(
+            config.clone(),
+            engine.clone(),
+            node_id,
             generation,
-            heartbeat: 0,
-            status: Status::Joining,
-            layout_version: 0,
-            transfers_done: 0,
-            join: if config.cluster.auto_join {
-                JoinMode::Auto
-            } else {
-                JoinMode::None
+            metrics.clone(),
+            Wiring {
+                network: transport.clone(),
+                addresses,
+                identity: identity.clone(),
+                faults,
             },
-            storage_bytes: engine.approximate_size_bytes(),
-        };
-        let cluster = Cluster::new(me, config.clone(), engine.clone(), transport.clone())?;
-        cluster.maybe_bootstrap();
-        let hints = Arc::new(
-            HintStore::open(
-                engine.clone(),
-                config.cluster.partitions,
-                config.handoff.max_bytes_per_target,
-                metrics.clone(),
-            )?
-            .with_max_state_bytes(config.limits.max_key_state_bytes),
-        );
-        let repair = Repair::new(
-            replica.clone(),
-            cluster.clone(),
-            config.clone(),
-            metrics.clone(),
-        );
-        let rebalance = Rebalance::new(
-            replica.clone(),
-            cluster.clone(),
-            repair.clone(),
-            config.clone(),
-            metrics.clone(),
         )?;
-        let coordinator = Arc::new(Coordinator::new(
-            replica.clone(),
-            cluster.clone(),
-            hints.clone(),
-            config.clone(),
-            metrics.clone(),
-        ));
-        let workers = Workers::new();
+        let NodeParts {
+            replica,
+            cluster,
+            hints,
+            repair,
+            rebalance,
+            coordinator,
+            inbound,
+            workers,
+            ..
+        } = &parts;
         let gate = Gate::new(config.limits.max_concurrent_requests, metrics.clone());
         let (trigger, _) = shutdown::channel();
 
@@ -153,6 +116,17 @@ impl Node {
             .await
             .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.node.listen)))?;
         let grpc_addr = listener
+            .local_addr()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let peer_listener = TcpListener::bind(config.node.peer_listen)
+            .await
+            .map_err(|e| {
+                Error::Config(format!(
+                    "cannot listen on {} (node.peer_listen): {e}",
+                    config.node.peer_listen
+                ))
+            })?;
+        let peer_addr = peer_listener
             .local_addr()
             .map_err(|e| Error::Internal(e.to_string()))?;
 
@@ -178,9 +152,13 @@ impl Node {
         };
 
         let max_message = config.limits.max_message_bytes();
-        let kv = KvServer::new(KvService::new(coordinator, transport.clone(), gate.clone()))
-            .max_decoding_message_size(max_message)
-            .max_encoding_message_size(max_message);
+        let kv = KvServer::new(KvService::new(
+            coordinator.clone(),
+            transport.clone(),
+            gate.clone(),
+        ))
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
         let info = crate::api::admin::NodeInfo {
             config: config.clone(),
             generation,
@@ -194,6 +172,7 @@ impl Node {
                 repair: repair.clone(),
                 rebalance: rebalance.clone(),
                 workers: workers.clone(),
+                transport: transport.clone(),
             },
             info,
             gate.clone(),
@@ -201,11 +180,8 @@ impl Node {
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
         let internal = InternalServer::new(InternalService::new(
-            replica.clone(),
-            cluster.clone(),
-            hints.clone(),
-            repair.clone(),
-            rebalance.clone(),
+            inbound.clone(),
+            identity,
             gate,
             &config.limits,
         ))
@@ -224,43 +200,36 @@ impl Node {
             .build_v1()
             .map_err(|e| Error::Internal(format!("reflection service: {e}")))?;
 
+        // The client port serves clients and operators; the peer port
+        // serves the other nodes: the Internal service, and the KV and
+        // Admin requests they forward. Internal is never on the client port.
         let mut stop = trigger.subscribe();
-        let grpc = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(kv)
-                .add_service(admin)
-                .add_service(internal)
-                .add_service(health)
-                .add_service(reflection)
-                .serve_with_incoming_shutdown(incoming_nodelay(listener), async move {
-                    stop.recv().await
-                }),
-        );
-        {
-            let cluster = cluster.clone();
-            workers.spawn("gossip", trigger.subscribe(), move |handle, stop| {
-                membership::run_gossip(cluster, handle, stop)
+        let client_port = tonic::transport::Server::builder()
+            .add_service(kv.clone())
+            .add_service(admin.clone())
+            .add_service(health.clone())
+            .add_service(reflection)
+            .serve_with_incoming_shutdown(
+                incoming_nodelay(listener),
+                async move { stop.recv().await },
+            );
+        let mut stop = trigger.subscribe();
+        let peer_port = tonic::transport::Server::builder()
+            .add_service(internal)
+            .add_service(kv)
+            .add_service(admin)
+            .add_service(health)
+            .serve_with_incoming_shutdown(incoming_nodelay(peer_listener), async move {
+                stop.recv().await
             });
-        }
-        let delivery = Delivery {
-            store: hints,
-            cluster: cluster.clone(),
-            config: config.clone(),
-            metrics: metrics.clone(),
-        };
-        workers.spawn("hint-delivery", trigger.subscribe(), move |handle, stop| {
-            deliver::run(delivery, handle, stop)
-        });
-        workers.spawn("anti-entropy", trigger.subscribe(), move |handle, stop| {
-            repair.run(handle, stop)
-        });
-        workers.spawn("rebalance", trigger.subscribe(), move |handle, stop| {
-            rebalance.run(handle, stop)
-        });
+        let grpc =
+            tokio::spawn(async move { tokio::try_join!(client_port, peer_port).map(|_| ()) });
+        parts.spawn_workers(&trigger);
         info!(
             node_id = %node_id,
             name = %config.node.name,
             grpc = %grpc_addr,
+            peer = %peer_addr,
             metrics = ?metrics_addr,
             generation,
             engine = engine.name(),
@@ -270,12 +239,13 @@ impl Node {
         Ok(Node {
             node_id,
             grpc_addr,
+            peer_addr,
             metrics_addr,
             trigger,
             grpc,
             metrics_task,
-            workers,
-            replica,
+            workers: workers.clone(),
+            replica: replica.clone(),
         })
     }
 

@@ -114,18 +114,11 @@ impl Batcher {
     }
 }
 
-/// The error of an operation too large for one internal message: that
-/// operation's alone, never its connection's or its peer's (see
-/// [`super::is_unreachable`]).
-pub fn too_large(bytes: usize, max_item_bytes: usize) -> Status {
-    Status::resource_exhausted(format!(
-        "{TOO_LARGE}: {bytes} bytes, above the {max_item_bytes} one internal message carries; the key's state must be reduced (resolve its siblings with a write carrying a read's context)"
-    ))
+/// The error of an operation too large for one internal message, as the
+/// status the transport maps to [`crate::peer::Failure::TooLarge`].
+fn too_large(bytes: usize, max_item_bytes: usize) -> Status {
+    Status::resource_exhausted(crate::peer::too_large(bytes, max_item_bytes).message)
 }
-
-/// How [`too_large`] messages start, so callers can tell that error from
-/// the others a peer may answer.
-pub const TOO_LARGE: &str = "a key's state is too large for one internal message";
 
 /// The sending task: takes the first waiting operation, waits for a free
 /// slot, then adds whatever else is already queued, up to the limits.
@@ -284,15 +277,19 @@ mod tests {
         );
         let big = big.unwrap_err();
         assert_eq!(big.code(), Code::ResourceExhausted);
-        assert!(big.message().starts_with(TOO_LARGE), "{}", big.message());
         assert!(
-            !super::super::is_unreachable(&big),
+            big.message().starts_with(crate::peer::TOO_LARGE),
+            "{}",
+            big.message()
+        );
+        assert!(
+            !super::super::peer_error(big.clone()).is_unreachable(),
             "an oversized item says nothing about the peer"
         );
         // The small one was sent (and failed on the dead port), unaffected
         // by its oversized neighbour.
         let small = small.unwrap_err();
         assert_ne!(small.code(), Code::ResourceExhausted, "{small:?}");
-        assert!(super::super::is_unreachable(&small), "{small:?}");
+        assert!(super::super::peer_error(small).is_unreachable());
     }
 }

@@ -1,24 +1,20 @@
-//! Node-to-node calls: one cached gRPC channel per peer, replica
-//! operations coalesced per peer ([`batch`]), and the test fault switch.
+//! The gRPC implementation of the peer [`Network`]: one cached channel per
+//! peer, replica operations coalesced per peer ([`batch`]), and the
+//! headers that carry each message's [`Envelope`].
 //!
-//! Every internal call carries the sender's node id in the
-//! [`FROM_HEADER`] metadata entry, so the receiver can refuse traffic from
-//! nodes cut off by the fault switch, and its cluster id in the
-//! [`CLUSTER_HEADER`] entry, so the receiver can refuse another cluster's
-//! traffic ([`identity`]). The switch ([`Faults`]) exists only
-//! for tests: it is set through `Admin.SetFaults`, which a node refuses
-//! unless `debug.fault_injection = true`. Cutting a node off in one
-//! direction blocks this node's calls to it; in the other, this node
-//! refuses its calls.
+//! Every internal call carries the sender's node id in the [`FROM_HEADER`]
+//! metadata entry, the recipient's in [`TO_HEADER`], and the sender's
+//! cluster id in [`CLUSTER_HEADER`]; answers and refusals carry the
+//! answering node's cluster id. Failed calls become [`PeerError`]s here,
+//! so no gRPC status travels further into the node.
 
 mod batch;
-pub mod identity;
+pub mod convert;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::admin_client::AdminClient;
 use ringkv_proto::v1::internal_client::InternalClient;
@@ -27,14 +23,15 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
-use crate::error::{Error, Result};
-use crate::metrics::Metrics;
+use crate::error::{self, Error, Result};
+use crate::peer::{
+    AddressBook, BoxFuture, ClusterIdentity, Envelope, Failure, Faults, Network, Peer, PeerError,
+    Response, TOO_LARGE,
+};
 use crate::ring::ClusterId;
-use crate::version::{NodeId, VersionSet};
+use crate::version::NodeId;
 
 use batch::Batcher;
-pub use batch::{too_large, TOO_LARGE};
-pub use identity::{ClusterIdentity, CLUSTER_HEADER};
 
 /// Metadata key carrying the sending node's id on internal calls.
 pub const FROM_HEADER: &str = "x-ringkv-from";
@@ -42,46 +39,15 @@ pub const FROM_HEADER: &str = "x-ringkv-from";
 /// Metadata key naming the node an internal call is meant for.
 pub const TO_HEADER: &str = "x-ringkv-to";
 
+/// Metadata key carrying the sender's cluster id (32 hex digits) on
+/// internal calls, gossip answers and refusals.
+pub const CLUSTER_HEADER: &str = "x-ringkv-cluster";
+
 /// Metadata key marking a KV request already forwarded once by a node.
 pub const FORWARDED_HEADER: &str = "x-ringkv-forwarded";
 
 /// Time allowed to open a connection to a peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Which peers' traffic is cut (tests only).
-#[derive(Default)]
-pub struct Faults {
-    blocked_outgoing: RwLock<HashSet<NodeId>>,
-    blocked_incoming: RwLock<HashSet<NodeId>>,
-}
-
-impl Faults {
-    /// Replaces both block lists.
-    pub fn set(&self, outgoing: HashSet<NodeId>, incoming: HashSet<NodeId>) {
-        *self
-            .blocked_outgoing
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = outgoing;
-        *self
-            .blocked_incoming
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = incoming;
-    }
-
-    pub fn blocks_outgoing(&self, to: NodeId) -> bool {
-        self.blocked_outgoing
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&to)
-    }
-
-    pub fn blocks_incoming(&self, from: NodeId) -> bool {
-        self.blocked_incoming
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&from)
-    }
-}
 
 /// How tonic's message starts for a call that failed on its own HTTP/2
 /// stream (a stream reset by either side, a body that failed to encode) or
@@ -89,36 +55,10 @@ impl Faults {
 /// cases, so the message and the code are all there is to tell them apart.
 const H2_FAILURE: &str = "h2 protocol error";
 
-/// Whether a failed call means the peer could not be reached (as opposed
-/// to the peer answering with an error, or the call failing by itself):
-/// feeds the failure detector.
-///
-/// Not unreachable: a message over the size limit (`OUT_OF_RANGE` from
-/// either side, or [`too_large`]), and a failure of the call's own HTTP/2
-/// stream, which tonic reports as "h2 protocol error" with the code of the
-/// stream's reset reason: the connection carried it, so the peer is there.
-/// Such failures fail the one call; marking the peer down for them once
-/// made one oversized write take a healthy replica out of routing. A
-/// connection-level h2 failure (an I/O error, no reason) comes with code
-/// `UNKNOWN` and still counts as unreachable.
-pub fn is_unreachable(status: &Status) -> bool {
-    use std::error::Error as _;
-    if status.code() == Code::OutOfRange || status.message().starts_with(TOO_LARGE) {
-        return false;
-    }
-    if status.message().starts_with(H2_FAILURE) && status.code() != Code::Unknown {
-        return false;
-    }
-    status.source().is_some()
-        || matches!(
-            status.code(),
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled
-        )
-}
-
-/// Cached channels to peers by node id.
+/// Channels to peers by node id, and the peers' batchers.
 pub struct Transport {
     me: NodeId,
+    addresses: Arc<AddressBook>,
     /// node id → (address, channel). Replaced when a peer's address changes.
     channels: Mutex<HashMap<NodeId, (String, Channel)>>,
     /// node id → (address, cluster id its headers carry, batcher) for
@@ -126,9 +66,10 @@ pub struct Transport {
     /// changes, and once this node learns its cluster id (a batcher's
     /// headers are fixed when it starts).
     batchers: Mutex<HashMap<NodeId, BatcherEntry>>,
-    pub faults: Arc<Faults>,
-    /// The cluster id every call carries and every answer is checked against.
-    pub identity: Arc<ClusterIdentity>,
+    /// This node's cluster id, for the requests it forwards.
+    identity: Arc<ClusterIdentity>,
+    /// The test fault switch, for the requests it forwards.
+    faults: Arc<Faults>,
     max_message_bytes: usize,
 }
 
@@ -136,15 +77,31 @@ pub struct Transport {
 type BatcherEntry = (String, Option<ClusterId>, Arc<Batcher>);
 
 impl Transport {
-    pub fn new(me: NodeId, max_message_bytes: usize, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        me: NodeId,
+        addresses: Arc<AddressBook>,
+        identity: Arc<ClusterIdentity>,
+        faults: Arc<Faults>,
+        max_message_bytes: usize,
+    ) -> Self {
         Self {
             me,
+            addresses,
             channels: Mutex::new(HashMap::new()),
             batchers: Mutex::new(HashMap::new()),
-            faults: Arc::new(Faults::default()),
-            identity: Arc::new(ClusterIdentity::new(metrics)),
+            identity,
+            faults,
             max_message_bytes,
         }
+    }
+
+    fn address_of(&self, node: NodeId) -> Result<String, PeerError> {
+        self.addresses.get(node).ok_or_else(|| {
+            PeerError::new(
+                Failure::NotSent,
+                format!("the address of {node} is unknown"),
+            )
+        })
     }
 
     fn channel_for(&self, node: NodeId, address: &str) -> Result<Channel> {
@@ -159,304 +116,309 @@ impl Transport {
         Ok(ch)
     }
 
-    fn request<T>(&self, msg: T, timeout: Duration) -> Request<T> {
-        let mut req = Request::new(msg);
-        req.set_timeout(timeout);
-        if let Ok(v) = MetadataValue::try_from(self.me.to_string()) {
-            req.metadata_mut().insert(FROM_HEADER, v);
+    /// An Internal client for `to`, a member or a seed.
+    fn internal(&self, to: &Peer) -> Result<InternalClient<Channel>, PeerError> {
+        let channel = match to {
+            Peer::Node(node) => {
+                let address = self.address_of(*node)?;
+                self.channel_for(*node, &address)
+            }
+            Peer::Seed(address) => lazy_channel(address),
         }
-        self.identity.stamp(req.metadata_mut());
-        req
-    }
-
-    /// A request meant for `to` only: a different node now answering at
-    /// that address (a wiped node that came back with a new id) refuses it.
-    fn request_to<T>(&self, to: NodeId, msg: T, timeout: Duration) -> Request<T> {
-        let mut req = Request::new(msg);
-        *req.metadata_mut() = self.headers_to(to);
-        req.set_timeout(timeout);
-        req
-    }
-
-    /// The sender and recipient headers of a call meant for `to` only.
-    fn headers_to(&self, to: NodeId) -> MetadataMap {
-        let mut headers = MetadataMap::new();
-        if let Ok(v) = MetadataValue::try_from(self.me.to_string()) {
-            headers.insert(FROM_HEADER, v);
-        }
-        if let Ok(v) = MetadataValue::try_from(to.to_string()) {
-            headers.insert(TO_HEADER, v);
-        }
-        self.identity.stamp(&mut headers);
-        headers
-    }
-
-    fn check_fault(&self, node: NodeId) -> Result<(), Status> {
-        if self.faults.blocks_outgoing(node) {
-            return Err(Status::unavailable(format!(
-                "traffic to {node} is cut by the fault switch"
-            )));
-        }
-        Ok(())
-    }
-
-    fn internal(&self, node: NodeId, address: &str) -> Result<InternalClient<Channel>, Status> {
-        self.check_fault(node)?;
-        let ch = self
-            .channel_for(node, address)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        Ok(InternalClient::new(ch)
+        .map_err(|e| PeerError::new(Failure::NotSent, e.to_string()))?;
+        Ok(InternalClient::new(channel)
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes))
     }
 
     /// The peer's batcher for replica operations, started on first use.
-    fn batcher(&self, node: NodeId, address: &str) -> Result<Arc<Batcher>, Status> {
-        self.check_fault(node)?;
-        let cluster = self.identity.get();
+    fn batcher(&self, node: NodeId, envelope: &Envelope) -> Result<Arc<Batcher>, PeerError> {
+        let address = self.address_of(node)?;
         let mut batchers = self.batchers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((addr, stamped, batcher)) = batchers.get(&node) {
-            if addr == address && *stamped == cluster {
+            if *addr == address && *stamped == envelope.cluster {
                 return Ok(batcher.clone());
             }
         }
-        let client = self.internal(node, address)?;
+        let client = self.internal(&Peer::Node(node))?;
         // Half the message limit leaves room for the items' framing.
         let batcher = Arc::new(Batcher::start(
             client,
-            self.headers_to(node),
+            headers(envelope),
             self.max_message_bytes / 2,
             self.max_message_bytes
                 .saturating_sub(crate::config::MESSAGE_OVERHEAD_BYTES),
         ));
-        batchers.insert(node, (address.to_string(), cluster, batcher.clone()));
+        batchers.insert(node, (address, envelope.cluster, batcher.clone()));
         Ok(batcher)
     }
 
-    /// Sends a key's version set to a replica, which merges it.
-    pub async fn replicate(
+    async fn send(
         &self,
-        node: NodeId,
-        address: &str,
-        key: Bytes,
-        state: &VersionSet,
+        to: Peer,
+        envelope: Envelope,
+        request: crate::peer::Request,
         timeout: Duration,
-    ) -> Result<(), Status> {
-        self.replicate_encoded(node, address, key, state.encode().into(), timeout)
-            .await
-    }
-
-    /// [`Self::replicate`] of a version set already encoded, so a write
-    /// sent to several replicas is encoded once.
-    pub async fn replicate_encoded(
-        &self,
-        node: NodeId,
-        address: &str,
-        key: Bytes,
-        encoded: Bytes,
-        timeout: Duration,
-    ) -> Result<(), Status> {
-        self.send_versions(node, address, key, encoded, None, timeout)
-            .await
-    }
-
-    /// Asks a fallback to keep a key's version set (encoded) as a hint for
-    /// `target`.
-    pub async fn store_hint(
-        &self,
-        node: NodeId,
-        address: &str,
-        key: Bytes,
-        encoded: Bytes,
-        target: NodeId,
-        timeout: Duration,
-    ) -> Result<(), Status> {
-        self.send_versions(node, address, key, encoded, Some(target), timeout)
-            .await
-    }
-
-    async fn send_versions(
-        &self,
-        node: NodeId,
-        address: &str,
-        key: Bytes,
-        encoded: Bytes,
-        hint_for: Option<NodeId>,
-        timeout: Duration,
-    ) -> Result<(), Status> {
-        let bytes = key.len() + encoded.len();
-        let msg = pb::ReplicateRequest {
-            key,
-            version_set: encoded,
-            from: self.me.to_string(),
-            hint_for: hint_for.map(|n| n.to_string()).unwrap_or_default(),
-        };
-        let item = pb::BatchItem {
-            op: Some(pb::batch_item::Op::Replicate(msg)),
-        };
-        self.batcher(node, address)?
-            .call(item, bytes, timeout)
-            .await
-            .map(|_| ())
-    }
-
-    /// Reads a replica's stored version set of a key.
-    pub async fn local_read(
-        &self,
-        node: NodeId,
-        address: &str,
-        key: Bytes,
-        timeout: Duration,
-    ) -> Result<Option<VersionSet>, Status> {
-        let bytes = key.len();
-        let item = pb::BatchItem {
-            op: Some(pb::batch_item::Op::Read(pb::LocalReadRequest { key })),
-        };
-        let result = self
-            .batcher(node, address)?
-            .call(item, bytes, timeout)
-            .await?;
-        if !result.found {
-            return Ok(None);
+    ) -> Result<Response, PeerError> {
+        use crate::peer::Request as R;
+        let bytes = request.payload_bytes();
+        if let (Peer::Node(node), Some(item)) = (&to, batch_item(&request, self.me)) {
+            let result = self
+                .batcher(*node, &envelope)?
+                .call(item, bytes, timeout)
+                .await
+                .map_err(peer_error)?;
+            return Ok(match request {
+                R::Read { .. } if result.found => Response::Read(Some(result.version_set)),
+                R::Read { .. } => Response::Read(None),
+                _ => Response::Done,
+            });
         }
-        VersionSet::decode(&result.version_set)
-            .map(Some)
-            .map_err(|e| Status::internal(format!("version set from {node}: {e}")))
-    }
-
-    /// Gossips with a peer. `node` is `None` for a seed whose id is not yet
-    /// known. Returns the answer and the cluster id the peer answered with.
-    pub async fn gossip(
-        &self,
-        node: Option<NodeId>,
-        address: &str,
-        msg: pb::GossipRequest,
-        timeout: Duration,
-    ) -> Result<(pb::GossipResponse, Option<ClusterId>), Status> {
-        let (mut client, request) = match node {
-            Some(node) => (
-                self.internal(node, address)?,
-                self.request_to(node, msg, timeout),
+        let mut client = self.internal(&to)?;
+        let headers = headers(&envelope);
+        let answer = match request {
+            R::Replicate { .. } | R::StoreHint { .. } | R::Read { .. } => {
+                return Err(PeerError::new(
+                    Failure::NotSent,
+                    "replica operations go to members, not seeds",
+                ))
+            }
+            R::Gossip(gossip) => {
+                let response = client
+                    .gossip(with_headers(
+                        convert::gossip_to_proto(gossip),
+                        &headers,
+                        timeout,
+                    ))
+                    .await
+                    .map_err(peer_error)?;
+                let cluster = cluster_of(response.metadata()).map_err(|s| {
+                    PeerError::new(Failure::Refused(error::Code::InvalidArgument), s.message())
+                })?;
+                let mut answer = convert::answer_from_proto(response.into_inner());
+                answer.cluster = cluster;
+                Response::Gossip(answer)
+            }
+            R::GetLayout => {
+                let layout = client
+                    .get_layout(with_headers(pb::GetLayoutRequest {}, &headers, timeout))
+                    .await
+                    .map_err(peer_error)?
+                    .into_inner()
+                    .layout;
+                Response::Layout((!layout.is_empty()).then_some(layout))
+            }
+            R::MerkleLeaves { partition } => Response::MerkleLeaves(convert::summary_from_proto(
+                client
+                    .merkle_leaves(with_headers(
+                        pb::MerkleLeavesRequest { partition },
+                        &headers,
+                        timeout,
+                    ))
+                    .await
+                    .map_err(peer_error)?
+                    .into_inner(),
+            )),
+            R::KeyDigests {
+                partition,
+                leaves,
+                keys,
+            } => Response::KeyDigests(convert::digests_from_proto(
+                client
+                    .key_digests(with_headers(
+                        pb::KeyDigestsRequest {
+                            partition,
+                            leaves,
+                            keys,
+                        },
+                        &headers,
+                        timeout,
+                    ))
+                    .await
+                    .map_err(peer_error)?
+                    .into_inner()
+                    .digests,
+            )),
+            R::Purge { keys } => Response::Purged(
+                client
+                    .purge(with_headers(
+                        pb::PurgeRequest {
+                            keys: convert::digests_to_proto(keys),
+                        },
+                        &headers,
+                        timeout,
+                    ))
+                    .await
+                    .map_err(peer_error)?
+                    .into_inner()
+                    .purged,
             ),
-            None => (
-                InternalClient::new(
-                    lazy_channel(address).map_err(|e| Status::invalid_argument(e.to_string()))?,
-                ),
-                self.request(msg, timeout),
-            ),
+            R::FetchPartition {
+                partition,
+                after,
+                max_bytes,
+            } => Response::FetchPartition(convert::chunk_from_proto(
+                client
+                    .fetch_partition(with_headers(
+                        pb::FetchPartitionRequest {
+                            partition,
+                            after,
+                            max_bytes: u32::try_from(max_bytes).unwrap_or(u32::MAX),
+                        },
+                        &headers,
+                        timeout,
+                    ))
+                    .await
+                    .map_err(peer_error)?
+                    .into_inner(),
+            )),
         };
-        let response = client.gossip(request).await?;
-        let cluster = identity::cluster_of(response.metadata())?;
-        Ok((response.into_inner(), cluster))
-    }
-
-    /// Fetches a peer's layout (encoded; empty when it has none).
-    pub async fn get_layout(
-        &self,
-        node: NodeId,
-        address: &str,
-        timeout: Duration,
-    ) -> Result<Bytes, Status> {
-        self.internal(node, address)?
-            .get_layout(self.request_to(node, pb::GetLayoutRequest {}, timeout))
-            .await
-            .map(|r| r.into_inner().layout)
-    }
-
-    /// A replica's Merkle leaves for one partition.
-    pub async fn merkle_leaves(
-        &self,
-        node: NodeId,
-        address: &str,
-        partition: u32,
-        timeout: Duration,
-    ) -> Result<pb::MerkleLeavesResponse, Status> {
-        self.internal(node, address)?
-            .merkle_leaves(self.request_to(node, pb::MerkleLeavesRequest { partition }, timeout))
-            .await
-            .map(|r| r.into_inner())
-    }
-
-    /// A replica's (key, digest) pairs for chosen leaves or keys of a partition.
-    pub async fn key_digests(
-        &self,
-        node: NodeId,
-        address: &str,
-        msg: pb::KeyDigestsRequest,
-        timeout: Duration,
-    ) -> Result<Vec<pb::KeyDigest>, Status> {
-        self.internal(node, address)?
-            .key_digests(self.request_to(node, msg, timeout))
-            .await
-            .map(|r| r.into_inner().digests)
-    }
-
-    /// Asks a replica to purge fully replicated tombstones.
-    pub async fn purge(
-        &self,
-        node: NodeId,
-        address: &str,
-        keys: Vec<pb::KeyDigest>,
-        timeout: Duration,
-    ) -> Result<u32, Status> {
-        self.internal(node, address)?
-            .purge(self.request_to(node, pb::PurgeRequest { keys }, timeout))
-            .await
-            .map(|r| r.into_inner().purged)
-    }
-
-    /// The next chunk of a partition from an old replica (transfers).
-    pub async fn fetch_partition(
-        &self,
-        node: NodeId,
-        address: &str,
-        partition: u32,
-        after: Option<Bytes>,
-        max_bytes: usize,
-        timeout: Duration,
-    ) -> Result<pb::FetchPartitionResponse, Status> {
-        let msg = pb::FetchPartitionRequest {
-            partition,
-            after,
-            max_bytes: u32::try_from(max_bytes).unwrap_or(u32::MAX),
-        };
-        self.internal(node, address)?
-            .fetch_partition(self.request_to(node, msg, timeout))
-            .await
-            .map(|r| r.into_inner())
+        Ok(answer)
     }
 
     /// An Admin client for sending a cluster change to the claimant.
-    pub fn admin(&self, node: NodeId, address: &str) -> Result<AdminClient<Channel>, Status> {
-        self.check_fault(node)?;
-        let ch = self
-            .channel_for(node, address)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    pub fn admin(&self, node: NodeId) -> Result<AdminClient<Channel>, Status> {
+        let ch = self.forward_channel(node)?;
         Ok(AdminClient::new(ch)
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes))
     }
 
     /// A KV client for forwarding a request to the key's coordinator.
-    pub fn kv(&self, node: NodeId, address: &str) -> Result<KvClient<Channel>, Status> {
-        self.check_fault(node)?;
-        let ch = self
-            .channel_for(node, address)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    pub fn kv(&self, node: NodeId) -> Result<KvClient<Channel>, Status> {
+        let ch = self.forward_channel(node)?;
         Ok(KvClient::new(ch)
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes))
     }
 
-    /// Marks a request as sent by this node (for forwarded KV requests).
+    fn forward_channel(&self, node: NodeId) -> Result<Channel, Status> {
+        if self.faults.blocks_outgoing(node) {
+            return Err(Status::unavailable(format!(
+                "traffic to {node} is cut by the fault switch"
+            )));
+        }
+        let address = self
+            .address_of(node)
+            .map_err(|e| Status::unavailable(e.message))?;
+        self.channel_for(node, &address)
+            .map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+
+    /// Marks a request as sent by this node (for forwarded requests).
     pub fn stamp<T>(&self, req: &mut Request<T>) {
         if let Ok(v) = MetadataValue::try_from(self.me.to_string()) {
             req.metadata_mut().insert(FROM_HEADER, v);
         }
-        self.identity.stamp(req.metadata_mut());
+        stamp_cluster(req.metadata_mut(), self.identity.get());
         req.metadata_mut()
             .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
     }
+}
+
+impl Network for Transport {
+    fn call(
+        &self,
+        to: Peer,
+        envelope: Envelope,
+        request: crate::peer::Request,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Response, PeerError>> {
+        Box::pin(self.send(to, envelope, request, timeout))
+    }
+}
+
+/// A call's request with its headers and deadline.
+fn with_headers<T>(msg: T, headers: &MetadataMap, timeout: Duration) -> Request<T> {
+    let mut req = Request::new(msg);
+    *req.metadata_mut() = headers.clone();
+    req.set_timeout(timeout);
+    req
+}
+
+/// The batch item a replica operation travels as; `None` for the others.
+fn batch_item(request: &crate::peer::Request, me: NodeId) -> Option<pb::BatchItem> {
+    use crate::peer::Request as R;
+    let op = match request {
+        R::Replicate { key, versions } => pb::batch_item::Op::Replicate(pb::ReplicateRequest {
+            key: key.clone(),
+            version_set: versions.clone(),
+            from: me.to_string(),
+            hint_for: String::new(),
+        }),
+        R::StoreHint {
+            key,
+            versions,
+            target,
+        } => pb::batch_item::Op::Replicate(pb::ReplicateRequest {
+            key: key.clone(),
+            version_set: versions.clone(),
+            from: me.to_string(),
+            hint_for: target.to_string(),
+        }),
+        R::Read { key } => pb::batch_item::Op::Read(pb::LocalReadRequest { key: key.clone() }),
+        _ => return None,
+    };
+    Some(pb::BatchItem { op: Some(op) })
+}
+
+/// The headers carrying an envelope.
+pub fn headers(envelope: &Envelope) -> MetadataMap {
+    let mut headers = MetadataMap::new();
+    if let Some(from) = envelope.from {
+        if let Ok(v) = MetadataValue::try_from(from.to_string()) {
+            headers.insert(FROM_HEADER, v);
+        }
+    }
+    if let Some(to) = envelope.to {
+        if let Ok(v) = MetadataValue::try_from(to.to_string()) {
+            headers.insert(TO_HEADER, v);
+        }
+    }
+    stamp_cluster(&mut headers, envelope.cluster);
+    headers
+}
+
+/// The envelope a received call's headers carry.
+pub fn envelope(headers: &MetadataMap) -> Result<Envelope, Status> {
+    let node = |key| {
+        headers
+            .get(key)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse().ok())
+    };
+    Ok(Envelope {
+        from: node(FROM_HEADER),
+        to: node(TO_HEADER),
+        cluster: cluster_of(headers)?,
+    })
+}
+
+/// Adds the cluster header, when the id is known.
+pub fn stamp_cluster(headers: &mut MetadataMap, cluster: Option<ClusterId>) {
+    if let Some(id) = cluster {
+        if let Ok(v) = MetadataValue::try_from(id.to_string()) {
+            headers.insert(CLUSTER_HEADER, v);
+        }
+    }
+}
+
+/// The cluster id a message's metadata carries: `Ok(None)` without the
+/// header, an error when it is malformed.
+pub fn cluster_of(headers: &MetadataMap) -> Result<Option<ClusterId>, Status> {
+    let Some(value) = headers.get(CLUSTER_HEADER) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "malformed {CLUSTER_HEADER} header: expected 32 hex digits"
+            ))
+        })
 }
 
 fn lazy_channel(address: &str) -> Result<Channel> {
@@ -482,13 +444,48 @@ pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-/// Whether a failed call provably never reached the peer: the connection
-/// could not be opened (refused, timed out, unresolvable), so not one byte
-/// of the request was sent. tonic marks that with [`tonic::ConnectError`]
-/// in the error's chain. Every other transport failure (a reset, a closed
-/// stream, a broken connection) may have happened after the peer received
-/// the request.
-pub fn never_sent(status: &Status) -> bool {
+/// A failed call as the node sees it.
+///
+/// * Too large: a message over the size limit (`OUT_OF_RANGE` from either
+///   side, or the batcher's own refusal).
+/// * Not sent: the connection could not be opened (refused, timed out,
+///   unresolvable), so not one byte of the request was sent; tonic marks
+///   that with [`tonic::ConnectError`] in the error's chain.
+/// * A failure of the call's own HTTP/2 stream, which tonic reports as
+///   "h2 protocol error" with the code of the stream's reset reason: the
+///   connection carried it, so the peer is there; it fails this call only.
+///   (Marking the peer down for it once made one oversized write take a
+///   healthy replica out of routing.) A connection-level h2 failure (an
+///   I/O error, no reason) comes with code `UNKNOWN` and is lost.
+/// * Lost: every other transport failure (a reset, a closed stream, a
+///   broken connection), which may have happened after the peer received
+///   the request; and `CANCELLED`.
+/// * Timeout: `DEADLINE_EXCEEDED`.
+/// * Otherwise the peer refused, with the status's code.
+pub fn peer_error(status: Status) -> PeerError {
+    use std::error::Error as _;
+    let cluster = cluster_of(status.metadata()).ok().flatten();
+    let failure = if status.code() == Code::OutOfRange || status.message().starts_with(TOO_LARGE) {
+        Failure::TooLarge
+    } else if never_sent(&status) {
+        Failure::NotSent
+    } else if status.message().starts_with(H2_FAILURE) && status.code() != Code::Unknown {
+        Failure::Refused(error::Code::Internal)
+    } else if status.source().is_some() || status.code() == Code::Cancelled {
+        Failure::Lost
+    } else if status.code() == Code::DeadlineExceeded {
+        Failure::Timeout
+    } else {
+        Failure::Refused(code_from_grpc(status.code()))
+    };
+    PeerError {
+        failure,
+        message: status.message().to_string(),
+        cluster,
+    }
+}
+
+fn never_sent(status: &Status) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     while let Some(e) = cur {
         if e.is::<tonic::ConnectError>() {
@@ -504,20 +501,38 @@ pub fn never_sent(status: &Status) -> bool {
     false
 }
 
-/// The sending node of an internal request, from its metadata.
-pub fn sender<T>(req: &Request<T>) -> Option<NodeId> {
-    req.metadata()
-        .get(FROM_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.parse().ok())
+/// The class of a gRPC code.
+pub fn code_from_grpc(code: Code) -> error::Code {
+    use error::Code as C;
+    match code {
+        Code::InvalidArgument | Code::OutOfRange => C::InvalidArgument,
+        Code::NotFound => C::NotFound,
+        Code::FailedPrecondition | Code::AlreadyExists | Code::Aborted => C::FailedPrecondition,
+        Code::ResourceExhausted => C::ResourceExhausted,
+        Code::Unavailable => C::Unavailable,
+        Code::DeadlineExceeded => C::DeadlineExceeded,
+        Code::PermissionDenied => C::PermissionDenied,
+        Code::Unauthenticated => C::Unauthenticated,
+        Code::Unimplemented => C::Unimplemented,
+        _ => C::Internal,
+    }
 }
 
-/// The node an internal request is meant for, from its metadata.
-pub fn recipient<T>(req: &Request<T>) -> Option<NodeId> {
-    req.metadata()
-        .get(TO_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.parse().ok())
+/// The gRPC code of a class.
+pub fn code_to_grpc(code: error::Code) -> Code {
+    use error::Code as C;
+    match code {
+        C::InvalidArgument => Code::InvalidArgument,
+        C::NotFound => Code::NotFound,
+        C::FailedPrecondition => Code::FailedPrecondition,
+        C::ResourceExhausted => Code::ResourceExhausted,
+        C::Unavailable => Code::Unavailable,
+        C::DeadlineExceeded => Code::DeadlineExceeded,
+        C::PermissionDenied => Code::PermissionDenied,
+        C::Unauthenticated => Code::Unauthenticated,
+        C::Unimplemented => Code::Unimplemented,
+        C::Internal => Code::Internal,
+    }
 }
 
 /// Whether a KV request was already forwarded by another node.
@@ -529,26 +544,71 @@ pub fn was_forwarded<T>(req: &Request<T>) -> bool {
 mod tests {
     use super::*;
 
+    fn unreachable(status: Status) -> bool {
+        peer_error(status).is_unreachable()
+    }
+
     #[test]
     fn only_failures_of_the_peer_count_as_unreachable() {
         // The peer (or the way to it) failed.
-        assert!(is_unreachable(&Status::unavailable("connection refused")));
-        assert!(is_unreachable(&Status::deadline_exceeded("no answer")));
-        assert!(is_unreachable(&Status::cancelled("dropped")));
+        assert!(unreachable(Status::unavailable("connection refused")));
+        assert!(unreachable(Status::deadline_exceeded("no answer")));
+        assert!(unreachable(Status::cancelled("dropped")));
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
-        assert!(is_unreachable(&Status::from_error(Box::new(io))));
+        assert!(unreachable(Status::from_error(Box::new(io))));
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert!(peer_error(Status::from_error(Box::new(refused))).never_sent());
         // One call failed; the peer answered or the connection carried it.
-        assert!(!is_unreachable(&Status::out_of_range(
+        assert!(!unreachable(Status::out_of_range(
             "Error, encoded message length too large: found 1400141 bytes, the limit is: 1118208 bytes"
         )));
-        assert!(!is_unreachable(&too_large(1_400_141, 1_118_208)));
-        assert!(!is_unreachable(&Status::cancelled(
+        assert_eq!(
+            peer_error(Status::resource_exhausted(
+                crate::peer::too_large(1_400_141, 1_118_208).message
+            ))
+            .failure,
+            Failure::TooLarge
+        );
+        assert!(!unreachable(Status::cancelled(
             "h2 protocol error: stream error sent by user: operation was canceled"
         )));
-        assert!(!is_unreachable(&Status::internal(
+        assert!(!unreachable(Status::internal(
             "h2 protocol error: stream error received: unexpected internal error encountered"
         )));
-        assert!(!is_unreachable(&Status::resource_exhausted("overloaded")));
-        assert!(!is_unreachable(&Status::invalid_argument("bad key")));
+        assert!(!unreachable(Status::resource_exhausted("overloaded")));
+        assert!(!unreachable(Status::invalid_argument("bad key")));
+    }
+
+    #[test]
+    fn envelopes_travel_in_headers() {
+        let sent = Envelope {
+            from: Some(NodeId(3)),
+            to: Some(NodeId(4)),
+            cluster: Some(ClusterId(5)),
+        };
+        assert_eq!(envelope(&headers(&sent)).unwrap(), sent);
+        assert_eq!(envelope(&MetadataMap::new()).unwrap(), Envelope::default());
+        let mut bad = MetadataMap::new();
+        bad.insert(CLUSTER_HEADER, MetadataValue::from_static("zz"));
+        assert!(envelope(&bad).is_err());
+    }
+
+    #[test]
+    fn every_code_survives_the_trip_through_grpc() {
+        use error::Code as C;
+        for code in [
+            C::InvalidArgument,
+            C::NotFound,
+            C::FailedPrecondition,
+            C::ResourceExhausted,
+            C::Unavailable,
+            C::DeadlineExceeded,
+            C::PermissionDenied,
+            C::Unauthenticated,
+            C::Unimplemented,
+            C::Internal,
+        ] {
+            assert_eq!(code_from_grpc(code_to_grpc(code)), code);
+        }
     }
 }

@@ -11,6 +11,7 @@ fn info(id: u64, generation: u64, heartbeat: u64) -> MemberInfo {
         id: NodeId(id),
         name: format!("node-{id}"),
         address: format!("10.0.0.{id}:7000"),
+        peer_address: format!("10.0.0.{id}:7001"),
         zone: format!("z{}", id % 3),
         weight: 100,
         generation,

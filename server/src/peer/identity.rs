@@ -1,9 +1,8 @@
 //! Which cluster this node belongs to, as its calls say and check it.
 //!
-//! Every internal call carries the sender's cluster id in the
-//! [`CLUSTER_HEADER`] metadata entry (next to `x-ringkv-from` and
-//! `x-ringkv-to`), and gossip answers and refusals carry the answering
-//! node's. A node that knows its cluster id refuses every call, gossip
+//! Every message between nodes carries the sender's cluster id in its
+//! [`Envelope`](super::Envelope), and gossip answers and refusals carry the
+//! answering node's. A node that knows its cluster id refuses every call, gossip
 //! message and layout of another cluster, counts it in
 //! `ringkv_foreign_cluster_refusals_total` and says so in its log, at most
 //! once per [`REFUSAL_LOG_INTERVAL`] so a misconfigured peer gossiping
@@ -26,16 +25,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::Status;
 use tracing::warn;
 
+use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::ring::ClusterId;
-
-/// Metadata key carrying the sender's cluster id (32 hex digits) on
-/// internal calls, gossip answers and refusals.
-pub const CLUSTER_HEADER: &str = "x-ringkv-cluster";
 
 /// At most one log line about refused foreign traffic per this interval;
 /// the refusals in between are counted and reported with the next line.
@@ -128,15 +122,6 @@ impl ClusterIdentity {
         &self.metrics
     }
 
-    /// Adds the cluster header to outgoing metadata, when the id is known.
-    pub fn stamp(&self, headers: &mut MetadataMap) {
-        if let Some(id) = self.get() {
-            if let Ok(v) = MetadataValue::try_from(id.to_string()) {
-                headers.insert(CLUSTER_HEADER, v);
-            }
-        }
-    }
-
     /// Counts a refusal of `what` (a call, gossip, a layout) from `peer`,
     /// which belongs to cluster `theirs`, and logs it unless a line was
     /// logged less than [`REFUSAL_LOG_INTERVAL`] ago.
@@ -177,35 +162,16 @@ impl ClusterIdentity {
         self.refusals.load(Ordering::Relaxed)
     }
 
-    /// The FAILED_PRECONDITION answer to a call from cluster `theirs`,
-    /// carrying this node's id so the caller can tell why.
-    pub fn refusal_status(&self, theirs: ClusterId) -> Status {
+    /// The refusal of a call from cluster `theirs`. The answer carries
+    /// this node's id (the transport adds it to every refusal), so the
+    /// caller can tell why.
+    pub fn refusal(&self, theirs: ClusterId) -> Error {
         let mine = self.get().map(|id| id.to_string()).unwrap_or_default();
-        let mut status = Status::failed_precondition(format!(
+        Error::FailedPrecondition(format!(
             "this node belongs to cluster {mine}, the call came from cluster {theirs}; \
              nodes never join another cluster: check cluster.seeds"
-        ));
-        self.stamp(status.metadata_mut());
-        status
+        ))
     }
-}
-
-/// The cluster id a message's metadata carries: `Ok(None)` without the
-/// header, an error when it is malformed.
-pub fn cluster_of(headers: &MetadataMap) -> Result<Option<ClusterId>, Status> {
-    let Some(value) = headers.get(CLUSTER_HEADER) else {
-        return Ok(None);
-    };
-    value
-        .to_str()
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map(Some)
-        .ok_or_else(|| {
-            Status::invalid_argument(format!(
-                "malformed {CLUSTER_HEADER} header: expected 32 hex digits"
-            ))
-        })
 }
 
 #[cfg(test)]
@@ -236,17 +202,10 @@ mod tests {
     fn the_id_is_set_once() {
         let identity = ClusterIdentity::new(Metrics::new());
         assert_eq!(identity.get(), None);
-        let mut headers = MetadataMap::new();
-        identity.stamp(&mut headers);
-        assert_eq!(cluster_of(&headers).unwrap(), None);
         assert!(identity.set(X));
         assert!(identity.set(X));
         assert!(!identity.set(Y));
         assert_eq!(identity.get(), Some(X));
-        identity.stamp(&mut headers);
-        assert_eq!(cluster_of(&headers).unwrap(), Some(X));
-        headers.insert(CLUSTER_HEADER, MetadataValue::from_static("zz"));
-        assert!(cluster_of(&headers).is_err());
     }
 
     #[test]
@@ -265,9 +224,8 @@ mod tests {
             0,
             "logged again with the count"
         );
-        let status = identity.refusal_status(Y);
-        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
-        assert_eq!(cluster_of(status.metadata()).unwrap(), Some(X));
-        assert!(status.message().contains(&Y.to_string()));
+        let refusal = identity.refusal(Y);
+        assert!(matches!(refusal, Error::FailedPrecondition(_)));
+        assert!(refusal.to_string().contains(&Y.to_string()));
     }
 }
