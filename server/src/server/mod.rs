@@ -236,26 +236,23 @@ impl Node {
                     stop.recv().await
                 }),
         );
-        {
-            let cluster = cluster.clone();
-            workers.spawn("gossip", trigger.subscribe(), move |handle, stop| {
-                membership::run_gossip(cluster, handle, stop)
-            });
-        }
+        workers.spawn("gossip", trigger.subscribe(), |handle| {
+            membership::GossipWorker::new(cluster.clone(), handle)
+        });
         let delivery = Delivery {
             store: hints,
             cluster: cluster.clone(),
             config: config.clone(),
             metrics: metrics.clone(),
         };
-        workers.spawn("hint-delivery", trigger.subscribe(), move |handle, stop| {
-            deliver::run(delivery, handle, stop)
+        workers.spawn("hint-delivery", trigger.subscribe(), |handle| {
+            deliver::DeliveryWorker::new(delivery, handle)
         });
-        workers.spawn("anti-entropy", trigger.subscribe(), move |handle, stop| {
-            repair.run(handle, stop)
+        workers.spawn("anti-entropy", trigger.subscribe(), |handle| {
+            repair.worker(handle)
         });
-        workers.spawn("rebalance", trigger.subscribe(), move |handle, stop| {
-            rebalance.run(handle, stop)
+        workers.spawn("rebalance", trigger.subscribe(), |handle| {
+            rebalance.worker(handle)
         });
         info!(
             node_id = %node_id,
