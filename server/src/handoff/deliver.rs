@@ -45,9 +45,14 @@ pub struct DeliveryWorker {
 
 impl DeliveryWorker {
     pub fn new(d: Delivery, handle: Arc<WorkerHandle>) -> Self {
-        let mut interval = tokio::time::interval(Duration::from_millis(d.config.handoff.interval_ms));
+        let mut interval =
+            tokio::time::interval(Duration::from_millis(d.config.handoff.interval_ms));
         interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        Self { d, handle, interval }
+        Self {
+            d,
+            handle,
+            interval,
+        }
     }
 }
 

@@ -52,7 +52,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 use tracing::warn;
 
 use crate::config::Config;
@@ -352,16 +352,25 @@ impl Worker for RebalanceWorker {
     /// next transfer starts at once).
     async fn wait(&mut self) {
         tokio::select! {
-            Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => {
-                if let Ok((version, partition, result)) = joined {
-                    self.running.remove(&(version, partition));
-                    match result {
-                        Ok(()) => self.handle.add("transfers_done", 1),
-                        Err(e) => self.handle.error(format!("transfer of partition {partition} (layout v{version}): {e}")),
-                    }
-                }
-            }
+            Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => self.ended(joined),
             _ = tokio::time::sleep(self.tick) => {}
+        }
+    }
+}
+
+impl RebalanceWorker {
+    /// Counts a transfer that ended. A failed transfer is an error the
+    /// worker survives: the next step starts it again from its cursor.
+    fn ended(&mut self, joined: std::result::Result<(u64, u32, Result<()>), JoinError>) {
+        let Ok((version, partition, result)) = joined else {
+            return;
+        };
+        self.running.remove(&(version, partition));
+        match result {
+            Ok(()) => self.handle.add("transfers_done", 1),
+            Err(e) => self.handle.error(format!(
+                "transfer of partition {partition} (layout v{version}): {e}"
+            )),
         }
     }
 }

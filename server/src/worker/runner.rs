@@ -30,7 +30,11 @@ pub(super) async fn run<W: Worker>(
     let mut failures = 0;
     loop {
         handle.set_state(WorkerState::Idle);
-        if failures > 0 && until_shutdown(&mut shutdown, tokio::time::sleep(backoff(failures))).await.is_none() {
+        if failures > 0
+            && until_shutdown(&mut shutdown, tokio::time::sleep(backoff(failures)))
+                .await
+                .is_none()
+        {
             return;
         }
         if until_shutdown(&mut shutdown, worker.wait()).await.is_none() {

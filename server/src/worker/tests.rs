@@ -11,8 +11,9 @@ use super::*;
 use crate::server::shutdown_channel;
 use crate::Error;
 
-/// Bounds every wait for a runner to return.
-const JOIN_BOUND: Duration = Duration::from_secs(5);
+/// Bounds every wait for a runner to return, in paused (virtual) time: it
+/// must outlast the longest script's back-offs, about a minute.
+const JOIN_BOUND: Duration = Duration::from_secs(600);
 
 /// A worker that plays a script of step outcomes, then is done.
 struct Scripted {
@@ -145,12 +146,23 @@ async fn failures_are_counted_and_back_off_grows_to_the_cap_then_resets() {
 #[tokio::test(start_paused = true)]
 async fn busy_steps_run_back_to_back_and_idle_ones_wait() {
     let wait = Duration::from_secs(1);
-    let script = vec![Ok(Step::Busy), Ok(Step::Busy), Ok(Step::Idle), Ok(Step::Busy)];
+    let script = vec![
+        Ok(Step::Busy),
+        Ok(Step::Busy),
+        Ok(Step::Idle),
+        Ok(Step::Busy),
+    ];
     let start_at = Instant::now();
     let w = start(script, wait, Duration::ZERO);
     w.join().await;
 
-    let steps: Vec<Duration> = w.steps.lock().unwrap().iter().map(|t| *t - start_at).collect();
+    let steps: Vec<Duration> = w
+        .steps
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|t| *t - start_at)
+        .collect();
     // The first wait comes before the first step; Busy does not wait.
     assert_eq!(steps, vec![wait, wait, wait, wait * 2, wait * 2]);
     assert_eq!(*w.waits.lock().unwrap(), 2);
@@ -170,7 +182,11 @@ async fn shutdown_stops_a_waiting_worker() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_stops_a_busy_worker_between_steps_and_mid_step() {
     // Steps that never wait for anything: the runner must still notice.
-    let w = start(vec![Ok(Step::Busy); 1_000_000], Duration::ZERO, Duration::ZERO);
+    let w = start(
+        vec![Ok(Step::Busy); 1_000_000],
+        Duration::ZERO,
+        Duration::ZERO,
+    );
     // Not a sleep: a runtime that always has a task ready never advances
     // the paused clock.
     for _ in 0..100 {
@@ -178,11 +194,18 @@ async fn shutdown_stops_a_busy_worker_between_steps_and_mid_step() {
     }
     w.stop().await;
     let steps = w.steps.lock().unwrap().len();
-    assert!(steps > 0 && steps < 1_000_000, "stopped after {steps} steps");
+    assert!(
+        steps > 0 && steps < 1_000_000,
+        "stopped after {steps} steps"
+    );
     assert_eq!(w.handle.status().state, WorkerState::Stopped);
 
     // A step that takes an hour is dropped at shutdown.
-    let w = start(vec![Ok(Step::Busy)], Duration::ZERO, Duration::from_secs(3600));
+    let w = start(
+        vec![Ok(Step::Busy)],
+        Duration::ZERO,
+        Duration::from_secs(3600),
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(w.handle.status().state, WorkerState::Active);
     let stopping = Instant::now();
@@ -207,7 +230,10 @@ async fn the_listing_shows_name_state_errors_and_counters() {
     assert_eq!(s.state, WorkerState::Idle);
     assert_eq!(s.errors, 1);
     assert_eq!(s.consecutive_failures, 1);
-    assert_eq!(s.last_error.as_deref(), Some("internal error: one bad step"));
+    assert_eq!(
+        s.last_error.as_deref(),
+        Some("internal error: one bad step")
+    );
     assert!(s.last_error_at_ms > 0);
     assert_eq!(s.counters["steps"], 1);
 
