@@ -157,28 +157,24 @@ impl NodeParts {
     /// anti-entropy and rebalance. They stop when `trigger` fires.
     pub fn spawn_workers(&self, trigger: &ShutdownTrigger) {
         let workers = &self.workers;
-        {
-            let cluster = self.cluster.clone();
-            workers.spawn("gossip", trigger.subscribe(), move |handle, stop| {
-                membership::run_gossip(cluster, handle, stop)
-            });
-        }
+        let cluster = self.cluster.clone();
+        workers.spawn("gossip", trigger.subscribe(), |handle| {
+            membership::GossipWorker::new(cluster, handle)
+        });
         let delivery = Delivery {
             store: self.hints.clone(),
             cluster: self.cluster.clone(),
             config: self.config.clone(),
             metrics: self.metrics.clone(),
         };
-        workers.spawn("hint-delivery", trigger.subscribe(), move |handle, stop| {
-            deliver::run(delivery, handle, stop)
+        workers.spawn("hint-delivery", trigger.subscribe(), |handle| {
+            deliver::DeliveryWorker::new(delivery, handle)
         });
-        let repair = self.repair.clone();
-        workers.spawn("anti-entropy", trigger.subscribe(), move |handle, stop| {
-            repair.run(handle, stop)
+        workers.spawn("anti-entropy", trigger.subscribe(), |handle| {
+            self.repair.clone().worker(handle)
         });
-        let rebalance = self.rebalance.clone();
-        workers.spawn("rebalance", trigger.subscribe(), move |handle, stop| {
-            rebalance.run(handle, stop)
+        workers.spawn("rebalance", trigger.subscribe(), |handle| {
+            self.rebalance.clone().worker(handle)
         });
     }
 }

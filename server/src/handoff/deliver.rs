@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
+use tokio::time::{Interval, MissedTickBehavior};
 
 use super::{Hint, HintStore};
 use crate::config::Config;
@@ -19,9 +20,8 @@ use crate::membership::Cluster;
 use crate::metrics::Metrics;
 use crate::peer::Failure;
 use crate::replica::wall_clock_ms;
-use crate::server::Shutdown;
 use crate::version::NodeId;
-use crate::worker::{WorkerHandle, WorkerState};
+use crate::worker::{Step, Worker, WorkerHandle};
 
 /// Hints of one batch sent at once.
 const IN_FLIGHT: usize = 16;
@@ -34,27 +34,46 @@ pub struct Delivery {
     pub metrics: Arc<Metrics>,
 }
 
-/// Runs delivery rounds until shutdown.
-pub async fn run(d: Delivery, handle: Arc<WorkerHandle>, mut shutdown: Shutdown) {
-    let mut interval = tokio::time::interval(Duration::from_millis(d.config.handoff.interval_ms));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.recv() => return,
-            _ = interval.tick() => {}
+/// The "hint-delivery" worker: a delivery round every
+/// `handoff.interval_ms` (the first at once).
+pub struct DeliveryWorker {
+    d: Delivery,
+    handle: Arc<WorkerHandle>,
+    /// A round that runs late delays the next tick rather than bunching
+    /// ticks up.
+    interval: Interval,
+}
+
+impl DeliveryWorker {
+    pub fn new(d: Delivery, handle: Arc<WorkerHandle>) -> Self {
+        let mut interval =
+            tokio::time::interval(Duration::from_millis(d.config.handoff.interval_ms));
+        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Self {
+            d,
+            handle,
+            interval,
         }
-        handle.set_state(WorkerState::Active);
+    }
+}
+
+impl Worker for DeliveryWorker {
+    /// One round over every target this node holds hints for; a target
+    /// that fails is recorded and skipped, never failing the round.
+    async fn work(&mut self) -> crate::Result<Step> {
+        let (d, handle) = (&self.d, &self.handle);
         for (target, _) in d.store.queues() {
-            if shutdown.is_triggered() {
-                return;
-            }
-            if let Err(e) = deliver_to(&d, target, &handle).await {
+            if let Err(e) = deliver_to(d, target, handle).await {
                 handle.error(format!("delivering hints to {target}: {e}"));
             }
         }
         let pending: u64 = d.store.queues().iter().map(|(_, q)| q.keys).sum();
         handle.set("pending", pending);
-        handle.set_state(WorkerState::Idle);
+        Ok(Step::Idle)
+    }
+
+    async fn wait(&mut self) {
+        self.interval.tick().await;
     }
 }
 

@@ -11,7 +11,7 @@
 //! key) the coordinator keeps the hint itself; such a hint never counts
 //! toward W.
 //!
-//! The delivery worker ([`deliver::run`]) sends each target's hints in
+//! The delivery worker ([`deliver::DeliveryWorker`]) sends each target's hints in
 //! batches once the failure detector sees the target alive, rate-limited
 //! by `handoff.max_rate`, and deletes each hint when the target
 //! acknowledges it, unless it changed meanwhile (a newer write merged in).

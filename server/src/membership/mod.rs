@@ -34,6 +34,7 @@
 //! it. The state merge and the detector are small, pure and tested here.
 
 pub mod detector;
+mod gossip;
 mod identity;
 pub mod state;
 
@@ -51,12 +52,11 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::peer::{AddressBook, Gossip, GossipAnswer, Observer, Peer, Peers};
 use crate::ring::{ClusterId, Layout, MemberSpec};
-use crate::server::Shutdown;
 use crate::storage::{Cf, Engine, WriteBatch};
 use crate::version::NodeId;
-use crate::worker::{WorkerHandle, WorkerState};
 
 use detector::{FailureDetector, Liveness};
+pub use gossip::GossipWorker;
 use state::{
     JoinMode, MemberInfo, MembershipState, Status, MAX_DIGESTS_PER_MESSAGE, MAX_ENTRIES_PER_MESSAGE,
 };
@@ -818,30 +818,6 @@ impl Cluster {
         self.layout()
             .map(|l| l.replica_counts())
             .unwrap_or_default()
-    }
-}
-
-/// Runs gossip rounds until shutdown.
-pub async fn run_gossip(cluster: Arc<Cluster>, handle: Arc<WorkerHandle>, mut shutdown: Shutdown) {
-    let mut interval = tokio::time::interval(cluster.config.gossip.interval());
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.recv() => return,
-            _ = interval.tick() => {
-                handle.set_state(WorkerState::Active);
-                cluster.gossip_round().await;
-                handle.add("rounds", 1);
-                let alive = cluster
-                    .members()
-                    .iter()
-                    .filter(|m| m.liveness == Liveness::Alive)
-                    .count();
-                handle.set("members", cluster.members().len() as u64);
-                handle.set("alive", alive as u64);
-                handle.set_state(WorkerState::Idle);
-            }
-        }
     }
 }
 

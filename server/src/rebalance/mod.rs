@@ -52,7 +52,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 use tracing::warn;
 
 use crate::config::Config;
@@ -62,9 +62,8 @@ use crate::metrics::Metrics;
 use crate::repair::Repair;
 use crate::replica::Replica;
 use crate::ring::Layout;
-use crate::server::Shutdown;
 use crate::version::NodeId;
-use crate::worker::{WorkerHandle, WorkerState};
+use crate::worker::{Step, Worker, WorkerHandle};
 
 use plan::{Change, Move};
 use throttle::Throttle;
@@ -284,37 +283,15 @@ impl Rebalance {
 
     // ---- the worker -------------------------------------------------------------
 
-    /// Receives partitions, retires old ones and, on the claimant, finishes
-    /// changes and commits automatic joins; until shutdown.
-    pub async fn run(self: Arc<Self>, handle: Arc<WorkerHandle>, mut shutdown: Shutdown) {
+    /// The "rebalance" worker on this node.
+    pub fn worker(self: Arc<Self>, handle: Arc<WorkerHandle>) -> RebalanceWorker {
         let tick = Duration::from_millis((self.config.gossip.interval_ms / 2).clamp(50, 500));
-        let mut tasks: JoinSet<(u64, u32, Result<()>)> = JoinSet::new();
-        let mut running: BTreeSet<(u64, u32)> = BTreeSet::new();
-        loop {
-            tokio::select! {
-                _ = shutdown.recv() => {
-                    tasks.abort_all();
-                    return;
-                }
-                Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                    if let Ok((version, partition, result)) = joined {
-                        running.remove(&(version, partition));
-                        match result {
-                            Ok(()) => handle.add("transfers_done", 1),
-                            Err(e) => handle.error(format!("transfer of partition {partition} (layout v{version}): {e}")),
-                        }
-                    }
-                    // A slot is free: start the next transfer at once.
-                }
-                _ = tokio::time::sleep(tick) => {}
-            }
-            handle.set_state(WorkerState::Active);
-            if let Err(e) = self.step(&mut tasks, &mut running).await {
-                handle.error(e.to_string());
-            }
-            handle.set("transfers_running", running.len() as u64);
-            handle.set("bytes_received", self.metrics.transfer_bytes());
-            handle.set_state(WorkerState::Idle);
+        RebalanceWorker {
+            rebalance: self,
+            handle,
+            tick,
+            tasks: JoinSet::new(),
+            running: BTreeSet::new(),
         }
     }
 
@@ -339,5 +316,61 @@ impl Rebalance {
             self.retire(&layout).await?;
         }
         self.claimant_duties(&layout).await
+    }
+}
+
+/// The "rebalance" worker: receives partitions, retires old ones and, on
+/// the claimant, finishes changes and commits automatic joins, at every
+/// tick (half a gossip interval, 50 to 500 ms) and whenever a transfer
+/// ends. Dropping it (at shutdown) aborts the transfers in flight; they
+/// resume from their cursors at the next start.
+pub struct RebalanceWorker {
+    rebalance: Arc<Rebalance>,
+    handle: Arc<WorkerHandle>,
+    tick: Duration,
+    /// The transfers streaming now, each ending with its (layout version,
+    /// partition, outcome).
+    tasks: JoinSet<(u64, u32, Result<()>)>,
+    /// (layout version, partition) of each transfer in `tasks`.
+    running: BTreeSet<(u64, u32)>,
+}
+
+impl Worker for RebalanceWorker {
+    async fn work(&mut self) -> Result<Step> {
+        let stepped = self
+            .rebalance
+            .step(&mut self.tasks, &mut self.running)
+            .await;
+        self.handle
+            .set("transfers_running", self.running.len() as u64);
+        self.handle
+            .set("bytes_received", self.rebalance.metrics.transfer_bytes());
+        stepped.map(|()| Step::Idle)
+    }
+
+    /// Until the next tick, or until a transfer ends (a slot is free: the
+    /// next transfer starts at once).
+    async fn wait(&mut self) {
+        tokio::select! {
+            Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => self.ended(joined),
+            _ = tokio::time::sleep(self.tick) => {}
+        }
+    }
+}
+
+impl RebalanceWorker {
+    /// Counts a transfer that ended. A failed transfer is an error the
+    /// worker survives: the next step starts it again from its cursor.
+    fn ended(&mut self, joined: std::result::Result<(u64, u32, Result<()>), JoinError>) {
+        let Ok((version, partition, result)) = joined else {
+            return;
+        };
+        self.running.remove(&(version, partition));
+        match result {
+            Ok(()) => self.handle.add("transfers_done", 1),
+            Err(e) => self.handle.error(format!(
+                "transfer of partition {partition} (layout v{version}): {e}"
+            )),
+        }
     }
 }

@@ -45,7 +45,7 @@
 //!
 //! `Repair` is shared by the gRPC handlers (the Internal RPCs that answer
 //! peers, and `Admin.StartRepair` / `Admin.MerkleRoots`) and by the
-//! "anti-entropy" worker ([`Repair::run`]). It uses the replica layer for
+//! "anti-entropy" worker ([`AntiEntropyWorker`]). It uses the replica layer for
 //! storage (scans, merges, the guarded purge) and the cluster view for the
 //! layout, liveness and the transport.
 
@@ -68,8 +68,7 @@ use crate::error::{Error, Result};
 use crate::membership::Cluster;
 use crate::metrics::Metrics;
 use crate::replica::Replica;
-use crate::server::Shutdown;
-use crate::worker::{WorkerHandle, WorkerState};
+use crate::worker::{Step, Worker, WorkerHandle};
 
 pub use merkle::{state_digest, ABSENT, LEAVES};
 
@@ -140,7 +139,7 @@ pub struct Repair {
     /// worker's pass never drive the purge of one key at the same time
     /// (the second would see the first's purge as a failure and undo it).
     purge_lock: tokio::sync::Mutex<()>,
-    /// The worker's handle once [`Repair::run`] started: passes started by
+    /// The worker's handle once [`Repair::worker`] built it: passes started by
     /// an operator count in the worker's status too.
     handle: OnceLock<Arc<WorkerHandle>>,
 }
@@ -223,42 +222,19 @@ impl Repair {
         Ok(roots)
     }
 
-    /// The anti-entropy worker: a pass over every partition this node
-    /// replicates, then `repair.interval_ms` of rest, until shutdown. The
-    /// first pass waits one interval, so a starting node has learnt who is
-    /// alive before it compares. With `repair.anti_entropy = false` the
-    /// worker only waits for shutdown (passes can still be started by an
-    /// operator).
-    pub async fn run(self: Arc<Self>, handle: Arc<WorkerHandle>, mut shutdown: Shutdown) {
+    /// The "anti-entropy" worker on this `Repair`; from now on passes
+    /// started by an operator count in its status too.
+    pub fn worker(self: Arc<Self>, handle: Arc<WorkerHandle>) -> AntiEntropyWorker {
         // A second worker on the same Repair keeps reporting to the first
         // handle; the server starts exactly one.
         let _ = self.handle.set(handle.clone());
-        if !self.config.repair.anti_entropy {
-            handle.set("enabled", 0);
-            handle.set_state(WorkerState::Idle);
-            shutdown.recv().await;
-            return;
-        }
-        handle.set("enabled", 1);
-        let interval = Duration::from_millis(self.config.repair.interval_ms.max(1));
-        loop {
-            handle.set_state(WorkerState::Idle);
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = shutdown.recv() => return,
-            }
-            if self.cluster.layout().is_none() {
-                continue;
-            }
-            handle.set_state(WorkerState::Active);
-            tokio::select! {
-                result = self.pass(None) => {
-                    if let Err(e) = result {
-                        handle.error(format!("anti-entropy pass: {e}"));
-                    }
-                }
-                _ = shutdown.recv() => return,
-            }
+        let enabled = self.config.repair.anti_entropy;
+        handle.set("enabled", u64::from(enabled));
+        let rest = Duration::from_millis(self.config.repair.interval_ms.max(1));
+        AntiEntropyWorker {
+            repair: self,
+            enabled,
+            rest,
         }
     }
 
@@ -352,6 +328,36 @@ impl Repair {
         self.count("passes", 1);
         if let Some(handle) = self.handle.get() {
             handle.set("last_pass_ms", took.as_millis() as u64);
+        }
+    }
+}
+
+/// The anti-entropy worker: a pass over every partition this node
+/// replicates, then `repair.interval_ms` of rest. The first pass waits one
+/// interval, so a starting node has learnt who is alive before it
+/// compares. With `repair.anti_entropy = false` it never steps (passes can
+/// still be started by an operator).
+pub struct AntiEntropyWorker {
+    repair: Arc<Repair>,
+    /// `repair.anti_entropy`.
+    enabled: bool,
+    /// `repair.interval_ms`, at least 1 ms.
+    rest: Duration,
+}
+
+impl Worker for AntiEntropyWorker {
+    async fn work(&mut self) -> Result<Step> {
+        if self.repair.cluster.layout().is_some() {
+            self.repair.pass(None).await?;
+        }
+        Ok(Step::Idle)
+    }
+
+    async fn wait(&mut self) {
+        if self.enabled {
+            tokio::time::sleep(self.rest).await;
+        } else {
+            std::future::pending().await
         }
     }
 }

@@ -370,7 +370,7 @@ async fn the_worker_stops_on_shutdown_enabled_or_not() {
         let (trigger, shutdown) = shutdown_channel();
         let workers = Workers::new();
         let repair = n.repair.clone();
-        let handle = workers.spawn("anti-entropy", shutdown, move |h, s| repair.run(h, s));
+        let handle = workers.spawn("anti-entropy", shutdown, move |h| repair.worker(h));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         if enabled {
             while (handle.counter("tombstones_purged") == 0 || handle.counter("passes") == 0)
