@@ -166,7 +166,8 @@ fn an_impostor_of_me_is_outbid_not_adopted() {
         .deltas_for(&peer.digests())
         .iter()
         .all(|e| e.id != NodeId(1)));
-    assert_eq!(me.wanted_from(&peer.digests()), [NodeId(1), NodeId(2)]);
+    // The unknown peer first, then the impostor (furthest behind first).
+    assert_eq!(me.wanted_from(&peer.digests()), [NodeId(2), NodeId(1)]);
     let mut nodes = vec![me, peer];
     let (advanced, _) = exchange(&mut nodes, 0, 1);
     assert_eq!(advanced, [NodeId(2)], "never my own id");
