@@ -512,7 +512,7 @@ fn lag(ahead: (u64, u64), behind: Option<(u64, u64)>) -> Lag {
 /// first sends unknown members first, and an entry left out grows its lag
 /// every round until it goes first: nothing starves.
 fn most_lagging_first<T>(items: &mut [(Lag, T)]) {
-    items.sort_by(|a, b| b.0.cmp(&a.0));
+    items.sort_by_key(|item| std::cmp::Reverse(item.0));
 }
 
 /// The peer's version of each id. A digest list with an id twice (never
