@@ -10,7 +10,7 @@
 //! p50/p95/p99/p99.9/max latency per operation type, as a table or
 //! (`--output json`) as a stable JSON object ([`report`]).
 //!
-//! Three ways to run it:
+//! Four ways to run it:
 //!
 //! - `ringkv-bench [options]`: one load run. It starts nothing; point it at
 //!   nodes with `--endpoints` (or at etcd, an echo server or the in-process
@@ -19,6 +19,9 @@
 //!   the storage ceiling, a single ringkv node, a 3-node ringkv cluster
 //!   and a 3-member etcd cluster, all started by the tool, printed as one
 //!   table of ratios ([`compare`]). `benches/compare.sh` builds and calls it.
+//! - `ringkv-bench scale`: gossip and layout at up to 1,000 nodes, by
+//!   simulation with the server's own membership and layout code
+//!   ([`scale`]).
 //! - `ringkv-bench echo-server --listen ADDR`: the echo service ([`echo`]),
 //!   as `compare` starts it.
 //!
@@ -34,6 +37,7 @@ mod etcd;
 mod keys;
 mod progress;
 mod report;
+mod scale;
 mod target;
 mod workload;
 
@@ -66,6 +70,9 @@ enum Command {
     /// Measure the RPC and storage ceilings, ringkv (1 and 3 nodes) and a
     /// 3-member etcd cluster in one run, and print one table.
     Compare(compare::CompareArgs),
+    /// Simulate gossip and compute layouts at 10 to 1,000 nodes, with the
+    /// server's own membership and layout code, and print the figures.
+    Scale(scale::ScaleArgs),
     /// Serve the echo service (the RPC ceiling) until SIGTERM or Ctrl-C.
     EchoServer {
         /// Address to listen on, e.g. 127.0.0.1:7400.
@@ -81,6 +88,7 @@ async fn main() -> ExitCode {
         None => run(cli.run).await,
         Some(Command::Compare(args)) => compare::run(args).await,
         Some(Command::EchoServer { listen }) => echo_server(&listen).await,
+        Some(Command::Scale(args)) => scale::run(args),
     };
     match result {
         Ok(code) => code,

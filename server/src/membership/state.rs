@@ -61,8 +61,8 @@
 //! treated as absent, so the peer is sent our entry. The table holds at most
 //! [`MAX_MEMBERS`] nodes, and one message at most
 //! [`MAX_ENTRIES_PER_MESSAGE`] entries (deltas and answers to a wanted list
-//! are cut there; the rest follows in the next rounds, as the digests still
-//! show the gap).
+//! are cut there, the entries the receiver lags furthest behind on first;
+//! the rest follows in the next rounds, as the digests still show the gap).
 //!
 //! The entries advanced by [`apply`](MembershipState::apply) are the
 //! heartbeats the failure detector learns from; liveness itself is not
@@ -382,29 +382,40 @@ impl MembershipState {
     }
 
     /// Entries we hold that are newer than the peer's digest or absent from
-    /// it (what the peer lacks), sorted by id. A peer that is up to date
-    /// gets nothing.
-    /// At most [`MAX_ENTRIES_PER_MESSAGE`]: the rest goes in later rounds.
+    /// it (what the peer lacks). A peer that is up to date gets nothing.
+    /// At most [`MAX_ENTRIES_PER_MESSAGE`], the ones the peer most lags
+    /// behind on first (see [`lag`]); the rest goes in later rounds.
     pub fn deltas_for(&self, peer_digests: &[Digest]) -> Vec<MemberInfo> {
         let theirs = versions(peer_digests);
-        self.members
+        let mut lacking: Vec<(Lag, &MemberInfo)> = self
+            .members
             .values()
             .filter(|entry| theirs.get(&entry.id).is_none_or(|&v| entry.version() > v))
+            .map(|entry| (lag(entry.version(), theirs.get(&entry.id).copied()), entry))
+            .collect();
+        most_lagging_first(&mut lacking);
+        lacking
+            .into_iter()
             .take(MAX_ENTRIES_PER_MESSAGE)
-            .cloned()
+            .map(|(_, entry)| entry.clone())
             .collect()
     }
 
     /// Ids the peer holds newer versions of (or that we don't know): what
-    /// we should ask for, sorted by id. Includes my own id when the peer
-    /// claims a newer version of me, so that [`apply`](Self::apply) can
-    /// outbid it.
+    /// we should ask for, the ones we most lag behind on first (the peer
+    /// answers at most [`MAX_ENTRIES_PER_MESSAGE`] of them, in this order).
+    /// Includes my own id when the peer claims a newer version of me, so
+    /// that [`apply`](Self::apply) can outbid it.
     pub fn wanted_from(&self, peer_digests: &[Digest]) -> Vec<NodeId> {
-        versions(peer_digests)
+        let mut wanted: Vec<(Lag, NodeId)> = versions(peer_digests)
             .into_iter()
-            .filter(|(id, v)| self.members.get(id).is_none_or(|ours| *v > ours.version()))
-            .map(|(id, _)| id)
-            .collect()
+            .filter_map(|(id, v)| {
+                let ours = self.members.get(&id).map(MemberInfo::version);
+                ours.is_none_or(|ours| v > ours).then(|| (lag(v, ours), id))
+            })
+            .collect();
+        most_lagging_first(&mut wanted);
+        wanted.into_iter().map(|(_, id)| id).collect()
     }
 
     /// Our entries for `ids` (for answering a peer's wanted list); ids we
@@ -489,6 +500,33 @@ impl MembershipState {
             .get_mut(&self.me)
             .expect("the membership table always holds my own entry")
     }
+}
+
+/// How far a holder of version `behind` (`None`: no entry) lags behind
+/// version `ahead` of the same node's entry: not knowing the node at all
+/// is the furthest, then generations missed, then heartbeats missed.
+/// Ordered so that a larger value is further behind.
+type Lag = (bool, u64, u64);
+
+fn lag(ahead: (u64, u64), behind: Option<(u64, u64)>) -> Lag {
+    match behind {
+        None => (true, 0, 0),
+        Some((generation, _)) if generation < ahead.0 => (false, ahead.0 - generation, 0),
+        Some((_, heartbeat)) => (false, 0, ahead.1.saturating_sub(heartbeat)),
+    }
+}
+
+/// Sorts by lag, largest first; equal lags stay in id order (the sort is
+/// stable and the inputs come sorted by id).
+///
+/// Why: a message carries at most [`MAX_ENTRIES_PER_MESSAGE`] entries. In
+/// id order, the lowest ids' heartbeat bumps (every entry is bumped every
+/// round) would fill every message of a large cluster, and the entries
+/// past them, unknown members included, would never be sent. Largest lag
+/// first sends unknown members first, and an entry left out grows its lag
+/// every round until it goes first: nothing starves.
+fn most_lagging_first<T>(items: &mut [(Lag, T)]) {
+    items.sort_by_key(|item| std::cmp::Reverse(item.0));
 }
 
 /// The peer's version of each id. A digest list with an id twice (never

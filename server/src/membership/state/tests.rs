@@ -167,7 +167,8 @@ fn an_impostor_of_me_is_outbid_not_adopted() {
         .deltas_for(&peer.digests())
         .iter()
         .all(|e| e.id != NodeId(1)));
-    assert_eq!(me.wanted_from(&peer.digests()), [NodeId(1), NodeId(2)]);
+    // The unknown peer first, then the impostor (furthest behind first).
+    assert_eq!(me.wanted_from(&peer.digests()), [NodeId(2), NodeId(1)]);
     let mut nodes = vec![me, peer];
     let (advanced, _) = exchange(&mut nodes, 0, 1);
     assert_eq!(advanced, [NodeId(2)], "never my own id");
@@ -309,6 +310,54 @@ fn messages_are_bounded_and_large_tables_spread_over_rounds() {
     }
     exchange(&mut nodes, 1, 0);
     assert!(converged(&nodes));
+}
+
+/// A node that knows 300 members, of which a peer holds the first 200 at
+/// older heartbeats (every live entry is bumped every round) and lacks the
+/// last 100: the capped message carries the unknown members first, then
+/// the entries the peer lags furthest behind on.
+#[test]
+fn capped_messages_carry_what_the_peer_lags_furthest_behind_on() {
+    let mut big = MembershipState::new(info(1, 1, 5));
+    big.apply((2..=300).map(|id| info(id, 1, 5)).collect());
+    big.apply(vec![info(150, 1, 9), info(160, 2, 0)]);
+    let mut peer = MembershipState::new(info(1000, 1, 0));
+    peer.apply((1..=200).map(|id| info(id, 1, 1)).collect());
+    let unknown: Vec<NodeId> = (201..=300).map(NodeId).collect();
+
+    let deltas = big.deltas_for(&peer.digests());
+    assert_eq!(deltas.len(), MAX_ENTRIES_PER_MESSAGE);
+    let ids: Vec<NodeId> = deltas.iter().map(|e| e.id).collect();
+    assert_eq!(
+        ids[..100],
+        unknown[..],
+        "unknown members first, in id order"
+    );
+    // Then a generation behind, then 8 heartbeats behind, then 4.
+    assert_eq!(ids[100..103], [NodeId(160), NodeId(150), NodeId(1)]);
+
+    // The push side: the peer asks for what it lacks most first.
+    let wanted = peer.wanted_from(&big.digests());
+    assert_eq!(wanted[..100], unknown[..]);
+    assert_eq!(wanted[100..102], [NodeId(160), NodeId(150)]);
+}
+
+/// Heartbeat bumps of the first members (by id) must not starve the
+/// members after them: a fresh node pulling from a busy node whose every
+/// entry advances between exchanges still learns all 300 members in three
+/// messages of 128. (Sent in id order, the first 128 ids, always newer,
+/// filled every message and the fresh node never learnt the rest.)
+#[test]
+fn heartbeat_bumps_do_not_starve_unknown_members() {
+    let mut big = MembershipState::new(info(1, 1, 0));
+    big.apply((2..=300).map(|id| info(id, 1, 0)).collect());
+    let mut nodes = vec![big, MembershipState::new(info(500, 1, 0))];
+    for round in 1..=3 {
+        nodes[0].tick();
+        nodes[0].apply((2..=300).map(|id| info(id, 1, round)).collect());
+        exchange(&mut nodes, 1, 0);
+    }
+    assert_eq!(nodes[1].len(), 301);
 }
 
 fn arb_entry() -> impl Strategy<Value = MemberInfo> {
