@@ -7,6 +7,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ringkv_client::{Client, Error};
 use ringkv_proto::v1 as pb;
 use serde_json::json;
@@ -19,6 +20,13 @@ const WAIT_LIMIT: Duration = Duration::from_secs(24 * 3600);
 
 /// Width of the progress bar, in characters.
 const BAR: usize = 30;
+
+/// The terminal bar's length: it shows a fraction, which we compute (bytes
+/// against estimates, or partitions when nothing is estimated yet).
+const BAR_STEPS: u64 = 1000;
+
+/// The terminal bar: the same picture as [`progress_line`], drawn in place.
+const BAR_TEMPLATE: &str = "[{bar:30}] {percent:>3}%  {msg}";
 
 pub async fn join(
     client: &Client,
@@ -276,12 +284,22 @@ async fn follow(
     started: Instant,
 ) -> Result<u64, Error> {
     let terminal = std::io::stdout().is_terminal();
+    // On a terminal, indicatif redraws the line; elsewhere (a pipe, a log)
+    // plain lines go to `out`, at most one a second.
+    let bar = (terminal && !json).then(transfer_bar);
+    let _ = out.flush();
     let mut last_line = Instant::now() - Duration::from_secs(10);
     loop {
         let layout = client.layout().await?;
         if layout.version > version && layout.previous_version == 0 {
-            if terminal && !json {
-                let _ = writeln!(out);
+            if let Some(bar) = bar {
+                if bar.message().is_empty() {
+                    bar.finish_and_clear(); // never drawn: no transfers seen
+                } else {
+                    // Leaves the last picture; the cursor is still on its line.
+                    bar.finish();
+                    let _ = writeln!(out);
+                }
             }
             return Ok(layout.version);
         }
@@ -291,16 +309,14 @@ async fn follow(
             )));
         }
         let (transfers, rate) = of_version(&collect(client).await?, version);
-        if !json
-            && !transfers.is_empty()
-            && (terminal || last_line.elapsed() >= Duration::from_secs(1))
-        {
-            let line = progress_line(&transfers, rate);
-            if terminal {
-                let _ = write!(out, "\r{line}\x1b[K");
-            } else {
-                let _ = writeln!(out, "{line}");
+        if let Some(bar) = &bar {
+            if !transfers.is_empty() {
+                let (fraction, figures) = summary(&transfers, rate);
+                bar.set_position((fraction * BAR_STEPS as f64).round() as u64);
+                bar.set_message(figures);
             }
+        } else if !json && !transfers.is_empty() && last_line.elapsed() >= Duration::from_secs(1) {
+            let _ = writeln!(out, "{}", progress_line(&transfers, rate));
             let _ = out.flush();
             last_line = Instant::now();
         }
@@ -308,9 +324,32 @@ async fn follow(
     }
 }
 
+/// A bar drawn in place on stdout. It is drawn from this thread only (no
+/// steady tick), which already holds stdout's lock: that lock is reentrant
+/// on one thread, so the drawing cannot stall behind it.
+fn transfer_bar() -> ProgressBar {
+    let style = ProgressStyle::with_template(BAR_TEMPLATE)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("#.");
+    ProgressBar::with_draw_target(Some(BAR_STEPS), ProgressDrawTarget::stdout()).with_style(style)
+}
+
 /// `[#####.....]  45%  12.3 MB of 27.1 MB  4.1 MB/s  ETA 3s  12/40 partitions`
 /// (`rate`: bytes per second over all receiving nodes).
 fn progress_line(transfers: &[pb::Transfer], rate: f64) -> String {
+    let (fraction, figures) = summary(transfers, rate);
+    let filled = ((fraction * BAR as f64).round() as usize).min(BAR);
+    format!(
+        "[{}{}] {:>3.0}%  {figures}",
+        "#".repeat(filled),
+        ".".repeat(BAR - filled),
+        fraction * 100.0,
+    )
+}
+
+/// How far the transfers are (0 to 1) and the figures after the bar:
+/// `12.3 MB of 27.1 MB  4.1 MB/s  ETA 3s  12/40 partitions`.
+fn summary(transfers: &[pb::Transfer], rate: f64) -> (f64, String) {
     let done_parts = transfers.iter().filter(|t| t.state == "done").count();
     let bytes: u64 = transfers.iter().map(|t| t.bytes).sum();
     let total: u64 = transfers
@@ -324,24 +363,21 @@ fn progress_line(transfers: &[pb::Transfer], rate: f64) -> String {
     } else {
         (bytes as f64 / total as f64).min(1.0)
     };
-    let filled = (fraction * BAR as f64).round() as usize;
     let eta = if rate > 0.0 && total > bytes {
         format!("ETA {:.0}s", (total - bytes) as f64 / rate)
     } else {
         "ETA -".to_string()
     };
-    format!(
-        "[{}{}] {:>3.0}%  {} of {}  {}/s  {}  {}/{} partitions",
-        "#".repeat(filled.min(BAR)),
-        ".".repeat(BAR - filled.min(BAR)),
-        fraction * 100.0,
+    let figures = format!(
+        "{} of {}  {}/s  {}  {}/{} partitions",
         human_bytes(bytes),
         human_bytes(total),
         human_bytes(rate as u64),
         eta,
         done_parts,
         transfers.len()
-    )
+    );
+    (fraction, figures)
 }
 
 /// Every live member's transfer report, with its name.
@@ -552,5 +588,10 @@ mod tests {
             "{line}"
         );
         assert!(progress_line(&[], 0.0).contains("0/0 partitions"));
+    }
+
+    #[test]
+    fn the_terminal_template_parses() {
+        assert!(ProgressStyle::with_template(BAR_TEMPLATE).is_ok());
     }
 }
