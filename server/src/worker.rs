@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::task::JoinHandle;
 
-use crate::replica::wall_clock_ms;
-use crate::server::Shutdown;
+use ringkv_common::wall_clock_ms;
+use ringkv_common::Shutdown;
 
 /// What a worker is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

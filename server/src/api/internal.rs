@@ -112,14 +112,7 @@ impl InternalService {
     }
 
     fn check_key(&self, key: &[u8]) -> Result<(), Status> {
-        if key.is_empty() || key.len() > self.max_key_bytes {
-            return Err(status(Error::InvalidArgument(format!(
-                "key must be 1..={} bytes, got {}",
-                self.max_key_bytes,
-                key.len()
-            ))));
-        }
-        Ok(())
+        ringkv_common::check_key(key, self.max_key_bytes).map_err(|e| status(e.into()))
     }
 
     /// A Replicate request's work, after the sender was checked: keep a
@@ -130,7 +123,10 @@ impl InternalService {
             let incoming = decode_versions(&req)?;
             self.replica.check_incoming(&incoming).map_err(status)?;
             // This node is a fallback: keep the versions for their replica.
-            let target: NodeId = req.hint_for.parse().map_err(status)?;
+            let target: NodeId = req
+                .hint_for
+                .parse::<NodeId>()
+                .map_err(|e| status(e.into()))?;
             self.hints
                 .store(target, req.key, incoming)
                 .await

@@ -17,10 +17,10 @@ use super::{Hint, HintStore};
 use crate::config::Config;
 use crate::membership::Cluster;
 use crate::metrics::Metrics;
-use crate::replica::wall_clock_ms;
-use crate::server::Shutdown;
 use crate::version::NodeId;
 use crate::worker::{WorkerHandle, WorkerState};
+use ringkv_common::wall_clock_ms;
+use ringkv_common::Shutdown;
 
 /// Hints of one batch sent at once.
 const IN_FLIGHT: usize = 16;

@@ -49,11 +49,11 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ring::{ClusterId, Layout, MemberSpec};
-use crate::server::Shutdown;
 use crate::storage::{Cf, Engine, WriteBatch};
 use crate::transport::{is_unreachable, Transport};
 use crate::version::NodeId;
 use crate::worker::{WorkerHandle, WorkerState};
+use ringkv_common::Shutdown;
 
 use detector::{FailureDetector, Liveness};
 use state::{

@@ -62,9 +62,9 @@ use crate::metrics::Metrics;
 use crate::repair::Repair;
 use crate::replica::Replica;
 use crate::ring::Layout;
-use crate::server::Shutdown;
 use crate::version::NodeId;
 use crate::worker::{WorkerHandle, WorkerState};
+use ringkv_common::Shutdown;
 
 use plan::{Change, Move};
 use throttle::Throttle;

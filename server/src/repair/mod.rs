@@ -68,8 +68,8 @@ use crate::error::{Error, Result};
 use crate::membership::Cluster;
 use crate::metrics::Metrics;
 use crate::replica::Replica;
-use crate::server::Shutdown;
 use crate::worker::{WorkerHandle, WorkerState};
+use ringkv_common::Shutdown;
 
 pub use merkle::{state_digest, ABSENT, LEAVES};
 
