@@ -42,6 +42,15 @@ pub enum Error {
     Denied(String),
 }
 
+/// The shared vocabulary (levels, node ids, keys) only ever refuses input.
+impl From<ringkv_common::Error> for Error {
+    fn from(e: ringkv_common::Error) -> Self {
+        match e {
+            ringkv_common::Error::InvalidArgument(msg) => Error::InvalidArgument(msg),
+        }
+    }
+}
+
 impl Error {
     /// Whether sending the same request again is reasonable.
     pub fn is_retryable(&self) -> bool {

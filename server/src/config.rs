@@ -12,9 +12,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ringkv_common::Level;
 use serde::{Deserialize, Serialize};
 
-use crate::coordinator::Level;
 use crate::error::{Error, Result};
 use crate::storage::{StorageOptions, SyncMode};
 
@@ -22,8 +22,9 @@ use crate::storage::{StorageOptions, SyncMode};
 /// a value plus key and metadata.
 pub const MAX_VALUE_LIMIT: usize = 64 * 1024 * 1024;
 
-/// Largest accepted `limits.max_key_bytes`.
-pub const MAX_KEY_LIMIT: usize = 64 * 1024;
+/// Largest accepted `limits.max_key_bytes` (shared: the client refuses
+/// longer keys without asking).
+pub use ringkv_common::MAX_KEY_LIMIT;
 
 /// Keys whose environment or flag values are comma-separated lists.
 const LIST_KEYS: &[&str] = &["cluster.seeds"];
@@ -218,7 +219,7 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
-            max_key_bytes: 4 * 1024,
+            max_key_bytes: ringkv_common::DEFAULT_MAX_KEY_BYTES,
             max_value_bytes: 1024 * 1024,
             max_key_state_bytes: 1024 * 1024 + 256 * 1024,
             max_siblings: 32,

@@ -229,6 +229,15 @@ impl Error {
     }
 }
 
+/// The shared vocabulary (node ids, levels, keys) only ever refuses input.
+impl From<ringkv_common::Error> for Error {
+    fn from(e: ringkv_common::Error) -> Self {
+        match e {
+            ringkv_common::Error::InvalidArgument(msg) => Error::InvalidArgument(msg),
+        }
+    }
+}
+
 impl From<rocksdb::Error> for Error {
     fn from(e: rocksdb::Error) -> Self {
         Error::Storage(e.into_string())

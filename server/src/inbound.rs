@@ -107,14 +107,7 @@ impl Inbound {
     }
 
     fn check_key(&self, key: &[u8]) -> Result<()> {
-        if key.is_empty() || key.len() > self.max_key_bytes {
-            return Err(Error::InvalidArgument(format!(
-                "key must be 1..={} bytes, got {}",
-                self.max_key_bytes,
-                key.len()
-            )));
-        }
-        Ok(())
+        Ok(ringkv_common::check_key(key, self.max_key_bytes)?)
     }
 
     fn decode(&self, envelope: &Envelope, versions: &[u8]) -> Result<VersionSet> {

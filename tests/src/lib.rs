@@ -1,25 +1,32 @@
 //! Test harness: starts real `ringkv-server` processes on loopback ports.
 //!
-//! Each [`ServerProcess`] owns a child process, its ports and its data
-//! directory. Dropping it kills the process (SIGKILL) and reaps it, so a
-//! failing test never leaves a server behind. Servers listen on 127.0.0.1
-//! only, on ports picked free at start.
+//! Each [`ServerProcess`] owns a child process ([`Process`]), its ports
+//! and its data directory. Dropping it kills the process (SIGKILL) and
+//! reaps it, so a failing test never leaves a server behind. Servers
+//! listen on 127.0.0.1 only, on ports picked free at start
+//! ([`free_port`]). The benches start their servers through the same
+//! [`Process`].
 //!
 //! The binaries are found next to the test executable's target directory
 //! (`target/<profile>/ringkv-server`); `RINGKV_SERVER_BIN` and
 //! `RINGKV_CLI_BIN` override that. Build them first
 //! (`cargo build --release --bins`, which the test script does).
 
-use std::fs::{File, OpenOptions};
-use std::net::TcpListener;
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use ringkv_client::Client;
 pub mod faults;
+pub mod process;
 pub mod rebalance;
+
+pub use process::{free_port, free_port_in, signal, Process, TEST_PORTS};
+/// The partition of `key` under a layout (its `partitions` and
+/// `hash_seed`), computed as the nodes do.
+pub use ringkv_common::partition_of_seeded as partition_of;
 
 /// How long a server may take to start answering.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,46 +58,10 @@ pub fn cli_binary() -> PathBuf {
         .unwrap_or_else(|| target_dir_binary("ringkv"))
 }
 
-/// Ports handed to test servers come from below Linux's ephemeral range
-/// (32768-60999), so a port a killed server releases is not taken over by
-/// some client connection's source port before the server restarts on it.
-const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
-
-/// A loopback port that was free a moment ago, outside the ephemeral range,
-/// and never handed out before by this process: the tests of one binary run
-/// in parallel, and two of them picking the same free port before either
-/// server binds it made one server fail with "Address already in use".
-pub fn free_port() -> u16 {
-    use std::collections::HashSet;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::Mutex;
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
-    let handed_out = handed_out.get_or_insert_with(HashSet::new);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-        ^ u64::from(std::process::id()).rotate_left(32);
-    let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
-    for _ in 0..1000 {
-        let mut x = seed.wrapping_add(NEXT.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed));
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        x ^= x >> 33;
-        let port = TEST_PORTS.start + (x % span) as u16;
-        if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            handed_out.insert(port);
-            return port;
-        }
-    }
-    panic!("no free loopback port in {TEST_PORTS:?} after 1000 tries");
-}
-
 /// A `ringkv-server` child process.
 pub struct ServerProcess {
-    child: Option<Child>,
+    /// `None` while stopped.
+    process: Option<Process>,
     /// Client port (KV, Admin), `127.0.0.1:PORT`.
     pub grpc: String,
     /// Peer port (Internal; what seeds name), `127.0.0.1:PORT`.
@@ -137,7 +108,7 @@ impl ServerProcess {
     ) -> Result<ServerProcess> {
         std::fs::create_dir_all(data_dir)?;
         let mut server = ServerProcess {
-            child: None,
+            process: None,
             grpc: grpc.to_string(),
             peer: peer.to_string(),
             metrics: format!("127.0.0.1:{}", free_port()),
@@ -154,12 +125,9 @@ impl ServerProcess {
     }
 
     fn spawn(&mut self) -> Result<()> {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)?;
         let binary = server_binary();
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        command
             .arg("--listen")
             .arg(&self.grpc)
             .arg("--peer-listen")
@@ -174,24 +142,21 @@ impl ServerProcess {
                 self.grpc.rsplit(':').next().unwrap_or("node")
             ))
             .args(&self.extra_args)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {} (build it with cargo build --release --bins)",
-                    binary.display()
-                )
-            })?;
-        self.child = Some(child);
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let name = format!("ringkv-server at {}", self.grpc);
+        let process = Process::spawn(&name, command, &self.log_path).with_context(|| {
+            format!(
+                "starting {} (build it with cargo build --release --bins)",
+                binary.display()
+            )
+        })?;
+        self.process = Some(process);
         Ok(())
     }
 
     /// Process id of the running server.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
+        self.process.as_ref().and_then(Process::pid)
     }
 
     /// Waits until the node answers Admin.NodeStatus.
@@ -199,8 +164,8 @@ impl ServerProcess {
         let client = Client::new(&[self.grpc.as_str()])?;
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
+            if let Some(process) = self.process.as_mut() {
+                if let Some(status) = process.try_wait()? {
                     bail!(
                         "server exited during start-up ({status}); log:\n{}",
                         self.log()
@@ -223,28 +188,15 @@ impl ServerProcess {
 
     /// Sends SIGKILL and reaps the process: no chance to flush anything.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(mut process) = self.process.take() {
+            process.kill();
         }
     }
 
     /// Sends SIGTERM and waits for the process to exit by itself.
     pub fn terminate(&mut self) -> Result<ExitStatus> {
-        let mut child = self.child.take().context("server is not running")?;
-        signal(child.id(), libc::SIGTERM);
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("server did not stop within {STOP_TIMEOUT:?} of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut process = self.process.take().context("server is not running")?;
+        process.terminate(STOP_TIMEOUT)
     }
 
     /// Starts the server again on the same ports and data directory.
@@ -269,24 +221,6 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// Sends a signal to a process this harness started.
-pub fn signal(pid: u32, sig: libc::c_int) {
-    // The workspace forbids `unsafe`, which libc::kill needs; the `kill`
-    // command does the same from outside.
-    let name = match sig {
-        libc::SIGTERM => "TERM",
-        libc::SIGKILL => "KILL",
-        libc::SIGSTOP => "STOP",
-        libc::SIGCONT => "CONT",
-        libc::SIGINT => "INT",
-        _ => "TERM",
-    };
-    let _ = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status();
 }
 
 /// Runs the CLI with the given arguments against `endpoint`.
@@ -560,15 +494,6 @@ impl TestCluster {
             .await?;
         Ok(())
     }
-}
-
-/// The partition of `key` under a layout, computed as the nodes do.
-pub fn partition_of(key: &[u8], partitions: u32, hash_seed: u64) -> u32 {
-    let bits = partitions.trailing_zeros();
-    if bits == 0 {
-        return 0;
-    }
-    (twox_hash::XxHash3_64::oneshot_with_seed(hash_seed, key) >> (64 - bits)) as u32
 }
 
 impl TestCluster {

@@ -58,7 +58,8 @@ use crate::etcd::EtcdKv;
 use crate::report::{OpReport, Report};
 use crate::target::{StorageTarget, Target};
 use crate::workload::Load;
-use procs::{cpu_seconds, find_program, free_port, load_average, Proc};
+use procs::{cpu_seconds, find_program, free_port, load_average, spawn};
+use ringkv_tests::Process;
 
 /// How long a started system may take to answer before the run gives up
 /// on it (a 3-node cluster forms within a few gossip rounds).
@@ -302,7 +303,7 @@ pub async fn run(args: CompareArgs) -> Result<ExitCode> {
         }
     };
     // On SIGINT or SIGTERM the runs are dropped, and with them every
-    // server process they started (see `procs::Proc`).
+    // server process they started (see `procs::spawn`).
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {
@@ -432,7 +433,7 @@ impl Runner<'_> {
         let exe = std::env::current_exe().context("finding ringkv-bench's own path")?;
         let address = format!("127.0.0.1:{}", free_port()?);
         self.note(&format!("starting the echo server on {address}"));
-        let mut server = Proc::spawn(
+        let mut server = spawn(
             "echo server",
             &exe,
             &["echo-server".into(), "--listen".into(), address.clone()],
@@ -447,7 +448,7 @@ impl Runner<'_> {
         })
         .await?;
         let target = Arc::new(Target::Echo(client));
-        let pids = [server.pid()];
+        let pids: Vec<u32> = server.pid().into_iter().collect();
         // Nothing to preload: the echo server stores nothing.
         self.measure(
             Spec {
@@ -525,7 +526,7 @@ impl Runner<'_> {
         let endpoints: Vec<String> = nodes.iter().map(|n| n.grpc.clone()).collect();
         wait_ringkv(&mut nodes, &endpoints).await?;
         let target = Arc::new(ringkv_target(&endpoints, true)?);
-        let pids: Vec<u32> = nodes.iter().map(|n| n.proc.pid()).collect();
+        let pids: Vec<u32> = nodes.iter().filter_map(|n| n.proc.pid()).collect();
         self.measure(
             Spec {
                 system: SINGLE,
@@ -560,7 +561,7 @@ impl Runner<'_> {
             let mut nodes = start_ringkv(self.args, &dir, CLUSTER_SIZE, "periodic")?;
             let endpoints: Vec<String> = nodes.iter().map(|n| n.grpc.clone()).collect();
             wait_ringkv(&mut nodes, &endpoints).await?;
-            let pids: Vec<u32> = nodes.iter().map(|n| n.proc.pid()).collect();
+            let pids: Vec<u32> = nodes.iter().filter_map(|n| n.proc.pid()).collect();
             let routed = Arc::new(ringkv_target(&endpoints, true)?);
             self.measure(
                 Spec {
@@ -611,7 +612,7 @@ impl Runner<'_> {
         let mut nodes = start_ringkv(self.args, &dir, CLUSTER_SIZE, "always")?;
         let endpoints: Vec<String> = nodes.iter().map(|n| n.grpc.clone()).collect();
         wait_ringkv(&mut nodes, &endpoints).await?;
-        let pids: Vec<u32> = nodes.iter().map(|n| n.proc.pid()).collect();
+        let pids: Vec<u32> = nodes.iter().filter_map(|n| n.proc.pid()).collect();
         let target = Arc::new(ringkv_target(&endpoints, true)?);
         self.measure(
             Spec {
@@ -671,7 +672,7 @@ impl Runner<'_> {
             .iter()
             .map(|s| s.to_string())
             .collect();
-            procs.push(Proc::spawn(
+            procs.push(spawn(
                 &format!("etcd {name}"),
                 &etcd,
                 &args,
@@ -684,7 +685,7 @@ impl Runner<'_> {
             .map(|(_, client, _)| format!("127.0.0.1:{client}"))
             .collect();
         let kv = EtcdKv::new(&endpoints)?;
-        let mut refs: Vec<&mut Proc> = procs.iter_mut().collect();
+        let mut refs: Vec<&mut Process> = procs.iter_mut().collect();
         let (members, probe_kv) = (endpoints.len(), &kv);
         wait_until(&mut refs, "the etcd cluster", move || async move {
             for i in 0..members {
@@ -699,7 +700,7 @@ impl Runner<'_> {
             true
         })
         .await?;
-        let pids: Vec<u32> = procs.iter().map(Proc::pid).collect();
+        let pids: Vec<u32> = procs.iter().filter_map(Process::pid).collect();
         let target = Arc::new(Target::Etcd(kv));
         self.measure(
             Spec {
@@ -837,7 +838,7 @@ impl Runner<'_> {
 
 /// A ringkv node started by `compare`.
 struct Node {
-    proc: Proc,
+    proc: Process,
     grpc: String,
 }
 
@@ -897,7 +898,7 @@ fn start_ringkv(args: &CompareArgs, dir: &Path, n: usize, sync: &str) -> Result<
                 n.to_string(),
             ]);
         }
-        let proc = Proc::spawn(
+        let proc = spawn(
             &format!("ringkv {name}"),
             &server,
             &node_args,
@@ -914,7 +915,7 @@ fn start_ringkv(args: &CompareArgs, dir: &Path, n: usize, sync: &str) -> Result<
 
 /// Waits until every node holds a layout in which every member is alive.
 async fn wait_ringkv(nodes: &mut [Node], endpoints: &[String]) -> Result<()> {
-    let mut procs: Vec<&mut Proc> = nodes.iter_mut().map(|n| &mut n.proc).collect();
+    let mut procs: Vec<&mut Process> = nodes.iter_mut().map(|n| &mut n.proc).collect();
     wait_until(&mut procs, "the ringkv nodes", move || async move {
         for endpoint in endpoints {
             let Ok(client) = Client::new(std::slice::from_ref(endpoint)) else {
@@ -948,7 +949,7 @@ fn ringkv_target(endpoints: &[String], routing: bool) -> Result<Target> {
 
 /// Polls `ready` until it holds, failing early (with the log) when one of
 /// `procs` exits, or after [`READY_TIMEOUT`].
-async fn wait_until<F, Fut>(procs: &mut [&mut Proc], what: &str, ready: F) -> Result<()>
+async fn wait_until<F, Fut>(procs: &mut [&mut Process], what: &str, ready: F) -> Result<()>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,

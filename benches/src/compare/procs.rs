@@ -1,144 +1,54 @@
 //! The server processes `compare` starts, and what it reads about them.
 //!
-//! Every server runs as a child process on loopback ports chosen here, with
-//! its data and log under the run's work directory. A [`Proc`] stops its
-//! process when dropped (SIGTERM, then SIGKILL after [`STOP_GRACE`]), so an
-//! error, a Ctrl-C or a SIGTERM of the tool (anything short of SIGKILL)
-//! leaves nothing running; only processes this tool started are ever
-//! signalled, by their PID.
+//! Processes are started through the test kit's harness
+//! ([`ringkv_tests::Process`]) on loopback ports it hands out, with their
+//! data and logs under the run's work directory. Each is stopped when
+//! dropped (SIGTERM, then SIGKILL after [`STOP_GRACE`]), so an error, a
+//! Ctrl-C or a SIGTERM of the tool (anything short of SIGKILL) leaves
+//! nothing running; only processes this tool started are ever signalled,
+//! by their PID.
 //!
 //! CPU time comes from `/proc/PID/stat` (user + system time of all the
 //! process's threads, in clock ticks), read before and after a measured
 //! phase.
 
-use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
-use rand::Rng;
+use anyhow::{Context as _, Result};
+use ringkv_tests::{free_port_in, Process};
 
 /// Ports handed to servers: below Linux's ephemeral range (32768-60999),
 /// so a client connection's source port cannot take one between the check
-/// and the server's bind, and apart from the 20000-31999 band the cluster
-/// tests use, so a comparison can run beside them.
+/// and the server's bind, and apart from the band the cluster tests use
+/// ([`ringkv_tests::TEST_PORTS`]), so a comparison can run beside them.
 const PORTS: std::ops::Range<u16> = 10_000..20_000;
 
 /// How long a stopped server may take to exit after SIGTERM before it is
 /// killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// Lines of a server's log quoted when it fails.
-const LOG_TAIL_LINES: usize = 20;
-
 /// Linux's clock tick for `/proc` times when `getconf` cannot say
 /// (USER_HZ is 100 on every mainstream architecture).
 const DEFAULT_CLOCK_TICKS: f64 = 100.0;
 
-/// A server process started by `compare`.
-pub struct Proc {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    /// Starts `program args...` with stdout and stderr appended to `log`.
-    pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Proc> {
-        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let err = out.try_clone()?;
-        let child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .with_context(|| format!("starting {name} ({})", program.display()))?;
-        Ok(Proc {
-            name: name.to_string(),
-            child,
-            log: log.to_path_buf(),
-        })
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// An error quoting the log when the process has exited.
-    pub fn check_running(&mut self) -> Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            bail!(
-                "{} exited ({status}); the end of its log {}:\n{}",
-                self.name,
-                self.log.display(),
-                log_tail(&self.log)
-            );
-        }
-        Ok(())
-    }
-
-    /// The end of the process's log, for error messages.
-    pub fn log_tail(&self) -> String {
-        log_tail(&self.log)
-    }
-
-    fn stop(&mut self) {
-        if !matches!(self.child.try_wait(), Ok(None)) {
-            return;
-        }
-        // std can only SIGKILL; a SIGTERM lets the server shut down as in
-        // production. `kill` is given this child's PID and nothing else.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + STOP_GRACE;
-        while Instant::now() < deadline {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+/// Starts `program args...` with its output in a fresh `log`, stopped
+/// gracefully when dropped.
+pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Process> {
+    // A log holds one run: the harness appends, so start it empty.
+    File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let mut command = Command::new(program);
+    command.args(args);
+    Ok(Process::spawn(name, command, log)?.stop_gracefully_on_drop(STOP_GRACE))
 }
 
 /// A loopback port in [`PORTS`] that was free a moment ago and has not been
 /// handed out before by this process.
 pub fn free_port() -> Result<u16> {
-    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
-    let given = GIVEN.get_or_init(Default::default);
-    let mut rng = rand::rng();
-    for _ in 0..1_000 {
-        let port = rng.random_range(PORTS);
-        let mut given = given.lock().unwrap_or_else(|p| p.into_inner());
-        if given.contains(&port) {
-            continue;
-        }
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            given.insert(port);
-            return Ok(port);
-        }
-    }
-    bail!("no free loopback port in {PORTS:?}")
+    free_port_in(PORTS)
 }
 
 /// CPU seconds (user + system) used so far by the processes `pids`.
@@ -211,6 +121,8 @@ pub fn find_program(program: &Path) -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     #[test]
@@ -221,6 +133,13 @@ mod tests {
         assert_eq!(stat_cpu_ticks(stat).unwrap(), 1234 + 567);
         assert!(stat_cpu_ticks("4242 (short) S 1 2").is_err());
         assert!(stat_cpu_ticks("no name at all").is_err());
+    }
+
+    #[test]
+    fn ports_come_from_the_bench_band() {
+        let ports: std::collections::HashSet<u16> = (0..50).map(|_| free_port().unwrap()).collect();
+        assert_eq!(ports.len(), 50);
+        assert!(ports.iter().all(|p| PORTS.contains(p)));
     }
 
     #[test]
@@ -235,12 +154,5 @@ mod tests {
         std::hint::black_box(x);
         let after = cpu_seconds(&[me]).unwrap();
         assert!(after > before, "{before} -> {after}");
-    }
-
-    #[test]
-    fn ports_are_not_handed_out_twice() {
-        let ports: HashSet<u16> = (0..50).map(|_| free_port().unwrap()).collect();
-        assert_eq!(ports.len(), 50);
-        assert!(ports.iter().all(|p| PORTS.contains(p)));
     }
 }

@@ -215,6 +215,7 @@ fn start(setup: &GossipSetup, rng: &mut StdRng) -> Vec<Node> {
                 id,
                 name: String::new(),
                 address: address.clone(),
+                peer_address: String::new(),
                 zone: String::new(),
                 weight: 100,
                 generation: 1,

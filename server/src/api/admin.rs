@@ -108,13 +108,8 @@ impl AdminService {
     }
 
     fn key(&self, key: Bytes) -> Result<Bytes, Status> {
-        let max = self.info.config.limits.max_key_bytes;
-        if key.is_empty() || key.len() > max {
-            return Err(status(Error::InvalidArgument(format!(
-                "key must be 1..={max} bytes, got {}",
-                key.len()
-            ))));
-        }
+        ringkv_common::check_key(&key, self.info.config.limits.max_key_bytes)
+            .map_err(|e| status(e.into()))?;
         Ok(key)
     }
 }
@@ -222,7 +217,7 @@ impl Admin for AdminService {
                 ids.iter()
                     .map(|id| id.parse::<NodeId>())
                     .collect::<Result<std::collections::HashSet<_>, _>>()
-                    .map_err(status)
+                    .map_err(|e| status(e.into()))
             };
             let outgoing = parse(req.block_outgoing)?;
             let incoming = parse(req.block_incoming)?;

@@ -15,6 +15,7 @@ use crate::error::Error;
 use crate::inbound::Inbound;
 use crate::peer::{self, ClusterIdentity, Envelope, Handler};
 use crate::transport::{self, convert};
+use crate::version::NodeId;
 
 pub struct InternalService {
     inbound: Arc<Inbound>,
@@ -86,7 +87,10 @@ fn replicate_request(req: pb::ReplicateRequest) -> Result<peer::Request, Status>
             versions: req.version_set,
         });
     }
-    let target = req.hint_for.parse().map_err(status)?;
+    let target = req
+        .hint_for
+        .parse::<NodeId>()
+        .map_err(|e| status(e.into()))?;
     Ok(peer::Request::StoreHint {
         key: req.key,
         versions: req.version_set,

@@ -5,98 +5,10 @@
 //! resolved against the *effective* N of the request: the configured
 //! replication factor capped at the number of members, so a one-node cluster
 //! with N=3 still serves `quorum` (the reply meta says N was capped).
+//! [`Level`] itself, with its parsing and resolution, is shared with the
+//! client and lives in `ringkv-common`.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Serialize};
-
-use crate::error::{Error, Result};
-
-/// How many replicas must answer a read or acknowledge a write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Level {
-    One,
-    Quorum,
-    All,
-    /// An explicit count, 1..=N.
-    Count(u32),
-}
-
-impl Level {
-    /// Resolves the level to a replica count for a request whose key lives on
-    /// `n` replicas. `configured_n` is the replication factor before capping:
-    /// an explicit count is checked against it, so `-w 3` on a cluster
-    /// configured for N=3 is valid even while fewer members exist, and is
-    /// then capped like `all`.
-    pub fn required(self, n: usize, configured_n: usize) -> Result<usize> {
-        let n = n.max(1);
-        match self {
-            Level::One => Ok(1),
-            Level::Quorum => Ok(n / 2 + 1),
-            Level::All => Ok(n),
-            Level::Count(0) => Err(Error::InvalidArgument(
-                "replica count must be at least 1".to_string(),
-            )),
-            Level::Count(c) if c as usize > configured_n => Err(Error::InvalidArgument(format!(
-                "replica count {c} is above the replication factor N={configured_n}; use 1..={configured_n} or one/quorum/all"
-            ))),
-            Level::Count(c) => Ok((c as usize).min(n)),
-        }
-    }
-}
-
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Level::One => f.write_str("one"),
-            Level::Quorum => f.write_str("quorum"),
-            Level::All => f.write_str("all"),
-            Level::Count(c) => write!(f, "{c}"),
-        }
-    }
-}
-
-impl FromStr for Level {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "one" => Ok(Level::One),
-            "quorum" => Ok(Level::Quorum),
-            "all" => Ok(Level::All),
-            other => other.parse::<u32>().map(Level::Count).map_err(|_| {
-                Error::InvalidArgument(format!(
-                    "unknown consistency level {s:?}: use one, quorum, all or a replica count"
-                ))
-            }),
-        }
-    }
-}
-
-impl Serialize for Level {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        match self {
-            Level::Count(c) => s.serialize_u32(*c),
-            other => s.serialize_str(&other.to_string()),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Level {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Num(u32),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Num(n) => Ok(Level::Count(n)),
-            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
-        }
-    }
-}
+pub use ringkv_common::Level;
 
 /// The consistency a request runs with, after defaults are applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,42 +18,4 @@ pub struct Consistency {
     pub sloppy: bool,
     /// How long the coordinator waits for the required answers.
     pub timeout: std::time::Duration,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn levels_resolve_against_effective_n() {
-        assert_eq!(Level::One.required(3, 3).unwrap(), 1);
-        assert_eq!(Level::Quorum.required(3, 3).unwrap(), 2);
-        assert_eq!(Level::Quorum.required(5, 5).unwrap(), 3);
-        assert_eq!(Level::Quorum.required(1, 3).unwrap(), 1);
-        assert_eq!(Level::All.required(3, 3).unwrap(), 3);
-        assert_eq!(Level::All.required(1, 3).unwrap(), 1);
-        assert_eq!(Level::Count(2).required(3, 3).unwrap(), 2);
-        assert_eq!(Level::Count(3).required(1, 3).unwrap(), 1);
-    }
-
-    #[test]
-    fn counts_outside_one_to_n_are_rejected() {
-        assert!(matches!(
-            Level::Count(0).required(3, 3),
-            Err(Error::InvalidArgument(_))
-        ));
-        assert!(matches!(
-            Level::Count(4).required(3, 3),
-            Err(Error::InvalidArgument(_))
-        ));
-    }
-
-    #[test]
-    fn parses_case_insensitively() {
-        assert_eq!("QUORUM".parse::<Level>().unwrap(), Level::Quorum);
-        assert_eq!("one".parse::<Level>().unwrap(), Level::One);
-        assert_eq!("All".parse::<Level>().unwrap(), Level::All);
-        assert_eq!("2".parse::<Level>().unwrap(), Level::Count(2));
-        assert!("most".parse::<Level>().is_err());
-    }
 }

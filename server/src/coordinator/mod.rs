@@ -44,6 +44,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 pub use consistency::{Consistency, Level};
+pub use ringkv_common::ReplyMeta;
 
 use crate::config::Config;
 use crate::error::{Error, ReplicaError, Result};
@@ -93,25 +94,6 @@ pub struct GetCommand {
     pub key: Bytes,
     pub consistency: RequestConsistency,
     pub resolve: Resolve,
-}
-
-/// Who took part in a request.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ReplyMeta {
-    pub coordinator: String,
-    /// Replicas that acknowledged (writes) or answered (reads).
-    pub replicas: Vec<String>,
-    /// (fallback, replica it stood in for).
-    pub fallbacks: Vec<(String, String)>,
-    pub read_repaired: u32,
-    /// Effective N of the request.
-    pub replication: u32,
-    /// N was capped because the cluster has fewer members than configured.
-    pub replication_capped: bool,
-    /// R or W after resolving the level.
-    pub required: u32,
-    /// Layout version the request was routed with.
-    pub layout_version: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -680,17 +662,10 @@ impl Coordinator {
     }
 
     pub fn check_key(&self, key: &[u8]) -> Result<()> {
-        let max = self.config.limits.max_key_bytes;
-        if key.is_empty() {
-            return Err(Error::InvalidArgument("key must not be empty".into()));
-        }
-        if key.len() > max {
-            return Err(Error::InvalidArgument(format!(
-                "key is {} bytes, above the limit of {max} (limits.max_key_bytes)",
-                key.len()
-            )));
-        }
-        Ok(())
+        Ok(ringkv_common::check_key(
+            key,
+            self.config.limits.max_key_bytes,
+        )?)
     }
 
     fn check_value(&self, value: &[u8]) -> Result<()> {

@@ -19,9 +19,9 @@ use crate::config::Config;
 use crate::membership::Cluster;
 use crate::metrics::Metrics;
 use crate::peer::Failure;
-use crate::replica::wall_clock_ms;
 use crate::version::NodeId;
 use crate::worker::{Step, Worker, WorkerHandle};
+use ringkv_common::wall_clock_ms;
 
 /// Hints of one batch sent at once.
 const IN_FLIGHT: usize = 16;

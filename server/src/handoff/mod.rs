@@ -31,9 +31,9 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::replica::wall_clock_ms;
 use crate::storage::{data_key, split_data_key, Cf, Engine, WriteBatch};
 use crate::version::{NodeId, VersionSet};
+use ringkv_common::wall_clock_ms;
 
 /// First byte of a stored hint value.
 const HINT_FORMAT: u8 = 1;

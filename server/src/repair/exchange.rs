@@ -31,9 +31,9 @@ use super::merkle::{differing_leaves, leaf_of, leaf_value, ABSENT, LEAVES};
 use super::{no_layout, MerkleSummary, Repair, RepairReport};
 use crate::error::{Error, Result};
 use crate::peer::{KeyDigest, PeerError};
-use crate::replica::wall_clock_ms;
 use crate::ring::Layout;
 use crate::version::NodeId;
+use ringkv_common::wall_clock_ms;
 
 /// Keys repaired at once with one peer: enough to hide round trips,
 /// few enough not to crowd out foreground requests on either node.

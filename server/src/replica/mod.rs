@@ -38,7 +38,6 @@ mod locks;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -58,14 +57,10 @@ const LOCK_STRIPES: usize = 4096;
 /// `clock.max_offset_ms` for replicas built without a configuration (tests).
 pub const DEFAULT_MAX_CLOCK_OFFSET_MS: u64 = 500;
 
-/// Wall clock in unix milliseconds: the only clock read of the write path,
-/// fed into the pure [`HybridClock`](crate::version::HybridClock).
-pub fn wall_clock_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+/// The only clock read of the write path, fed into the pure
+/// [`HybridClock`](crate::version::HybridClock); shared, so lower layers
+/// import it from `ringkv-common` rather than from here.
+pub use ringkv_common::wall_clock_ms;
 
 /// A write to apply as coordinator.
 #[derive(Debug, Clone)]

@@ -28,6 +28,7 @@
 //! while reading.
 
 use bytes::Bytes;
+use ringkv_common::bytes::{put_varint, varint_len, ByteReader, DecodeError};
 use twox_hash::XxHash3_64;
 
 use super::clock::Timestamp;
@@ -245,50 +246,32 @@ fn put_vector(out: &mut Vec<u8>, vv: &VersionVector) {
     }
 }
 
-/// Bytes [`put_varint`] writes for `n`.
-fn varint_len(n: u64) -> usize {
-    let bits = 64 - n.leading_zeros() as usize;
-    bits.div_ceil(7).max(1)
-}
-
-/// LEB128: 7 bits per byte, low bits first, high bit set on all but the
-/// last byte. Counters and lengths are small, so most take one byte.
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-/// A bounds-checked cursor. Every read returns an error instead of
-/// panicking; `error` picks the variant (corrupt storage vs. malformed
-/// client context) so both decoders share one reader.
+/// A [`ByteReader`] whose errors become this module's: `error` picks the
+/// variant (corrupt storage vs. malformed client context) so both decoders
+/// share one reader.
 struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+    inner: ByteReader<'a>,
     error: fn(String) -> Error,
 }
 
 impl<'a> Reader<'a> {
     fn new(bytes: &'a [u8], error: fn(String) -> Error) -> Self {
         Reader {
-            bytes,
-            pos: 0,
+            inner: ByteReader::new(bytes),
             error,
         }
     }
 
+    fn fail(&self, e: DecodeError) -> Error {
+        (self.error)(e.to_string())
+    }
+
     fn error(&self, msg: String) -> Error {
-        (self.error)(format!(
-            "{msg} (at byte {} of {})",
-            self.pos,
-            self.bytes.len()
-        ))
+        self.fail(self.inner.error(msg))
     }
 
     fn format(&mut self, expected: u8) -> Result<()> {
-        if self.bytes.is_empty() {
+        if self.inner.bytes().is_empty() {
             return Err((self.error)("empty".to_string()));
         }
         let found = self.u8("format version")?;
@@ -301,62 +284,20 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, len: u64, what: &str) -> Result<&'a [u8]> {
-        let slice = usize::try_from(len)
-            .ok()
-            .and_then(|len| self.pos.checked_add(len))
-            .and_then(|end| self.bytes.get(self.pos..end))
-            .ok_or_else(|| self.error(format!("truncated {what}")))?;
-        self.pos += slice.len();
-        Ok(slice)
+        self.inner.take(len, what).map_err(|e| self.fail(e))
     }
 
-    /// The same check and error as `take(1, what)`, without building a
-    /// slice and with the error out of line, so it inlines into
-    /// [`varint`](Self::varint): varints are read a byte at a time, and
-    /// going through `take` made decoding a stored value a few thousand
-    /// instructions (docs/benchmarks.md, "Optimisations").
     #[inline]
     fn u8(&mut self, what: &str) -> Result<u8> {
-        match self.bytes.get(self.pos) {
-            Some(&b) => {
-                self.pos += 1;
-                Ok(b)
-            }
-            None => Err(self.truncated(what)),
-        }
-    }
-
-    #[cold]
-    fn truncated(&self, what: &str) -> Error {
-        self.error(format!("truncated {what}"))
+        self.inner.u8(what).map_err(|e| self.fail(e))
     }
 
     fn u64_le(&mut self, what: &str) -> Result<u64> {
-        let raw = self.take(8, what)?;
-        let array: [u8; 8] = raw
-            .try_into()
-            .map_err(|_| self.error(format!("truncated {what}")))?;
-        Ok(u64::from_le_bytes(array))
+        self.inner.u64_le(what).map_err(|e| self.fail(e))
     }
 
-    /// A minimal LEB128 varint: rejects values over 64 bits and redundant
-    /// trailing zero groups, so each number has one encoding.
     fn varint(&mut self, what: &str) -> Result<u64> {
-        let mut value = 0u64;
-        for i in 0..10 {
-            let byte = self.u8(what)?;
-            if i == 9 && byte > 1 {
-                return Err(self.error(format!("{what} overflows 64 bits")));
-            }
-            value |= u64::from(byte & 0x7f) << (7 * i);
-            if byte & 0x80 == 0 {
-                if byte == 0 && i > 0 {
-                    return Err(self.error(format!("{what} is not minimally encoded")));
-                }
-                return Ok(value);
-            }
-        }
-        Err(self.error(format!("{what} overflows 64 bits")))
+        self.inner.varint(what).map_err(|e| self.fail(e))
     }
 
     /// Version vector entries, strictly ascending by node, counters >= 1.
@@ -387,11 +328,7 @@ impl<'a> Reader<'a> {
     }
 
     fn finish(&self) -> Result<()> {
-        if self.pos == self.bytes.len() {
-            Ok(())
-        } else {
-            Err(self.error(format!("{} trailing bytes", self.bytes.len() - self.pos)))
-        }
+        self.inner.finish().map_err(|e| self.fail(e))
     }
 }
 
@@ -441,34 +378,6 @@ mod tests {
 
     fn is_malformed(r: Result<VersionVector>) -> bool {
         matches!(r, Err(Error::MalformedContext(_)))
-    }
-
-    #[test]
-    fn varints_round_trip_at_the_edges() {
-        for n in [0, 1, 127, 128, 300, 1 << 35, u64::MAX - 1, u64::MAX] {
-            let mut buf = vec![];
-            put_varint(&mut buf, n);
-            let mut r = Reader::new(&buf, Error::Corrupt);
-            assert_eq!(r.varint("n").unwrap(), n);
-            r.finish().unwrap();
-        }
-    }
-
-    #[test]
-    fn varints_reject_overlong_and_overflowing_forms() {
-        for bad in [
-            &[0x80, 0x00][..],
-            &[0xff, 0x80, 0x00],
-            &[0xff; 10],
-            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02],
-            &[0x80; 11],
-            &[0x80],
-        ] {
-            assert!(
-                Reader::new(bad, Error::Corrupt).varint("n").is_err(),
-                "{bad:?}"
-            );
-        }
     }
 
     #[test]

@@ -38,6 +38,7 @@
 //! because a flipped member index would otherwise decode into a valid but
 //! different layout, and layouts are passed from node to node.
 
+use ringkv_common::bytes::{put_varint, ByteReader, DecodeError};
 use twox_hash::XxHash3_64;
 
 use super::{Layout, MemberSpec, MAX_LAYOUT_MEMBERS, MAX_LAYOUT_PARTITIONS, MAX_ZONE_LEN};
@@ -141,12 +142,12 @@ impl Layout {
 
     /// Format 3: a cluster id, then a format-1 or -2 layout.
     fn decode_stamped(bytes: &[u8]) -> Result<Layout> {
-        let mut r = Reader { bytes, pos: 1 };
-        r.bytes = checked_body(&r)?;
+        let mut r = Reader::after_format(bytes);
+        r.end_at_checksum()?;
         let id = r.take(CLUSTER_ID_LEN, "cluster id")?;
         let cluster =
             ClusterId::from_bytes(id).map_err(|e| Error::Corrupt(format!("layout: {e}")))?;
-        let inner = &r.bytes[r.pos..];
+        let inner = r.rest();
         if inner.first() == Some(&CLUSTER_FORMAT_VERSION) {
             return Err(r.error("a cluster id inside a cluster id".to_string()));
         }
@@ -154,15 +155,14 @@ impl Layout {
     }
 
     fn decode_transition(bytes: &[u8]) -> Result<Layout> {
-        let mut r = Reader { bytes, pos: 1 };
-        r.bytes = checked_body(&r)?;
-        let body = r.bytes;
+        let mut r = Reader::after_format(bytes);
+        r.end_at_checksum()?;
         let len = r.varint("target length")?;
         let target = r.take(
             usize::try_from(len).map_err(|_| r.error(format!("target of {len} bytes")))?,
             "target layout",
         )?;
-        let previous = &body[r.pos..];
+        let previous = r.rest();
         let target = Self::decode_settled(target)?;
         let previous = Self::decode_settled(previous)?;
         target
@@ -171,7 +171,7 @@ impl Layout {
     }
 
     fn decode_settled(bytes: &[u8]) -> Result<Layout> {
-        let mut r = Reader { bytes, pos: 0 };
+        let mut r = Reader::new(bytes);
         if bytes.is_empty() {
             return Err(Error::Corrupt("layout: empty".to_string()));
         }
@@ -181,7 +181,7 @@ impl Layout {
                 "unknown format version {format} (expected {LAYOUT_FORMAT_VERSION})"
             )));
         }
-        r.bytes = checked_body(&r)?;
+        r.end_at_checksum()?;
 
         let version = r.varint("version")?;
         let partitions = r.varint("partitions")?;
@@ -254,7 +254,7 @@ impl Layout {
 
 /// The bytes before the trailing checksum, once the checksum matches.
 fn checked_body<'a>(r: &Reader<'a>) -> Result<&'a [u8]> {
-    let bytes = r.bytes;
+    let bytes = r.inner.bytes();
     let Some(body_len) = bytes.len().checked_sub(CHECKSUM_LEN).filter(|&l| l >= 1) else {
         return Err(r.error("truncated checksum".to_string()));
     };
@@ -266,70 +266,63 @@ fn checked_body<'a>(r: &Reader<'a>) -> Result<&'a [u8]> {
     Ok(body)
 }
 
-/// LEB128: 7 bits per byte, low bits first.
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-/// A bounds-checked cursor: every read returns an error instead of panicking.
+/// A [`ByteReader`] whose errors are corrupt layouts.
 struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+    inner: ByteReader<'a>,
 }
 
 impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Reader {
+            inner: ByteReader::new(bytes),
+        }
+    }
+
+    /// A reader past the format byte, which the caller has already matched.
+    fn after_format(bytes: &'a [u8]) -> Self {
+        let mut r = Reader::new(bytes);
+        let _ = r.inner.u8("format version");
+        r
+    }
+
+    /// Checks the trailing checksum and stops reading before it.
+    fn end_at_checksum(&mut self) -> Result<()> {
+        let body = checked_body(self)?;
+        self.inner.truncate(body.len());
+        Ok(())
+    }
+
+    fn rest(&self) -> &'a [u8] {
+        self.inner.rest()
+    }
+
+    fn fail(e: DecodeError) -> Error {
+        Error::Corrupt(format!("layout: {e}"))
+    }
+
     fn error(&self, msg: String) -> Error {
-        Error::Corrupt(format!(
-            "layout: {msg} (at byte {} of {})",
-            self.pos,
-            self.bytes.len()
-        ))
+        Self::fail(self.inner.error(msg))
     }
 
     fn remaining(&self) -> usize {
-        self.bytes.len() - self.pos
+        self.inner.remaining()
     }
 
     fn take(&mut self, len: usize, what: &str) -> Result<&'a [u8]> {
-        let slice = self
-            .pos
-            .checked_add(len)
-            .and_then(|end| self.bytes.get(self.pos..end))
-            .ok_or_else(|| self.error(format!("truncated {what}")))?;
-        self.pos += len;
-        Ok(slice)
+        let len = u64::try_from(len).unwrap_or(u64::MAX);
+        self.inner.take(len, what).map_err(Self::fail)
     }
 
     fn u8(&mut self, what: &str) -> Result<u8> {
-        Ok(self.take(1, what)?[0])
+        self.inner.u8(what).map_err(Self::fail)
     }
 
     fn u64_le(&mut self, what: &str) -> Result<u64> {
-        let raw = self.take(8, what)?;
-        Ok(u64::from_le_bytes(raw.try_into().unwrap_or([0; 8])))
+        self.inner.u64_le(what).map_err(Self::fail)
     }
 
-    /// A minimal LEB128 varint: at most 64 bits, no redundant zero groups.
     fn varint(&mut self, what: &str) -> Result<u64> {
-        let mut value = 0u64;
-        for i in 0..10 {
-            let byte = self.u8(what)?;
-            if i == 9 && byte > 1 {
-                return Err(self.error(format!("{what} overflows 64 bits")));
-            }
-            value |= u64::from(byte & 0x7f) << (7 * i);
-            if byte & 0x80 == 0 {
-                if byte == 0 && i > 0 {
-                    return Err(self.error(format!("{what} is not minimally encoded")));
-                }
-                return Ok(value);
-            }
-        }
-        Err(self.error(format!("{what} overflows 64 bits")))
+        self.inner.varint(what).map_err(Self::fail)
     }
 }
 
