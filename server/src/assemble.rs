@@ -17,7 +17,7 @@ use crate::peer::{AddressBook, ClusterIdentity, Faults, Network, Peers};
 use crate::rebalance::Rebalance;
 use crate::repair::Repair;
 use crate::replica::Replica;
-use crate::server::ShutdownTrigger;
+use ringkv_common::ShutdownTrigger;
 use crate::storage::Engine;
 use crate::version::NodeId;
 use crate::worker::Workers;

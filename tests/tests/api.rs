@@ -225,6 +225,28 @@ fn assert_invalid<T: std::fmt::Debug>(result: Result<T, Status>, needles: &[&str
 
 // ---------------------------------------------------------------- bad input
 
+/// The node-to-node service is served on the peer port only: the client
+/// port answers UNIMPLEMENTED, while KV and Admin answer on both.
+#[tokio::test]
+async fn the_internal_service_is_never_served_on_the_client_port() {
+    let node = start(&[]).await;
+    let read = || pb::LocalReadRequest {
+        key: "k".as_bytes().to_vec().into(),
+    };
+    let mut on_client_port = InternalClient::new(connect(&node.server.grpc).await);
+    let refused = on_client_port.local_read(read()).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unimplemented, "{refused:?}");
+    let mut on_peer_port = InternalClient::new(connect(&node.server.peer).await);
+    assert!(on_peer_port.local_read(read()).await.is_ok());
+    let status = AdminClient::new(connect(&node.server.grpc).await)
+        .node_status(pb::NodeStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.address, node.server.grpc);
+    assert_eq!(status.peer_address, node.server.peer);
+}
+
 #[tokio::test]
 async fn empty_key_is_invalid_for_every_method() {
     let node = start(&[]).await;

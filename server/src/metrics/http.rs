@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use super::Metrics;
-use crate::server::Shutdown;
+use ringkv_common::Shutdown;
 use crate::storage::Engine;
 
 /// How long a scraper may take to send its request head.

@@ -16,7 +16,7 @@ use crate::peer::memory::MemoryNetwork;
 use crate::peer::{ClusterIdentity, Peers};
 use crate::replica::{wall_clock_ms, LocalWrite};
 use crate::ring::{Layout, MemberSpec};
-use crate::server::shutdown_channel;
+use ringkv_common::shutdown::channel as shutdown_channel;
 use crate::storage::{Engine, MemoryEngine};
 use crate::version::{NodeId, Value};
 use crate::worker::Workers;

@@ -193,10 +193,7 @@ async fn a_write_past_the_key_state_limit_is_refused_and_a_covering_one_is_not()
     let text = err.to_string();
     assert!(text.contains("2 sibling(s)"), "{text}");
     assert!(text.contains("context"), "{text}");
-    assert_eq!(
-        crate::api::status(err).code(),
-        tonic::Code::ResourceExhausted
-    );
+    assert_eq!(err.code(), crate::error::Code::ResourceExhausted);
     // A write with the context of a read replaces the sibling: allowed.
     let mut resolve = write("k", "", Some(stored.context().clone()));
     resolve.value = big(b'c', 1000);

@@ -47,8 +47,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use crate::error::Result;
-use crate::replica::wall_clock_ms;
-use crate::server::Shutdown;
+use ringkv_common::wall_clock_ms;
+use ringkv_common::Shutdown;
 
 /// Back-off after the first failed step of a streak.
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(500);

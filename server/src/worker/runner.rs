@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Step, Worker, WorkerHandle, WorkerState, BACKOFF_FIRST, BACKOFF_MAX};
-use crate::server::Shutdown;
+use ringkv_common::Shutdown;
 
 /// How long to back off after `failures` failed steps in a row (at least
 /// one): [`BACKOFF_FIRST`] doubled per further failure, capped at

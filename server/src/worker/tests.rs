@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::runner::backoff;
 use super::*;
-use crate::server::shutdown_channel;
+use ringkv_common::shutdown::channel as shutdown_channel;
 use crate::Error;
 
 /// Bounds every wait for a runner to return, in paused (virtual) time: it
@@ -51,7 +51,7 @@ impl Worker for Scripted {
 /// What a test reads back from a started [`Scripted`] worker.
 struct Started {
     workers: Arc<Workers>,
-    trigger: crate::server::ShutdownTrigger,
+    trigger: ringkv_common::ShutdownTrigger,
     handle: Arc<WorkerHandle>,
     steps: Arc<Mutex<Vec<Instant>>>,
     waits: Arc<Mutex<u32>>,
