@@ -17,10 +17,10 @@ use crate::peer::{AddressBook, ClusterIdentity, Faults, Network, Peers};
 use crate::rebalance::Rebalance;
 use crate::repair::Repair;
 use crate::replica::Replica;
-use ringkv_common::ShutdownTrigger;
 use crate::storage::Engine;
 use crate::version::NodeId;
 use crate::worker::Workers;
+use ringkv_common::ShutdownTrigger;
 
 /// What a node is made of, apart from its listeners.
 pub struct NodeParts {

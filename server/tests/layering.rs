@@ -60,7 +60,11 @@ fn no_grpc_or_protobuf_type_below_the_edge() {
         &below_the_edge(),
         &["tonic::", "use tonic", "ringkv_proto", "pb::"],
     );
-    assert!(found.is_empty(), "gRPC below the edge:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "gRPC below the edge:\n{}",
+        found.join("\n")
+    );
 }
 
 #[test]
@@ -69,5 +73,9 @@ fn nothing_below_the_edge_imports_it() {
         &below_the_edge(),
         &["crate::api", "crate::transport", "crate::server"],
     );
-    assert!(found.is_empty(), "imports of the edge:\n{}", found.join("\n"));
+    assert!(
+        found.is_empty(),
+        "imports of the edge:\n{}",
+        found.join("\n")
+    );
 }

@@ -23,8 +23,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use super::Metrics;
-use ringkv_common::Shutdown;
 use crate::storage::Engine;
+use ringkv_common::Shutdown;
 
 /// How long a scraper may take to send its request head.
 const HTTP_READ_TIMEOUT: Duration = Duration::from_secs(5);

@@ -16,10 +16,10 @@ use crate::peer::memory::MemoryNetwork;
 use crate::peer::{ClusterIdentity, Peers};
 use crate::replica::{wall_clock_ms, LocalWrite};
 use crate::ring::{Layout, MemberSpec};
-use ringkv_common::shutdown::channel as shutdown_channel;
 use crate::storage::{Engine, MemoryEngine};
 use crate::version::{NodeId, Value};
 use crate::worker::Workers;
+use ringkv_common::shutdown::channel as shutdown_channel;
 
 struct TestNode {
     repair: Arc<Repair>,

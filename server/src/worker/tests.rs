@@ -8,8 +8,8 @@ use tokio::time::Instant;
 
 use super::runner::backoff;
 use super::*;
-use ringkv_common::shutdown::channel as shutdown_channel;
 use crate::Error;
+use ringkv_common::shutdown::channel as shutdown_channel;
 
 /// Bounds every wait for a runner to return, in paused (virtual) time: it
 /// must outlast the longest script's back-offs, about a minute.
