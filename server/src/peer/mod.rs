@@ -19,6 +19,8 @@ pub mod faults;
 pub mod identity;
 pub mod memory;
 mod message;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -122,21 +124,21 @@ impl Peers {
         request: Request,
         timeout: Duration,
     ) -> Result<Response, PeerError> {
-        if self.faults.blocks_outgoing(to) {
-            return Err(PeerError::new(
-                Failure::NotSent,
-                format!("traffic to {to} is cut by the fault switch"),
-            ));
-        }
         let scan = matches!(
             request,
             Request::MerkleLeaves { .. } | Request::KeyDigests { .. }
         );
-        let envelope = self.envelope(Some(to));
-        let result = self
-            .network
-            .call(Peer::Node(to), envelope, request, timeout)
-            .await;
+        let result = if self.faults.blocks_outgoing(to) {
+            Err(PeerError::new(
+                Failure::NotSent,
+                format!("traffic to {to} is cut by the fault switch"),
+            ))
+        } else {
+            let envelope = self.envelope(Some(to));
+            self.network
+                .call(Peer::Node(to), envelope, request, timeout)
+                .await
+        };
         if let Err(e) = &result {
             if e.is_unreachable() && !(scan && e.failure == Failure::Timeout) {
                 self.report_unreachable(to);
