@@ -831,4 +831,6 @@ impl Observer for Cluster {
 }
 
 #[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
 mod tests;

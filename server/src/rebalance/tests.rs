@@ -9,11 +9,9 @@ use bytes::Bytes;
 
 use super::Rebalance;
 use crate::config::Config;
-use crate::membership::state::{JoinMode, MemberInfo, Status};
+use crate::membership::testing::lone_cluster;
 use crate::membership::Cluster;
 use crate::metrics::Metrics;
-use crate::peer::memory::MemoryNetwork;
-use crate::peer::{ClusterIdentity, Peers};
 use crate::repair::Repair;
 use crate::replica::{LocalWrite, Replica};
 use crate::ring::{Layout, MemberSpec};
@@ -32,28 +30,7 @@ async fn lone_node_with_data(keys: u32) -> (Arc<Rebalance>, Arc<Replica>, Arc<Cl
         config.limits.max_siblings,
     ));
     let metrics = Metrics::new();
-    let peers = Arc::new(Peers::new(
-        id,
-        MemoryNetwork::new(0),
-        Arc::new(ClusterIdentity::new(metrics.clone())),
-        Arc::default(),
-    ));
-    let me = MemberInfo {
-        id,
-        name: "n1".to_string(),
-        address: "127.0.0.1:1".to_string(),
-        peer_address: "127.0.0.1:2".to_string(),
-        zone: String::new(),
-        weight: 1,
-        generation: 1,
-        heartbeat: 0,
-        status: Status::Joining,
-        layout_version: 0,
-        transfers_done: 0,
-        join: JoinMode::None,
-        storage_bytes: 0,
-    };
-    let cluster = Cluster::new(me, config.clone(), engine, peers, Arc::default()).unwrap();
+    let cluster = lone_cluster(id, config.clone(), engine, Arc::default());
     cluster.maybe_bootstrap();
     assert_eq!(cluster.layout().unwrap().version(), 1);
     let repair = Repair::new(

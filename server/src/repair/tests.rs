@@ -11,9 +11,7 @@ use bytes::Bytes;
 use super::merkle::{leaf_of, state_digest};
 use super::*;
 use crate::config::Config;
-use crate::membership::state::{JoinMode, MemberInfo, Status};
-use crate::peer::memory::MemoryNetwork;
-use crate::peer::{ClusterIdentity, Peers};
+use crate::membership::testing::lone_cluster;
 use crate::replica::{wall_clock_ms, LocalWrite};
 use crate::ring::{Layout, MemberSpec};
 use crate::storage::{Engine, MemoryEngine};
@@ -43,28 +41,7 @@ fn node_on(id: u64, engine: Arc<dyn Engine>, config: Config) -> TestNode {
         config.cluster.partitions,
         config.limits.max_siblings,
     ));
-    let peers = Arc::new(Peers::new(
-        id,
-        MemoryNetwork::new(0),
-        Arc::new(ClusterIdentity::new(Metrics::new())),
-        Arc::default(),
-    ));
-    let me = MemberInfo {
-        id,
-        name: format!("n{id}"),
-        address: "127.0.0.1:1".to_string(),
-        peer_address: "127.0.0.1:2".to_string(),
-        zone: String::new(),
-        weight: 1,
-        generation: 1,
-        heartbeat: 0,
-        status: Status::Joining,
-        layout_version: 0,
-        transfers_done: 0,
-        join: JoinMode::None,
-        storage_bytes: 0,
-    };
-    let cluster = Cluster::new(me, config.clone(), engine, peers, Arc::default()).unwrap();
+    let cluster = lone_cluster(id, config.clone(), engine, Arc::default());
     cluster.maybe_bootstrap();
     let repair = Repair::new(replica.clone(), cluster.clone(), config, Metrics::new());
     TestNode {
