@@ -118,7 +118,7 @@ FUNCTIONS=(
     '^h2::proto::connection::Connection<.*>::poll'
     '<ringkv_proto::v1::kv_server::KvServer<.*> as .*Service<.*>>::call'
     '<ringkv_proto::v1::internal_server::InternalServer<.*> as .*Service<.*>>::call'
-    'ringkv_server::storage::rocks::RocksEngine as .*Engine>::write'
+    'ringkv_storage::rocks::RocksEngine as .*Engine>::write'
     '^malloc$'
     '^free$'
 )

@@ -9,6 +9,9 @@ cd "$RINGKV_ROOT"
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
+echo "== layers (no gRPC below the server crate)"
+./scripts/check-layers.sh
+
 echo "== cargo clippy"
 cargo clippy --release --locked --workspace --all-targets -- -D warnings
 

@@ -38,8 +38,8 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ringkv_server::ring::partition_of;
-use ringkv_server::storage::{
+use ringkv_core::ring::partition_of;
+use ringkv_storage::{
     data_key, Cf, Engine, MemoryEngine, RocksEngine, StorageOptions, SyncMode, WriteBatch,
 };
 use tempfile::TempDir;

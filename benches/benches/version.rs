@@ -31,7 +31,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
-use ringkv_server::version::{NodeId, Timestamp, Value, VersionSet, VersionVector};
+use ringkv_core::version::{NodeId, Timestamp, Value, VersionSet, VersionVector};
 
 /// Sibling counts benchmarked: one (no concurrency), a few (a short
 /// partition or a handful of concurrent clients) and many (a hot key

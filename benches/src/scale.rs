@@ -27,7 +27,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use rand::rngs::StdRng;
 use rand::Rng;
-use ringkv_server::version::NodeId;
+use ringkv_core::version::NodeId;
 
 use gossip::{GossipSetup, Schedule};
 use layout::Shape;

@@ -30,8 +30,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use bytes::Bytes;
 use ringkv_client::{Client, Context, PutOptions, RequestOptions};
-use ringkv_server::ring::partition_of;
-use ringkv_server::storage::{data_key, Cf, Engine, RocksEngine, StorageOptions, SyncMode};
+use ringkv_core::ring::partition_of;
+use ringkv_storage::{data_key, Cf, Engine, RocksEngine, StorageOptions, SyncMode};
 use tempfile::TempDir;
 use tonic::transport::{Channel, Endpoint};
 
@@ -193,7 +193,7 @@ impl StorageTarget {
     async fn put(&self, key: Bytes, value: Bytes) -> Result<(), OpError> {
         let engine = Arc::clone(&self.engine);
         tokio::task::spawn_blocking(move || {
-            let mut batch = ringkv_server::storage::WriteBatch::new();
+            let mut batch = ringkv_storage::WriteBatch::new();
             batch.put(Cf::Data, Self::stored_key(&key), value.to_vec());
             engine.write(batch)
         })

@@ -419,7 +419,7 @@ mod tests {
     use crate::config::RunArgs;
     use crate::target::StorageTarget;
     use clap::Parser;
-    use ringkv_server::storage::SyncMode;
+    use ringkv_storage::SyncMode;
 
     #[derive(Parser)]
     struct Cli {

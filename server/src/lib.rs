@@ -1,30 +1,15 @@
-//! ringkv-server: one node of a ringkv cluster.
+//! ringkv-server: the gRPC edge of a ringkv node.
 //!
-//! The request path runs `api` (gRPC handlers: validate, convert, delegate)
-//! → `coordinator` (consistency levels, the quorum helper, reply meta) →
-//! `replica` (atomic read-merge-write of one key) → `storage` (the engine).
-//! `version` (dotted version vectors, hybrid logical clock) and `ring`
-//! (hashing, partitions) are pure and do no I/O. `server` wires everything
-//! together and owns start-up and shutdown.
+//! `api` holds the gRPC handlers (validate, convert, delegate to the node),
+//! `transport` is the peer layer's gRPC network, `metrics_http` serves the
+//! metrics page, and `server` loads the configuration, opens storage,
+//! assembles the node (`ringkv-node`), binds the client and peer listeners
+//! and owns start-up and shutdown. Nothing below this crate names a gRPC or
+//! protobuf type: Cargo refuses it, as none of them depends on tonic.
 
 pub mod api;
-pub mod assemble;
-pub mod config;
-pub mod coordinator;
-pub mod error;
-pub mod handoff;
-pub mod inbound;
-pub mod membership;
-pub mod metrics;
-pub mod peer;
-pub mod rebalance;
-pub mod repair;
-pub mod replica;
-pub mod ring;
+pub mod metrics_http;
 pub mod server;
-pub mod storage;
 pub mod transport;
-pub mod version;
-pub mod worker;
 
-pub use error::{Error, Result};
+pub use ringkv_core::error::{Error, Result};

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use ringkv_server::config::{Config, LogFormat};
+use ringkv_node::config::{Config, LogFormat};
 
 /// A ringkv node. Configuration layers: built-in defaults, then --config
 /// FILE, then RINGKV__SECTION__KEY environment variables, then these flags.

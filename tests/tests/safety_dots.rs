@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use bytes::Bytes;
 use ringkv_client::{Client, Level, PutOptions, RequestOptions};
+use ringkv_core::version::{NodeId, Timestamp, Value, VersionSet};
 use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::internal_client::InternalClient;
-use ringkv_server::version::{NodeId, Timestamp, Value, VersionSet};
 use ringkv_tests::{signal, TestCluster};
 
 /// The key every scenario overwrites.

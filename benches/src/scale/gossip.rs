@@ -2,7 +2,7 @@
 //! every member.
 //!
 //! Each simulated node holds the server's real
-//! [`MembershipState`](ringkv_server::membership::state::MembershipState),
+//! [`MembershipState`](ringkv_core::membership::state::MembershipState),
 //! and an exchange calls the same state functions, in the same order and
 //! with the same per-message caps, as `Cluster::gossip_round` /
 //! `gossip_with` / `handle_gossip` in `server/src/membership/mod.rs`:
@@ -38,10 +38,10 @@ use std::collections::HashMap;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use ringkv_server::membership::state::{
+use ringkv_core::membership::state::{
     Digest, JoinMode, MemberInfo, MembershipState, Status, MAX_ENTRIES_PER_MESSAGE,
 };
-use ringkv_server::version::NodeId;
+use ringkv_core::version::NodeId;
 
 /// How the rounds of different nodes interleave (see the module doc).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

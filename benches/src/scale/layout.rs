@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use ringkv_server::ring::{Layout, MemberSpec};
-use ringkv_server::version::NodeId;
+use ringkv_core::ring::{Layout, MemberSpec};
+use ringkv_core::version::NodeId;
 
 /// The replication factor measured: the configuration default.
 pub const REPLICATION: u32 = 3;

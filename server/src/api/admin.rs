@@ -8,18 +8,19 @@ use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::admin_server::Admin;
 use tonic::{Request, Response, Status};
 
-use super::{convert, status, Gate};
-use crate::config::Config;
-use crate::error::Error;
-use crate::handoff::HintStore;
-use crate::membership::Cluster;
-use crate::rebalance::Rebalance;
-use crate::repair::Repair;
-use crate::replica::Replica;
-use crate::ring::KEY_HASH_SEED;
+use super::{convert, status};
 use crate::transport::Transport;
-use crate::version::NodeId;
-use crate::worker::Workers;
+use ringkv_core::error::Error;
+use ringkv_core::ring::KEY_HASH_SEED;
+use ringkv_core::version::NodeId;
+use ringkv_node::config::Config;
+use ringkv_node::handoff::HintStore;
+use ringkv_node::membership::Cluster;
+use ringkv_node::metrics::Metrics;
+use ringkv_node::rebalance::Rebalance;
+use ringkv_node::repair::Repair;
+use ringkv_node::replica::Replica;
+use ringkv_node::worker::Workers;
 
 /// What a node says about itself.
 pub struct NodeInfo {
@@ -50,11 +51,11 @@ pub struct AdminService {
     workers: Arc<Workers>,
     transport: Arc<Transport>,
     info: NodeInfo,
-    gate: Gate,
+    metrics: Arc<Metrics>,
 }
 
 impl AdminService {
-    pub fn new(parts: AdminParts, info: NodeInfo, gate: Gate) -> Self {
+    pub fn new(parts: AdminParts, info: NodeInfo, metrics: Arc<Metrics>) -> Self {
         Self {
             replica: parts.replica,
             cluster: parts.cluster,
@@ -64,7 +65,7 @@ impl AdminService {
             workers: parts.workers,
             transport: parts.transport,
             info,
-            gate,
+            metrics,
         }
     }
 
@@ -82,7 +83,7 @@ impl AdminService {
 
     /// Bytes this node received by partition transfers since it started.
     pub(super) fn bytes_received(&self) -> u64 {
-        self.gate.metrics().transfer_bytes()
+        self.metrics.transfer_bytes()
     }
 
     fn member_list(&self) -> Vec<pb::Member> {
@@ -120,7 +121,6 @@ impl Admin for AdminService {
         &self,
         _request: Request<pb::NodeStatusRequest>,
     ) -> Result<Response<pb::NodeStatusResponse>, Status> {
-        let admitted = self.gate.admit("node_status")?;
         let c = &self.info.config;
         let engine = self.replica.engine().clone();
         let storage_bytes = tokio::task::spawn_blocking(move || engine.approximate_size_bytes())
@@ -147,23 +147,21 @@ impl Admin for AdminService {
                 .map(|id| id.to_string())
                 .unwrap_or_default(),
         };
-        admitted.finish("", Ok(Response::new(reply)))
+        Ok(Response::new(reply))
     }
 
     async fn members(
         &self,
         _request: Request<pb::MembersRequest>,
     ) -> Result<Response<pb::MembersResponse>, Status> {
-        let admitted = self.gate.admit("members")?;
         let members = self.member_list();
-        admitted.finish("", Ok(Response::new(pb::MembersResponse { members })))
+        Ok(Response::new(pb::MembersResponse { members }))
     }
 
     async fn layout(
         &self,
         _request: Request<pb::LayoutRequest>,
     ) -> Result<Response<pb::LayoutResponse>, Status> {
-        let admitted = self.gate.admit("layout")?;
         let members = self.member_list();
         let reply = match self.cluster.layout() {
             None => pb::LayoutResponse {
@@ -198,75 +196,65 @@ impl Admin for AdminService {
                     .unwrap_or_default(),
             },
         };
-        admitted.finish("", Ok(Response::new(reply)))
+        Ok(Response::new(reply))
     }
 
     async fn set_faults(
         &self,
         request: Request<pb::SetFaultsRequest>,
     ) -> Result<Response<pb::SetFaultsResponse>, Status> {
-        let admitted = self.gate.admit("set_faults")?;
-        let result = (|| {
-            if !self.info.config.debug.fault_injection {
-                return Err(status(Error::FailedPrecondition(
-                    "the fault switch is off: start the node with debug.fault_injection = true (tests only)".into(),
-                )));
-            }
-            let req = request.into_inner();
-            let parse = |ids: Vec<String>| {
-                ids.iter()
-                    .map(|id| id.parse::<NodeId>())
-                    .collect::<Result<std::collections::HashSet<_>, _>>()
-                    .map_err(|e| status(e.into()))
-            };
-            let outgoing = parse(req.block_outgoing)?;
-            let incoming = parse(req.block_incoming)?;
-            tracing::warn!(?outgoing, ?incoming, "fault switch set");
-            self.cluster.peers().faults.set(outgoing, incoming);
-            if req.fail_next_wal_sync {
-                self.replica.engine().health().fail_next_sync();
-            }
-            Ok(Response::new(pb::SetFaultsResponse {}))
-        })();
-        admitted.finish("", result)
+        if !self.info.config.debug.fault_injection {
+            return Err(status(Error::FailedPrecondition(
+                "the fault switch is off: start the node with debug.fault_injection = true (tests only)".into(),
+            )));
+        }
+        let req = request.into_inner();
+        let parse = |ids: Vec<String>| {
+            ids.iter()
+                .map(|id| id.parse::<NodeId>())
+                .collect::<Result<std::collections::HashSet<_>, _>>()
+                .map_err(|e| status(e.into()))
+        };
+        let outgoing = parse(req.block_outgoing)?;
+        let incoming = parse(req.block_incoming)?;
+        tracing::warn!(?outgoing, ?incoming, "fault switch set");
+        self.cluster.peers().faults.set(outgoing, incoming);
+        if req.fail_next_wal_sync {
+            self.replica.engine().health().fail_next_sync();
+        }
+        Ok(Response::new(pb::SetFaultsResponse {}))
     }
 
     async fn local_get(
         &self,
         request: Request<pb::LocalGetRequest>,
     ) -> Result<Response<pb::LocalGetResponse>, Status> {
-        let admitted = self.gate.admit("local_get")?;
-        let result = async {
-            let key = self.key(request.into_inner().key)?;
-            let partition = self.replica.partition_of(&key);
-            let state = self.replica.read(key).await.map_err(status)?;
-            Ok(Response::new(match state {
-                None => pb::LocalGetResponse {
-                    found: false,
-                    partition,
-                    ..Default::default()
-                },
-                Some(state) => pb::LocalGetResponse {
-                    found: true,
-                    partition,
-                    versions: state
-                        .versions()
-                        .iter()
-                        .map(convert::local_version)
-                        .collect(),
-                    context: state.context().encode_context().into(),
-                },
-            }))
-        }
-        .await;
-        admitted.finish("", result)
+        let key = self.key(request.into_inner().key)?;
+        let partition = self.replica.partition_of(&key);
+        let state = self.replica.read(key).await.map_err(status)?;
+        Ok(Response::new(match state {
+            None => pb::LocalGetResponse {
+                found: false,
+                partition,
+                ..Default::default()
+            },
+            Some(state) => pb::LocalGetResponse {
+                found: true,
+                partition,
+                versions: state
+                    .versions()
+                    .iter()
+                    .map(convert::local_version)
+                    .collect(),
+                context: state.context().encode_context().into(),
+            },
+        }))
     }
 
     async fn workers(
         &self,
         _request: Request<pb::WorkersRequest>,
     ) -> Result<Response<pb::WorkersResponse>, Status> {
-        let admitted = self.gate.admit("workers")?;
         let workers = self
             .workers
             .statuses()
@@ -280,64 +268,53 @@ impl Admin for AdminService {
                 counters: w.counters.into_iter().collect(),
             })
             .collect();
-        admitted.finish("", Ok(Response::new(pb::WorkersResponse { workers })))
+        Ok(Response::new(pb::WorkersResponse { workers }))
     }
 
     async fn start_repair(
         &self,
         request: Request<pb::StartRepairRequest>,
     ) -> Result<Response<pb::StartRepairResponse>, Status> {
-        let admitted = self.gate.admit("start_repair")?;
-        let result = async {
-            let partition = request.into_inner().partition;
-            if let Some(p) = partition {
-                if p >= self.cluster.partitions() {
-                    return Err(status(Error::InvalidArgument(format!(
-                        "partition {p} out of range: the cluster has {}",
-                        self.cluster.partitions()
-                    ))));
-                }
+        let partition = request.into_inner().partition;
+        if let Some(p) = partition {
+            if p >= self.cluster.partitions() {
+                return Err(status(Error::InvalidArgument(format!(
+                    "partition {p} out of range: the cluster has {}",
+                    self.cluster.partitions()
+                ))));
             }
-            let report = self.repair.repair_now(partition).await.map_err(status)?;
-            Ok(Response::new(pb::StartRepairResponse {
-                partitions: report.partitions,
-                partitions_differing: report.partitions_differing,
-                keys_repaired: report.keys_repaired,
-                tombstones_purged: report.tombstones_purged,
-                errors: report.errors,
-            }))
         }
-        .await;
-        admitted.finish("", result)
+        let report = self.repair.repair_now(partition).await.map_err(status)?;
+        Ok(Response::new(pb::StartRepairResponse {
+            partitions: report.partitions,
+            partitions_differing: report.partitions_differing,
+            keys_repaired: report.keys_repaired,
+            tombstones_purged: report.tombstones_purged,
+            errors: report.errors,
+        }))
     }
 
     async fn merkle_roots(
         &self,
         _request: Request<pb::MerkleRootsRequest>,
     ) -> Result<Response<pb::MerkleRootsResponse>, Status> {
-        let admitted = self.gate.admit("merkle_roots")?;
-        let result = async {
-            let roots = self.repair.merkle_roots().await.map_err(status)?;
-            Ok(Response::new(pb::MerkleRootsResponse {
-                roots: roots
-                    .into_iter()
-                    .map(|(partition, s)| pb::PartitionRoot {
-                        partition,
-                        root: s.root,
-                        keys: s.keys,
-                    })
-                    .collect(),
-            }))
-        }
-        .await;
-        admitted.finish("", result)
+        let roots = self.repair.merkle_roots().await.map_err(status)?;
+        Ok(Response::new(pb::MerkleRootsResponse {
+            roots: roots
+                .into_iter()
+                .map(|(partition, s)| pb::PartitionRoot {
+                    partition,
+                    root: s.root,
+                    keys: s.keys,
+                })
+                .collect(),
+        }))
     }
 
     async fn hints(
         &self,
         _request: Request<pb::HintsRequest>,
     ) -> Result<Response<pb::HintsResponse>, Status> {
-        let admitted = self.gate.admit("hints")?;
         let queues = self
             .hints
             .queues()
@@ -348,60 +325,48 @@ impl Admin for AdminService {
                 bytes: q.bytes,
             })
             .collect();
-        admitted.finish("", Ok(Response::new(pb::HintsResponse { queues })))
+        Ok(Response::new(pb::HintsResponse { queues }))
     }
 
     async fn join(
         &self,
         request: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::ClusterChangeResponse>, Status> {
-        let admitted = self.gate.admit("join")?;
-        let result = self.do_join(request).await;
-        admitted.finish("", result)
+        self.do_join(request).await
     }
 
     async fn leave(
         &self,
         request: Request<pb::LeaveRequest>,
     ) -> Result<Response<pb::ClusterChangeResponse>, Status> {
-        let admitted = self.gate.admit("leave")?;
-        let result = self.do_leave(request).await;
-        admitted.finish("", result)
+        self.do_leave(request).await
     }
 
     async fn remove(
         &self,
         request: Request<pb::RemoveRequest>,
     ) -> Result<Response<pb::ClusterChangeResponse>, Status> {
-        let admitted = self.gate.admit("remove")?;
-        let result = self.do_remove(request).await;
-        admitted.finish("", result)
+        self.do_remove(request).await
     }
 
     async fn plan(
         &self,
         request: Request<pb::PlanRequest>,
     ) -> Result<Response<pb::PlanResponse>, Status> {
-        let admitted = self.gate.admit("plan")?;
-        let result = self.do_plan(request).await;
-        admitted.finish("", result)
+        self.do_plan(request).await
     }
 
     async fn commit(
         &self,
         request: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitResponse>, Status> {
-        let admitted = self.gate.admit("commit")?;
-        let result = self.do_commit(request).await;
-        admitted.finish("", result)
+        self.do_commit(request).await
     }
 
     async fn transfers(
         &self,
         _request: Request<pb::TransfersRequest>,
     ) -> Result<Response<pb::TransfersResponse>, Status> {
-        let admitted = self.gate.admit("transfers")?;
-        let result = self.do_transfers().await;
-        admitted.finish("", result)
+        self.do_transfers().await
     }
 }

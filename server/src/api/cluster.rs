@@ -15,11 +15,11 @@ use tonic::{Request, Response, Status};
 
 use super::admin::AdminService;
 use super::status;
-use crate::error::Error;
-use crate::rebalance::plan::Change;
-use crate::rebalance::PlanView;
 use crate::transport;
-use crate::version::NodeId;
+use ringkv_core::error::Error;
+use ringkv_core::plan::Change;
+use ringkv_core::version::NodeId;
+use ringkv_node::rebalance::PlanView;
 
 /// Where a cluster change runs.
 enum Target {
@@ -92,7 +92,7 @@ impl AdminService {
                 "{node} is not a known member; `ringkv cluster status` lists them"
             )))
         })?;
-        if member.liveness != crate::membership::detector::Liveness::Alive {
+        if member.liveness != ringkv_core::membership::detector::Liveness::Alive {
             return Err(status(Error::FailedPrecondition(format!(
                 "{node} is {}: a node can only drain itself while running; remove a dead node with `ringkv cluster remove {node}`",
                 member.liveness

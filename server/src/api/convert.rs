@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use ringkv_proto::v1 as pb;
 
-use crate::coordinator::{Level, ReplyMeta, RequestConsistency, Resolve};
-use crate::error::{Error, Result};
-use crate::version::{Value, Version, VersionVector};
+use ringkv_core::error::{Error, Result};
+use ringkv_core::version::{Value, Version, VersionVector};
+use ringkv_node::coordinator::{Level, ReplyMeta, RequestConsistency, Resolve};
 
 pub fn consistency(c: Option<pb::Consistency>) -> Result<RequestConsistency> {
     let Some(c) = c else {

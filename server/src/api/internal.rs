@@ -10,12 +10,12 @@ use ringkv_proto::v1::internal_server::Internal;
 use tonic::{Request, Response, Status};
 
 use super::{status, Gate};
-use crate::config::LimitsConfig;
-use crate::error::Error;
-use crate::inbound::Inbound;
-use crate::peer::{self, ClusterIdentity, Envelope, Handler};
 use crate::transport::{self, convert};
-use crate::version::NodeId;
+use ringkv_core::error::Error;
+use ringkv_core::version::NodeId;
+use ringkv_node::config::LimitsConfig;
+use ringkv_node::inbound::Inbound;
+use ringkv_peer::{self as peer, ClusterIdentity, Envelope, Handler};
 
 pub struct InternalService {
     inbound: Arc<Inbound>,
@@ -64,18 +64,6 @@ impl InternalService {
             .handle(envelope, request)
             .await
             .map_err(|e| self.refusal(e))
-    }
-
-    /// Admits a unary replica operation and hands it to the node.
-    async fn admitted(
-        &self,
-        op: &'static str,
-        envelope: Envelope,
-        request: peer::Request,
-    ) -> Result<peer::Response, Status> {
-        let admitted = self.gate.admit(op)?;
-        let answer = self.handle(envelope, request).await;
-        admitted.finish("", answer)
     }
 }
 
@@ -158,7 +146,7 @@ impl Internal for InternalService {
     ) -> Result<Response<pb::ReplicateResponse>, Status> {
         let envelope = self.envelope(&request)?;
         let request = replicate_request(request.into_inner())?;
-        self.admitted("replicate", envelope, request).await?;
+        self.handle(envelope, request).await?;
         Ok(Response::new(pb::ReplicateResponse {}))
     }
 
@@ -168,10 +156,7 @@ impl Internal for InternalService {
     ) -> Result<Response<pb::LocalReadResponse>, Status> {
         let envelope = self.envelope(&request)?;
         let key = request.into_inner().key;
-        match self
-            .admitted("local_read", envelope, peer::Request::Read { key })
-            .await?
-        {
+        match self.handle(envelope, peer::Request::Read { key }).await? {
             peer::Response::Read(found) => Ok(Response::new(pb::LocalReadResponse {
                 found: found.is_some(),
                 version_set: found.unwrap_or_default(),

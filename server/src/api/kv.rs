@@ -20,29 +20,27 @@ use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::kv_server::Kv;
 use tonic::{Request, Response, Status};
 
-use super::{convert, status, Gate};
-use crate::coordinator::{Coordinator, DeleteCommand, GetCommand, PutCommand, Route};
-use crate::error::{Error, ReplicaError};
+use super::{convert, status, LevelLabel};
 use crate::transport::{self, Transport};
+use ringkv_core::error::{Error, ReplicaError};
+use ringkv_node::coordinator::{Coordinator, DeleteCommand, GetCommand, PutCommand, Route};
 
 pub struct KvService {
     coordinator: Arc<Coordinator>,
     transport: Arc<Transport>,
-    gate: Gate,
 }
 
 /// Where a KV request goes after routing.
 enum Next<T> {
     Here(T),
-    Forward(Arc<Transport>, crate::version::NodeId, String, T),
+    Forward(Arc<Transport>, ringkv_core::version::NodeId, String, T),
 }
 
 impl KvService {
-    pub fn new(coordinator: Arc<Coordinator>, transport: Arc<Transport>, gate: Gate) -> Self {
+    pub fn new(coordinator: Arc<Coordinator>, transport: Arc<Transport>) -> Self {
         Self {
             coordinator,
             transport,
-            gate,
         }
     }
 
@@ -117,19 +115,18 @@ impl Kv for KvService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        let admitted = self.gate.admit("get")?;
-        let mut label = String::from("invalid");
-        let result = async {
+        let label = LevelLabel::of(&request);
+        async {
             let key = request.get_ref().key.clone();
             let req = match self.next(request, &key)? {
                 Next::Here(req) => req,
                 Next::Forward(t, node, address, req) => {
-                    label = "forwarded".into();
+                    label.set("forwarded");
                     return forward!(t, node, address, req, get, Kind::Read);
                 }
             };
             let consistency = convert::consistency(req.consistency).map_err(status)?;
-            label = convert::level_label(&consistency);
+            label.set(convert::level_label(&consistency));
             let cmd = GetCommand {
                 key: req.key,
                 consistency,
@@ -143,28 +140,26 @@ impl Kv for KvService {
                 meta: Some(convert::meta(reply.meta)),
             }))
         }
-        .await;
-        admitted.finish(&label, result)
+        .await
     }
 
     async fn put(
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        let admitted = self.gate.admit("put")?;
-        let mut label = String::from("invalid");
-        let result = async {
+        let label = LevelLabel::of(&request);
+        async {
             self.coordinator.check_writable().map_err(status)?;
             let key = request.get_ref().key.clone();
             let req = match self.next(request, &key)? {
                 Next::Here(req) => req,
                 Next::Forward(t, node, address, req) => {
-                    label = "forwarded".into();
+                    label.set("forwarded");
                     return forward!(t, node, address, req, put, Kind::Write);
                 }
             };
             let consistency = convert::consistency(req.consistency).map_err(status)?;
-            label = convert::level_label(&consistency);
+            label.set(convert::level_label(&consistency));
             let cmd = PutCommand {
                 key: req.key,
                 value: req.value,
@@ -178,28 +173,26 @@ impl Kv for KvService {
                 meta: Some(convert::meta(reply.meta)),
             }))
         }
-        .await;
-        admitted.finish(&label, result)
+        .await
     }
 
     async fn delete(
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let admitted = self.gate.admit("delete")?;
-        let mut label = String::from("invalid");
-        let result = async {
+        let label = LevelLabel::of(&request);
+        async {
             self.coordinator.check_writable().map_err(status)?;
             let key = request.get_ref().key.clone();
             let req = match self.next(request, &key)? {
                 Next::Here(req) => req,
                 Next::Forward(t, node, address, req) => {
-                    label = "forwarded".into();
+                    label.set("forwarded");
                     return forward!(t, node, address, req, delete, Kind::Write);
                 }
             };
             let consistency = convert::consistency(req.consistency).map_err(status)?;
-            label = convert::level_label(&consistency);
+            label.set(convert::level_label(&consistency));
             let cmd = DeleteCommand {
                 key: req.key,
                 context: convert::context(&req.context).map_err(status)?,
@@ -210,7 +203,6 @@ impl Kv for KvService {
                 meta: Some(convert::meta(meta)),
             }))
         }
-        .await;
-        admitted.finish(&label, result)
+        .await
     }
 }

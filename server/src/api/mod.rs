@@ -10,6 +10,7 @@ mod cluster;
 mod convert;
 mod internal;
 mod kv;
+mod layer;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,9 +21,10 @@ use tonic::{Code, Status};
 pub use admin::AdminService;
 pub use internal::InternalService;
 pub use kv::KvService;
+pub use layer::{GateLayer, LevelLabel};
 
-use crate::error::Error;
-use crate::metrics::Metrics;
+use ringkv_core::error::Error;
+use ringkv_node::metrics::Metrics;
 
 /// Maps a crate error to its gRPC status: the code of its class
 /// ([`Error::code`]) and its display text, which says what went wrong and

@@ -10,9 +10,9 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
-use crate::error::{Error, Result};
-use crate::storage::{Cf, Engine, WriteBatch};
-use crate::version::NodeId;
+use ringkv_core::error::{Error, Result};
+use ringkv_core::version::NodeId;
+use ringkv_storage::{Cf, Engine, WriteBatch};
 
 const NODE_ID_FILE: &str = "node_id";
 const GENERATION_KEY: &[u8] = b"generation";
@@ -66,7 +66,7 @@ pub fn bump_generation(engine: &dyn Engine) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::MemoryEngine;
+    use ringkv_storage::MemoryEngine;
 
     #[test]
     fn node_id_is_created_once_and_kept() {

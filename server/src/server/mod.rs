@@ -7,7 +7,7 @@
 //! let in-flight requests finish, stop background tasks, flush storage.
 //!
 //! When the storage fails (a WAL write or sync, see
-//! [`crate::storage::health`]), the node keeps running for reads and
+//! [`ringkv_storage::health`]), the node keeps running for reads and
 //! diagnosis, but the gRPC health service turns NOT_SERVING for the whole
 //! node ("") and for the KV service, so load balancers and orchestrators
 //! stop sending it writes.
@@ -30,17 +30,17 @@ use tracing::{info, warn};
 pub use shutdown::{channel as shutdown_channel, Shutdown, ShutdownTrigger};
 
 use crate::api::admin::AdminParts;
-use crate::api::{AdminService, Gate, InternalService, KvService};
-use crate::assemble::{NodeParts, Wiring};
-use crate::config::{Config, EngineKind};
-use crate::error::{Error, Result};
-use crate::metrics::{self, Metrics};
-use crate::peer::{AddressBook, ClusterIdentity, Faults};
-use crate::replica::Replica;
-use crate::storage::{Engine, MemoryEngine, RocksEngine};
+use crate::api::{AdminService, Gate, GateLayer, InternalService, KvService};
 use crate::transport::Transport;
-use crate::version::NodeId;
-use crate::worker::Workers;
+use ringkv_core::error::{Error, Result};
+use ringkv_core::version::NodeId;
+use ringkv_node::assemble::{NodeParts, Wiring};
+use ringkv_node::config::{Config, EngineKind};
+use ringkv_node::metrics::Metrics;
+use ringkv_node::replica::Replica;
+use ringkv_node::worker::Workers;
+use ringkv_peer::{AddressBook, ClusterIdentity, Faults};
+use ringkv_storage::{Engine, MemoryEngine, RocksEngine};
 
 /// Subdirectory of `node.data_dir` holding the RocksDB files.
 const DB_DIR: &str = "db";
@@ -75,7 +75,7 @@ impl Node {
         };
         let generation = identity::bump_generation(engine.as_ref())?;
         let metrics = Metrics::new();
-        let identity = Arc::new(ClusterIdentity::new(metrics.clone()));
+        let identity = Arc::new(ClusterIdentity::new(metrics.foreign_cluster_refusals()));
         let addresses = Arc::new(AddressBook::default());
         let faults = Arc::new(Faults::default());
         let transport = Arc::new(Transport::new(
@@ -140,7 +140,7 @@ impl Node {
                     ))
                 })?;
             let addr = l.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
-            let task = tokio::spawn(metrics::serve(
+            let task = tokio::spawn(crate::metrics_http::serve(
                 l,
                 metrics.clone(),
                 engine.clone(),
@@ -152,13 +152,9 @@ impl Node {
         };
 
         let max_message = config.limits.max_message_bytes();
-        let kv = KvServer::new(KvService::new(
-            coordinator.clone(),
-            transport.clone(),
-            gate.clone(),
-        ))
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message);
+        let kv = KvServer::new(KvService::new(coordinator.clone(), transport.clone()))
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message);
         let info = crate::api::admin::NodeInfo {
             config: config.clone(),
             generation,
@@ -175,14 +171,14 @@ impl Node {
                 transport: transport.clone(),
             },
             info,
-            gate.clone(),
+            metrics.clone(),
         ))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
         let internal = InternalServer::new(InternalService::new(
             inbound.clone(),
             identity,
-            gate,
+            gate.clone(),
             &config.limits,
         ))
         .max_decoding_message_size(max_message)
@@ -204,7 +200,9 @@ impl Node {
         // serves the other nodes: the Internal service, and the KV and
         // Admin requests they forward. Internal is never on the client port.
         let mut stop = trigger.subscribe();
+        // Both listeners admit and meter calls in one layer (api::layer).
         let client_port = tonic::transport::Server::builder()
+            .layer(GateLayer::new(gate.clone()))
             .add_service(kv.clone())
             .add_service(admin.clone())
             .add_service(health.clone())
@@ -215,6 +213,7 @@ impl Node {
             );
         let mut stop = trigger.subscribe();
         let peer_port = tonic::transport::Server::builder()
+            .layer(GateLayer::new(gate))
             .add_service(internal)
             .add_service(kv)
             .add_service(admin)

@@ -115,9 +115,9 @@ impl Batcher {
 }
 
 /// The error of an operation too large for one internal message, as the
-/// status the transport maps to [`crate::peer::Failure::TooLarge`].
+/// status the transport maps to [`ringkv_peer::Failure::TooLarge`].
 fn too_large(bytes: usize, max_item_bytes: usize) -> Status {
-    Status::resource_exhausted(crate::peer::too_large(bytes, max_item_bytes).message)
+    Status::resource_exhausted(ringkv_peer::too_large(bytes, max_item_bytes).message)
 }
 
 /// The sending task: takes the first waiting operation, waits for a free
@@ -278,7 +278,7 @@ mod tests {
         let big = big.unwrap_err();
         assert_eq!(big.code(), Code::ResourceExhausted);
         assert!(
-            big.message().starts_with(crate::peer::TOO_LARGE),
+            big.message().starts_with(ringkv_peer::TOO_LARGE),
             "{}",
             big.message()
         );

@@ -3,10 +3,10 @@
 use bytes::Bytes;
 use ringkv_proto::v1 as pb;
 
-use crate::error::{Error, Result};
-use crate::membership::state::{Digest, MemberInfo};
-use crate::peer::{Chunk, Gossip, GossipAnswer, KeyDigest, MerkleSummary};
-use crate::version::NodeId;
+use ringkv_core::error::{Error, Result};
+use ringkv_core::membership::state::{Digest, MemberInfo};
+use ringkv_core::version::NodeId;
+use ringkv_peer::{Chunk, Gossip, GossipAnswer, KeyDigest, MerkleSummary};
 
 pub fn entry_to_proto(m: MemberInfo) -> pb::MemberEntry {
     pb::MemberEntry {

@@ -23,13 +23,13 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
-use crate::error::{self, Error, Result};
-use crate::peer::{
+use ringkv_core::error::{self, Error, Result};
+use ringkv_core::ring::ClusterId;
+use ringkv_core::version::NodeId;
+use ringkv_peer::{
     AddressBook, BoxFuture, ClusterIdentity, Envelope, Failure, Faults, Network, Peer, PeerError,
     Response, TOO_LARGE,
 };
-use crate::ring::ClusterId;
-use crate::version::NodeId;
 
 use batch::Batcher;
 
@@ -147,7 +147,7 @@ impl Transport {
             headers(envelope),
             self.max_message_bytes / 2,
             self.max_message_bytes
-                .saturating_sub(crate::config::MESSAGE_OVERHEAD_BYTES),
+                .saturating_sub(ringkv_node::config::MESSAGE_OVERHEAD_BYTES),
         ));
         batchers.insert(node, (address, envelope.cluster, batcher.clone()));
         Ok(batcher)
@@ -157,10 +157,10 @@ impl Transport {
         &self,
         to: Peer,
         envelope: Envelope,
-        request: crate::peer::Request,
+        request: ringkv_peer::Request,
         timeout: Duration,
     ) -> Result<Response, PeerError> {
-        use crate::peer::Request as R;
+        use ringkv_peer::Request as R;
         let bytes = request.payload_bytes();
         if let (Peer::Node(node), Some(item)) = (&to, batch_item(&request, self.me)) {
             let result = self
@@ -321,7 +321,7 @@ impl Network for Transport {
         &self,
         to: Peer,
         envelope: Envelope,
-        request: crate::peer::Request,
+        request: ringkv_peer::Request,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<Response, PeerError>> {
         Box::pin(self.send(to, envelope, request, timeout))
@@ -337,8 +337,8 @@ fn with_headers<T>(msg: T, headers: &MetadataMap, timeout: Duration) -> Request<
 }
 
 /// The batch item a replica operation travels as; `None` for the others.
-fn batch_item(request: &crate::peer::Request, me: NodeId) -> Option<pb::BatchItem> {
-    use crate::peer::Request as R;
+fn batch_item(request: &ringkv_peer::Request, me: NodeId) -> Option<pb::BatchItem> {
+    use ringkv_peer::Request as R;
     let op = match request {
         R::Replicate { key, versions } => pb::batch_item::Op::Replicate(pb::ReplicateRequest {
             key: key.clone(),
@@ -541,74 +541,4 @@ pub fn was_forwarded<T>(req: &Request<T>) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn unreachable(status: Status) -> bool {
-        peer_error(status).is_unreachable()
-    }
-
-    #[test]
-    fn only_failures_of_the_peer_count_as_unreachable() {
-        // The peer (or the way to it) failed.
-        assert!(unreachable(Status::unavailable("connection refused")));
-        assert!(unreachable(Status::deadline_exceeded("no answer")));
-        assert!(unreachable(Status::cancelled("dropped")));
-        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
-        assert!(unreachable(Status::from_error(Box::new(io))));
-        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        assert!(peer_error(Status::from_error(Box::new(refused))).never_sent());
-        // One call failed; the peer answered or the connection carried it.
-        assert!(!unreachable(Status::out_of_range(
-            "Error, encoded message length too large: found 1400141 bytes, the limit is: 1118208 bytes"
-        )));
-        assert_eq!(
-            peer_error(Status::resource_exhausted(
-                crate::peer::too_large(1_400_141, 1_118_208).message
-            ))
-            .failure,
-            Failure::TooLarge
-        );
-        assert!(!unreachable(Status::cancelled(
-            "h2 protocol error: stream error sent by user: operation was canceled"
-        )));
-        assert!(!unreachable(Status::internal(
-            "h2 protocol error: stream error received: unexpected internal error encountered"
-        )));
-        assert!(!unreachable(Status::resource_exhausted("overloaded")));
-        assert!(!unreachable(Status::invalid_argument("bad key")));
-    }
-
-    #[test]
-    fn envelopes_travel_in_headers() {
-        let sent = Envelope {
-            from: Some(NodeId(3)),
-            to: Some(NodeId(4)),
-            cluster: Some(ClusterId(5)),
-        };
-        assert_eq!(envelope(&headers(&sent)).unwrap(), sent);
-        assert_eq!(envelope(&MetadataMap::new()).unwrap(), Envelope::default());
-        let mut bad = MetadataMap::new();
-        bad.insert(CLUSTER_HEADER, MetadataValue::from_static("zz"));
-        assert!(envelope(&bad).is_err());
-    }
-
-    #[test]
-    fn every_code_survives_the_trip_through_grpc() {
-        use error::Code as C;
-        for code in [
-            C::InvalidArgument,
-            C::NotFound,
-            C::FailedPrecondition,
-            C::ResourceExhausted,
-            C::Unavailable,
-            C::DeadlineExceeded,
-            C::PermissionDenied,
-            C::Unauthenticated,
-            C::Unimplemented,
-            C::Internal,
-        ] {
-            assert_eq!(code_from_grpc(code_to_grpc(code)), code);
-        }
-    }
-}
+mod tests;

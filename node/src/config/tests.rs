@@ -1,0 +1,120 @@
+//! Configuration: defaults, validation, loading and printing.
+
+use super::*;
+use std::io::Write;
+
+#[test]
+fn defaults_are_valid_and_match_the_design() {
+    let c = Config::load(None, &[]).unwrap();
+    assert_eq!(c.node.listen.to_string(), "127.0.0.1:7379");
+    assert_eq!(c.metrics.listen.to_string(), "127.0.0.1:9379");
+    assert_eq!(c.cluster.replication, 3);
+    assert_eq!(c.cluster.partitions, 256);
+    assert_eq!(c.cluster.read, Level::Quorum);
+    assert_eq!(c.limits.max_key_bytes, 4096);
+    assert_eq!(c.limits.max_value_bytes, 1 << 20);
+    assert_eq!(c.storage.sync, SyncMode::Periodic);
+}
+
+#[test]
+fn key_state_limit_holds_one_largest_value_not_two_and_fits_a_message() {
+    let l = LimitsConfig::default();
+    assert!(l.max_key_state_bytes >= l.max_value_bytes + KEY_STATE_HEADROOM_BYTES);
+    assert!(
+        l.max_key_state_bytes < 2 * l.max_value_bytes,
+        "two values of the largest size must not fit one key by default"
+    );
+    // A key and its whole state, plus framing, fit one message; a
+    // client's put (key, value, context) too.
+    assert!(
+        l.max_message_bytes() >= l.max_key_state_bytes + l.max_key_bytes + MESSAGE_OVERHEAD_BYTES
+    );
+    assert!(l.max_message_bytes() >= l.max_value_bytes + l.max_key_bytes + MESSAGE_OVERHEAD_BYTES);
+    assert_eq!(l.max_item_bytes(), l.max_key_state_bytes + l.max_key_bytes);
+    // The message limit follows the state limit when it is raised.
+    let raised = LimitsConfig {
+        max_key_state_bytes: 8 << 20,
+        ..LimitsConfig::default()
+    };
+    assert_eq!(
+        raised.max_message_bytes(),
+        (8 << 20) + raised.max_key_bytes + MESSAGE_OVERHEAD_BYTES
+    );
+}
+
+#[test]
+fn key_state_limit_is_validated_against_the_value_limit() {
+    let too_small = vec![(
+        "limits.max_key_state_bytes".to_string(),
+        (1024 * 1024).to_string(),
+    )];
+    let err = Config::load(None, &too_small).unwrap_err().to_string();
+    assert!(err.contains("max_key_state_bytes"), "{err}");
+    assert!(err.contains("max_value_bytes"), "{err}");
+
+    let bigger_values = vec![("limits.max_value_bytes".to_string(), (4 << 20).to_string())];
+    let err = Config::load(None, &bigger_values).unwrap_err().to_string();
+    assert!(err.contains("raise it together"), "{err}");
+
+    let both = vec![
+        ("limits.max_value_bytes".to_string(), (4 << 20).to_string()),
+        (
+            "limits.max_key_state_bytes".to_string(),
+            (5 << 20).to_string(),
+        ),
+    ];
+    let c = Config::load(None, &both).unwrap();
+    assert!(c.limits.max_message_bytes() > 5 << 20);
+
+    let too_big = vec![(
+        "limits.max_key_state_bytes".to_string(),
+        (MAX_KEY_STATE_LIMIT + 1).to_string(),
+    )];
+    assert!(Config::load(None, &too_big).is_err());
+}
+
+#[test]
+fn file_then_overrides_layer_in_order() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    writeln!(
+        file,
+        "[node]\nname = \"from-file\"\nlisten = \"127.0.0.1:7400\"\n[cluster]\nwrite = \"all\"\nread = 2"
+    )
+    .unwrap();
+    let overrides = vec![("node.name".to_string(), "from-flag".to_string())];
+    let c = Config::load(Some(file.path()), &overrides).unwrap();
+    assert_eq!(c.node.name, "from-flag");
+    assert_eq!(c.node.listen.to_string(), "127.0.0.1:7400");
+    assert_eq!(c.cluster.write, Level::All);
+    assert_eq!(c.cluster.read, Level::Count(2));
+}
+
+#[test]
+fn unknown_keys_and_bad_values_are_errors() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    writeln!(file, "[node]\nlisen = \"127.0.0.1:7400\"").unwrap();
+    let err = Config::load(Some(file.path()), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lisen"), "{err}");
+
+    let bad = vec![("cluster.partitions".to_string(), "100".to_string())];
+    let err = Config::load(None, &bad).unwrap_err().to_string();
+    assert!(err.contains("power of two"), "{err}");
+
+    let bad = vec![("cluster.write".to_string(), "7".to_string())];
+    assert!(Config::load(None, &bad).is_err());
+
+    let missing = Path::new("/nonexistent/ringkv.toml");
+    assert!(Config::load(Some(missing), &[]).is_err());
+}
+
+#[test]
+fn printed_config_loads_back_identically() {
+    let c = Config::load(None, &[]).unwrap();
+    let text = c.to_toml().unwrap();
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    let again = Config::load(Some(file.path()), &[]).unwrap();
+    assert_eq!(again.to_toml().unwrap(), text);
+}

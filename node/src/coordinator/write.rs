@@ -1,0 +1,212 @@
+//! The write path: the local write that stamps the version, then its
+//! replication to the plan's other replicas until W (and, during a change,
+//! both sets' quorums) have answered.
+
+use super::*;
+
+impl Coordinator {
+    /// Applies a write locally, then waits for W acknowledgements in all.
+    pub(super) async fn write(
+        &self,
+        write: LocalWrite,
+        plan: Plan,
+    ) -> Result<(Applied, ReplyMeta)> {
+        let me = self.node_id();
+        self.check_reachable(&plan)?;
+        let applied = self.replica.apply_write(write).await?;
+        if applied.outcome.collapsed > 0 {
+            self.metrics.siblings_collapsed(applied.outcome.collapsed);
+        }
+        // The other replicas receive the whole resulting version set and
+        // merge it, so they converge on exactly the coordinator's state.
+        let state = Arc::new(applied.state.clone());
+        // Encoded once for every replica and fallback it goes to.
+        let encoded = Bytes::from(applied.state.encode());
+        let fallbacks = Arc::new(Mutex::new(
+            plan.fallbacks.iter().copied().collect::<VecDeque<_>>(),
+        ));
+        let others: Vec<NodeId> = plan.replicas.iter().copied().filter(|n| *n != me).collect();
+        let calls: Vec<quorum::Call<NodeId, Ack>> = others
+            .iter()
+            .map(|node| {
+                let send = Send {
+                    replica: *node,
+                    key: plan.key.clone(),
+                    state: state.clone(),
+                    encoded: encoded.clone(),
+                    fallbacks: fallbacks.clone(),
+                    sloppy: plan.consistency.sloppy,
+                    timeout: plan.consistency.timeout,
+                    replica_timeout: Duration::from_millis(self.config.handoff.replica_timeout_ms),
+                    cluster: self.cluster.clone(),
+                    hints: self.hints.clone(),
+                };
+                quorum::call(*node, send.run())
+            })
+            .collect();
+        let needs = plan
+            .write_sets
+            .iter()
+            .map(|(set, need)| quorum::Need::Among(set.clone(), *need))
+            .collect();
+        let label = |n: &NodeId| self.label(*n);
+        let answers = quorum::quorum_of(
+            calls,
+            others,
+            needs,
+            vec![me],
+            plan.consistency.timeout,
+            &label,
+        )
+        .await
+        .map_err(Error::after_apply)?;
+        let mut acked = vec![me];
+        let mut used = Vec::new();
+        for (node, ack) in answers.ok {
+            match ack {
+                Ack::Replica => acked.push(node),
+                Ack::Fallback { fallback, replica } => {
+                    used.push((fallback.to_string(), replica.to_string()))
+                }
+            }
+        }
+        // Replicas that have not answered yet still get the write (or a
+        // hint for it): drive their calls to completion in the background.
+        let mut pending = answers.pending;
+        if !pending.is_empty() {
+            tokio::spawn(async move { while pending.next().await.is_some() {} });
+        }
+        let mut meta = self.meta(&plan, &acked);
+        meta.fallbacks = used;
+        Ok((applied, meta))
+    }
+
+    /// Refuses a write, before anything is applied, when W cannot be
+    /// reached with the replicas and fallbacks this node believes alive:
+    /// the replica calls would skip exactly those nodes, so applying
+    /// locally first would only leave a write nobody acknowledged.
+    fn check_reachable(&self, plan: &Plan) -> Result<()> {
+        let me = self.node_id();
+        let alive = |n: &NodeId| *n == me || self.cluster.is_alive(*n);
+        // Fallbacks stand in for down replicas only in a sloppy quorum,
+        // and the coordinator's own hints never count.
+        let spare = if plan.consistency.sloppy {
+            plan.fallbacks
+                .iter()
+                .filter(|n| **n != me && alive(n))
+                .count()
+        } else {
+            0
+        };
+        for (set, need) in &plan.write_sets {
+            let (up, down): (Vec<&NodeId>, Vec<&NodeId>) = set.iter().partition(|n| alive(n));
+            let possible = up.len() + spare.min(down.len());
+            if possible < *need {
+                return Err(Error::Unavailable {
+                    needed: *need,
+                    got: possible,
+                    acked: Vec::new(),
+                    failed: down
+                        .into_iter()
+                        .map(|n| ReplicaError {
+                            node: self.label(*n),
+                            error: "believed down by the coordinator; the write was not applied anywhere"
+                                .into(),
+                        })
+                        .collect(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a replica's copy of a write was acknowledged.
+enum Ack {
+    /// The replica itself stored it.
+    Replica,
+    /// A fallback stored it as a hint for the replica.
+    Fallback { fallback: NodeId, replica: NodeId },
+}
+
+/// Getting one replica's copy of a write stored: on the replica, else as a
+/// hint on the next free fallback, else as a hint on the coordinator.
+struct Send {
+    replica: NodeId,
+    key: Bytes,
+    state: Arc<VersionSet>,
+    /// `state` as sent.
+    encoded: Bytes,
+    /// Fallbacks not yet used by this write, in preference order.
+    fallbacks: Arc<Mutex<VecDeque<NodeId>>>,
+    sloppy: bool,
+    timeout: Duration,
+    replica_timeout: Duration,
+    cluster: Arc<Cluster>,
+    hints: Arc<HintStore>,
+}
+
+impl Send {
+    async fn run(self) -> Result<Ack> {
+        let replica = self.replica;
+        let reason = if !self.cluster.is_alive(replica) {
+            "believed down".to_string()
+        } else {
+            let sent = tokio::time::timeout(
+                self.replica_timeout,
+                self.cluster.peers().replicate(
+                    replica,
+                    self.key.clone(),
+                    self.encoded.clone(),
+                    self.timeout,
+                ),
+            )
+            .await;
+            match sent {
+                Ok(Ok(())) => return Ok(Ack::Replica),
+                Ok(Err(e)) => Error::from(e).to_string(),
+                Err(_) => format!("no answer within {:?}", self.replica_timeout),
+            }
+        };
+        loop {
+            let next = self
+                .fallbacks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop_front();
+            let Some(fallback) = next else { break };
+            if !self.cluster.is_alive(fallback) {
+                continue;
+            }
+            let stored = self
+                .cluster
+                .peers()
+                .store_hint(
+                    fallback,
+                    self.key.clone(),
+                    self.encoded.clone(),
+                    replica,
+                    self.timeout,
+                )
+                .await;
+            match stored {
+                Ok(()) if self.sloppy => return Ok(Ack::Fallback { fallback, replica }),
+                Ok(()) => {
+                    return Err(Error::Internal(format!(
+                        "{reason}; fallback {fallback} keeps a hint, but a strict request counts only the key's own replicas"
+                    )))
+                }
+                // The failure detector heard of it; try the next one.
+                Err(_) => {}
+            }
+        }
+        // No fallback could take it: the coordinator keeps the hint itself,
+        // which never counts toward W.
+        self.hints
+            .store(replica, self.key.clone(), (*self.state).clone())
+            .await?;
+        Err(Error::Internal(format!(
+            "{reason}; no fallback available, the coordinator keeps a hint"
+        )))
+    }
+}

@@ -1,0 +1,215 @@
+//! Multi-node behaviour in one process: every scenario runs a cluster of
+//! simulated nodes (memory storage, the in-memory network, simulated time)
+//! and prints its seed. `RINGKV_SIM_SEED=<n>` replays one seed.
+
+mod sim;
+
+use std::time::Duration;
+
+use ringkv_node::coordinator::Level;
+use sim::{base_config, Sim};
+
+/// The scenario's seed: fixed, unless `RINGKV_SIM_SEED` names another.
+fn seed(fixed: u64) -> u64 {
+    std::env::var("RINGKV_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(fixed)
+}
+
+/// A key replicated on both `victim` and `coordinator`: found by trying
+/// names in order.
+fn key_replicated_on(sim: &Sim, victim: usize, coordinator: usize) -> String {
+    (0..)
+        .map(|i| format!("key-{i}"))
+        .find(|k| {
+            let replicas = sim.replicas_of(k);
+            replicas.contains(&sim.nodes[victim].id)
+                && replicas.contains(&sim.nodes[coordinator].id)
+        })
+        .expect("some key")
+}
+
+/// Everything but `i`.
+fn others(sim: &Sim, i: usize) -> Vec<ringkv_core::version::NodeId> {
+    sim.ids()
+        .into_iter()
+        .filter(|id| *id != sim.nodes[i].id)
+        .collect()
+}
+
+/// A write taken by a fallback while its replica is cut off reaches the
+/// replica by hinted handoff once the partition heals (anti-entropy off,
+/// so nothing else could bring it).
+async fn hinted_handoff_run(seed: u64) -> (u64, u64) {
+    let mut config = base_config(4);
+    config.repair.anti_entropy = false;
+    let sim = Sim::start(4, seed, config).await;
+    let key = key_replicated_on(&sim, 1, 0);
+    let victim = sim.index_of(
+        *sim.replicas_of(&key)
+            .iter()
+            .find(|id| **id != sim.nodes[0].id)
+            .expect("another replica"),
+    );
+    sim.net
+        .partition(&[sim.nodes[victim].id], &others(&sim, victim));
+    sim.put(0, &key, "while-cut", Level::Quorum, true)
+        .await
+        .unwrap_or_else(|e| panic!("seed {seed}: put: {e}"));
+    assert!(
+        sim.local_values(victim, &key).await.is_empty(),
+        "seed {seed}: the cut replica got the write directly"
+    );
+    sim.net.heal();
+    sim.wait_for_values(victim, &key, &["while-cut"]).await;
+    let delivered = sim
+        .nodes
+        .iter()
+        .map(|n| n.worker_counter("hint-delivery", "delivered"))
+        .sum();
+    let lost = sim.net.counts().lost;
+    sim.stop().await;
+    (delivered, lost)
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_replica_cut_off_gets_the_write_by_hinted_handoff_on_heal() {
+    let seed = seed(11);
+    let (delivered, lost) = hinted_handoff_run(seed).await;
+    assert!(delivered >= 1, "seed {seed}: no hint was delivered");
+    assert!(lost >= 1, "seed {seed}: the partition lost no message");
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_seed_replays_exactly() {
+    let seed = seed(12);
+    let first = hinted_handoff_run(seed).await;
+    let again = hinted_handoff_run(seed).await;
+    assert_eq!(first, again, "seed {seed} did not replay");
+}
+
+/// A replica that missed a write (strict quorum, hints never delivered,
+/// no anti-entropy) is brought up to date by the read that finds it behind.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn read_repair_brings_a_stale_replica_up_to_date() {
+    let seed = seed(13);
+    let mut config = base_config(3);
+    config.repair.anti_entropy = false;
+    config.handoff.interval_ms = 3_600_000;
+    let sim = Sim::start(3, seed, config).await;
+    let key = "read-repaired";
+    sim.net.partition(&[sim.nodes[2].id], &others(&sim, 2));
+    sim.put(0, key, "v1", Level::Quorum, false)
+        .await
+        .unwrap_or_else(|e| panic!("seed {seed}: put: {e}"));
+    sim.net.heal();
+    sim.wait_converged().await;
+    assert!(sim.local_values(2, key).await.is_empty(), "seed {seed}");
+    assert_eq!(sim.get(0, key, Level::All).await, vec!["v1"], "seed {seed}");
+    sim.wait_for_values(2, key, &["v1"]).await;
+    sim.stop().await;
+}
+
+/// Keys written while a replica was partitioned reach it by anti-entropy
+/// alone (hints are never delivered).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn anti_entropy_converges_replicas_after_a_partition() {
+    let seed = seed(14);
+    let mut config = base_config(3);
+    config.handoff.interval_ms = 3_600_000;
+    let sim = Sim::start(3, seed, config).await;
+    sim.net.partition(&[sim.nodes[2].id], &others(&sim, 2));
+    let keys: Vec<String> = (0..40).map(|i| format!("ae-{i}")).collect();
+    for key in &keys {
+        sim.put(0, key, "during", Level::Quorum, false)
+            .await
+            .unwrap_or_else(|e| panic!("seed {seed}: put {key}: {e}"));
+    }
+    sim.net.heal();
+    for key in &keys {
+        sim.wait_for_values(2, key, &["during"]).await;
+    }
+    sim.stop().await;
+}
+
+/// Two blind writes of one key through two coordinators at once are
+/// concurrent: both survive, as siblings, on every replica.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn concurrent_writes_through_two_coordinators_become_siblings() {
+    let seed = seed(15);
+    let sim = Sim::start(3, seed, base_config(3)).await;
+    let key = "contended";
+    let (a, b) = tokio::join!(
+        sim.put(0, key, "from-0", Level::All, true),
+        sim.put(1, key, "from-1", Level::All, true),
+    );
+    a.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    b.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    for i in 0..3 {
+        assert_eq!(
+            sim.get(i, key, Level::All).await,
+            vec!["from-0", "from-1"],
+            "seed {seed}: node {i}"
+        );
+    }
+    sim.stop().await;
+}
+
+/// A node that joins receives its partitions by transfer, and a restart
+/// in the middle of the transfers does not lose or stall them.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_partition_transfer_survives_the_receiver_restarting() {
+    let seed = seed(16);
+    let mut config = base_config(3);
+    config.transfer.max_rate = 200_000.0;
+    config.transfer.chunk_bytes = 4_096;
+    let mut sim = Sim::start(3, seed, config).await;
+    let keys: Vec<String> = (0..300).map(|i| format!("moved-{i}")).collect();
+    for key in &keys {
+        sim.put(0, key, &format!("value-{key}"), Level::All, false)
+            .await
+            .unwrap_or_else(|e| panic!("seed {seed}: put {key}: {e}"));
+    }
+    let new = sim.add_node().await;
+    sim.wait_for("the join's transfers to start", |sim| {
+        sim.nodes[new]
+            .parts
+            .cluster
+            .layout()
+            .is_some_and(|l| l.in_transition() && l.contains(sim.nodes[new].id))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sim.restart(new).await;
+    sim.wait_for("the transfers to finish", |sim| {
+        sim.nodes.iter().all(|n| {
+            n.parts
+                .cluster
+                .layout()
+                .is_some_and(|l| !l.in_transition() && l.contains(sim.nodes[new].id))
+        })
+    })
+    .await;
+    let owned: Vec<&String> = keys
+        .iter()
+        .filter(|k| sim.replicas_of(k).contains(&sim.nodes[new].id))
+        .collect();
+    assert!(!owned.is_empty(), "seed {seed}: the new node owns nothing");
+    for key in owned {
+        assert_eq!(
+            sim.local_values(new, key).await,
+            vec![format!("value-{key}")],
+            "seed {seed}: {key} on the new node"
+        );
+    }
+    for key in &keys {
+        let via = sim.index_of(sim.replicas_of(key)[0]);
+        assert_eq!(
+            sim.get(via, key, Level::All).await,
+            vec![format!("value-{key}")],
+            "seed {seed}: {key}"
+        );
+    }
+    sim.stop().await;
+}
