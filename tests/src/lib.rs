@@ -23,7 +23,7 @@ pub mod faults;
 pub mod process;
 pub mod rebalance;
 
-pub use process::{free_port, free_port_in, signal, Process, TEST_PORTS};
+pub use process::{free_port, free_port_in, signal, wait_stopped, Process, TEST_PORTS};
 /// The partition of `key` under a layout (its `partitions` and
 /// `hash_seed`), computed as the nodes do.
 pub use ringkv_common::partition_of_seeded as partition_of;

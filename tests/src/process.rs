@@ -103,6 +103,37 @@ pub fn signal(pid: u32, sig: libc::c_int) {
         .status();
 }
 
+/// How long a signalled process may take to show the signal in `/proc`.
+const SIGNAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Polling interval of [`wait_stopped`].
+const SIGNAL_POLL: Duration = Duration::from_millis(10);
+
+/// Waits until `/proc` shows process `pid` stopped (`stopped`) or running
+/// again, so a pause that did not take (the `kill` command's failures
+/// are not reported) fails the test instead of passing as a fault.
+pub async fn wait_stopped(pid: u32, stopped: bool) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .with_context(|| format!("reading the state of process {pid}"))?;
+        // The state is the first field after the command name's ")".
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        if (state == Some('T')) == stopped {
+            return Ok(());
+        }
+        if started.elapsed() > SIGNAL_TIMEOUT {
+            bail!(
+                "process {pid} is in state {state:?}, not {}, {SIGNAL_TIMEOUT:?} after the signal",
+                if stopped { "stopped" } else { "running" }
+            );
+        }
+        tokio::time::sleep(SIGNAL_POLL).await;
+    }
+}
+
 /// A child process with its output in a log file; stopped when dropped.
 pub struct Process {
     /// Names the process in errors ("ringkv node1", "etcd m0").

@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 use ringkv_client::{Error, Level, PutOptions, RequestOptions};
 use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::admin_client::AdminClient;
-use ringkv_tests::{cli, keys_in, partition_of, put_opts, signal, ServerProcess, TestCluster};
+use ringkv_tests::{
+    cli, keys_in, partition_of, put_opts, signal, wait_stopped, ServerProcess, TestCluster,
+};
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -122,7 +124,7 @@ async fn a_forward_broken_after_sending_is_indeterminate_and_a_refused_one_is_no
     // breaks after the write was sent.
     let pid = cluster.nodes[coordinator].pid().unwrap();
     signal(pid, libc::SIGSTOP);
-    wait_stopped(pid).await;
+    wait_stopped(pid, true).await.unwrap();
     let pending = {
         let client = via_forwarder.clone();
         let (key, opts) = (keys[1].clone(), opts.clone());
@@ -242,30 +244,6 @@ async fn a_write_applied_but_short_of_w_is_indeterminate_in_the_cli() {
                 "refused {key} on node {i}"
             );
         }
-    }
-}
-
-/// How long a signalled process may take to show as stopped in `/proc`.
-const STOP_SEEN_WITHIN: Duration = Duration::from_secs(5);
-
-/// Waits until `/proc` shows process `pid` stopped, so that a request sent
-/// next certainly meets a stopped process.
-async fn wait_stopped(pid: u32) {
-    let started = Instant::now();
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        // The state is the first field after the command name's ")".
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next());
-        if state == Some('T') {
-            return;
-        }
-        assert!(
-            started.elapsed() < STOP_SEEN_WITHIN,
-            "process {pid} not stopped: state {state:?}"
-        );
-        tokio::time::sleep(PROBE_PAUSE).await;
     }
 }
 

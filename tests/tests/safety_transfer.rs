@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use futures::stream::{self, StreamExt as _};
 use ringkv_client::{Client, Error, Level, RequestOptions};
 use ringkv_tests::rebalance::check::{
@@ -30,7 +30,7 @@ use ringkv_tests::rebalance::check::{
 };
 use ringkv_tests::rebalance::load::preload;
 use ringkv_tests::rebalance::{describe, wait_settled, wait_transition, PARTITIONS};
-use ringkv_tests::{put_opts, signal, value_of, TestCluster};
+use ringkv_tests::{put_opts, signal, value_of, wait_stopped, TestCluster};
 
 /// One test at a time: each runs several processes and depends on timing
 /// (a throttled transfer, a pause in the middle of it).
@@ -50,28 +50,6 @@ const MAX_WRITES: usize = 5_000;
 
 /// Keys read at once by the checkers.
 const READ_CONCURRENCY: usize = 16;
-
-/// How long a signalled process may take to show the signal in `/proc`.
-const SIGNAL_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Waits until `/proc` shows process `pid` stopped (`stopped`) or running.
-async fn wait_stopped(pid: u32, stopped: bool) -> Result<()> {
-    let started = Instant::now();
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .with_context(|| format!("reading the state of process {pid}"))?;
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next());
-        if (state == Some('T')) == stopped {
-            return Ok(());
-        }
-        if started.elapsed() > SIGNAL_TIMEOUT {
-            bail!("process {pid} is in state {state:?} {SIGNAL_TIMEOUT:?} after the signal");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 /// SIGSTOP or SIGCONT node `i`, and wait until it took.
 async fn pause(cluster: &TestCluster, i: usize, stop: bool) -> Result<()> {

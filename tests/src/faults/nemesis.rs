@@ -5,9 +5,9 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 
-use crate::{signal, TestCluster};
+use crate::{signal, wait_stopped, TestCluster};
 
 /// Environment variable that fixes the fault schedule's seed.
 pub const SEED_ENV: &str = "RINGKV_FAULT_SEED";
@@ -199,36 +199,4 @@ pub async fn inject(cluster: &mut TestCluster, fault: &Fault) -> Result<Instant>
         .await
         .with_context(|| format!("the cluster did not recover after: {fault}"))?;
     Ok(healed)
-}
-
-/// How long a signalled process may take to show the stop or the
-/// continue in `/proc`.
-const SIGNAL_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Polling interval of [`wait_stopped`].
-const SIGNAL_POLL: Duration = Duration::from_millis(10);
-
-/// Waits until `/proc` shows process `pid` stopped (`stopped`) or running
-/// again, so a pause that did not take (the `kill` command's failures
-/// are not reported) fails the run instead of passing as a fault.
-async fn wait_stopped(pid: u32, stopped: bool) -> Result<()> {
-    let started = Instant::now();
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .with_context(|| format!("reading the state of process {pid}"))?;
-        // The state is the first field after the command name's ")".
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next());
-        if (state == Some('T')) == stopped {
-            return Ok(());
-        }
-        if started.elapsed() > SIGNAL_TIMEOUT {
-            bail!(
-                "process {pid} is in state {state:?}, not {}, {SIGNAL_TIMEOUT:?} after the signal",
-                if stopped { "stopped" } else { "running" }
-            );
-        }
-        tokio::time::sleep(SIGNAL_POLL).await;
-    }
 }
