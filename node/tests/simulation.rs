@@ -41,7 +41,11 @@ fn others(sim: &Sim, i: usize) -> Vec<ringkv_core::version::NodeId> {
 /// A write taken by a fallback while its replica is cut off reaches the
 /// replica by hinted handoff once the partition heals (anti-entropy off,
 /// so nothing else could bring it).
-async fn hinted_handoff_run(seed: u64) -> (u64, u64) {
+///
+/// With `convict`, the partition outlasts the other nodes' belief that
+/// the cut replica is alive and a hint delivery attempt after that, so
+/// delivery also meets a target it believes down.
+async fn hinted_handoff_run(seed: u64, convict: bool) -> (u64, u64) {
     let mut config = base_config(4);
     config.repair.anti_entropy = false;
     let sim = Sim::start(4, seed, config).await;
@@ -61,6 +65,19 @@ async fn hinted_handoff_run(seed: u64) -> (u64, u64) {
         sim.local_values(victim, &key).await.is_empty(),
         "seed {seed}: the cut replica got the write directly"
     );
+    if convict {
+        let cut = sim.nodes[victim].id;
+        sim.wait_for("the cut replica believed down", |sim| {
+            sim.nodes
+                .iter()
+                .filter(|n| n.id != cut)
+                .all(|n| !n.parts.cluster.is_alive(cut))
+        })
+        .await;
+        // Longer than a delivery attempt's timeout, so attempts started
+        // while the replica was still believed alive have ended.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
     sim.net.heal();
     sim.wait_for_values(victim, &key, &["while-cut"]).await;
     let delivered = sim
@@ -76,16 +93,25 @@ async fn hinted_handoff_run(seed: u64) -> (u64, u64) {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_replica_cut_off_gets_the_write_by_hinted_handoff_on_heal() {
     let seed = seed(11);
-    let (delivered, lost) = hinted_handoff_run(seed).await;
+    let (delivered, lost) = hinted_handoff_run(seed, false).await;
     assert!(delivered >= 1, "seed {seed}: no hint was delivered");
     assert!(lost >= 1, "seed {seed}: the partition lost no message");
+}
+
+/// Hints for a replica every other node believes down are kept until it
+/// is back, then delivered.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn hints_for_a_replica_believed_down_wait_until_it_is_back() {
+    let seed = seed(17);
+    let (delivered, _) = hinted_handoff_run(seed, true).await;
+    assert!(delivered >= 1, "seed {seed}: no hint was delivered");
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_seed_replays_exactly() {
     let seed = seed(12);
-    let first = hinted_handoff_run(seed).await;
-    let again = hinted_handoff_run(seed).await;
+    let first = hinted_handoff_run(seed, false).await;
+    let again = hinted_handoff_run(seed, false).await;
     assert_eq!(first, again, "seed {seed} did not replay");
 }
 
