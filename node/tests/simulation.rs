@@ -74,6 +74,14 @@ async fn hinted_handoff_run(seed: u64, convict: bool) -> (u64, u64) {
                 .all(|n| !n.parts.cluster.is_alive(cut))
         })
         .await;
+        // Their metrics pages count it among the members, not the live ones.
+        sim.wait_for("the members gauges to show the cut replica down", |sim| {
+            sim.nodes.iter().filter(|n| n.id != cut).all(|n| {
+                let page = n.parts.metrics.render(n.engine.as_ref());
+                page.contains("\nringkv_members 4\n") && page.contains("\nringkv_members_alive 3\n")
+            })
+        })
+        .await;
         // Longer than a delivery attempt's timeout, so attempts started
         // while the replica was still believed alive have ended.
         tokio::time::sleep(Duration::from_secs(3)).await;

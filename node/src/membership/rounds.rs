@@ -115,6 +115,21 @@ impl Cluster {
         futures::future::join_all(calls).await;
         self.sync_layout().await;
         self.refresh_status();
+        self.record_members();
+    }
+
+    /// Sets the members gauges from this node's current view.
+    fn record_members(&self) {
+        let members: Vec<_> = self
+            .members()
+            .into_iter()
+            .filter(|m| m.info.status != Status::Left)
+            .collect();
+        let alive = members
+            .iter()
+            .filter(|m| m.liveness == Liveness::Alive)
+            .count();
+        self.metrics.members(members.len() as u64, alive as u64);
     }
 
     async fn gossip_with(

@@ -70,17 +70,20 @@ pub struct Metrics {
     siblings_collapsed: Counter,
     /// Replicas sent the merged state by read repair.
     read_repairs: Counter,
-    /// Hints stored by this node as a fallback (counted, not exposed).
+    /// Hints stored by this node as a fallback.
     hints_stored: Counter,
-    /// Hints delivered to their target and deleted (counted, not exposed).
+    /// Hints delivered to their target and deleted.
     hints_delivered: Counter,
-    /// Hints dropped, expired or undecodable (counted, not exposed).
+    /// Hints dropped, expired or too large to deliver.
     hints_dropped: Counter,
     /// Hints currently held.
     hints_pending: UGauge,
-    /// Keys anti-entropy found behind on a replica and repaired (counted,
-    /// not exposed).
+    /// Keys anti-entropy found behind on a replica and repaired.
     anti_entropy_repaired: Counter,
+    /// Members in this node's table (left ones excluded), and those of them
+    /// it believes alive (itself included); set after each gossip round.
+    members: UGauge,
+    members_alive: UGauge,
     /// Bytes of keys and versions received by partition transfers.
     transfer_bytes: Counter,
     /// Keys received by partition transfers.
@@ -171,6 +174,13 @@ impl Metrics {
         self.anti_entropy_repaired.inc_by(n);
     }
 
+    /// Records this node's view of the membership: `members` known, of
+    /// which `alive` are believed alive.
+    pub fn members(&self, members: u64, alive: u64) {
+        self.members.set(members);
+        self.members_alive.set(alive);
+    }
+
     pub fn transferred(&self, bytes: u64, keys: u64) {
         self.transfer_bytes.inc_by(bytes);
         self.transfer_keys.inc_by(keys);
@@ -256,6 +266,8 @@ impl Default for Metrics {
             hints_dropped: Counter::default(),
             hints_pending: UGauge::default(),
             anti_entropy_repaired: Counter::default(),
+            members: UGauge::default(),
+            members_alive: UGauge::default(),
             transfer_bytes: Counter::default(),
             transfer_keys: Counter::default(),
             batches: Counter::default(),
@@ -325,6 +337,26 @@ impl Metrics {
                 &self.batch_items,
             ),
             (
+                "ringkv_hints_stored",
+                "Hints stored by this node for replicas that could not take a write",
+                &self.hints_stored,
+            ),
+            (
+                "ringkv_hints_delivered",
+                "Hints delivered to their replica (or to the partition's current replicas)",
+                &self.hints_delivered,
+            ),
+            (
+                "ringkv_hints_dropped",
+                "Hints dropped: expired after handoff.max_age_ms, or too large to deliver",
+                &self.hints_dropped,
+            ),
+            (
+                "ringkv_anti_entropy_keys_repaired",
+                "Keys anti-entropy found behind on a replica and repaired",
+                &self.anti_entropy_repaired,
+            ),
+            (
                 "ringkv_foreign_cluster_refusals",
                 "Calls, gossip messages and layouts refused because they came from another cluster",
                 &self.foreign_cluster_refusals,
@@ -342,6 +374,16 @@ impl Metrics {
             "ringkv_hints_pending",
             "Hints held by this node",
             self.hints_pending.clone(),
+        );
+        r.register(
+            "ringkv_members",
+            "Members in this node's view of the cluster (left ones excluded)",
+            self.members.clone(),
+        );
+        r.register(
+            "ringkv_members_alive",
+            "Members this node believes alive, itself included",
+            self.members_alive.clone(),
         );
     }
 }

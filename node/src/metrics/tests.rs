@@ -4,8 +4,9 @@ use super::*;
 use ringkv_storage::MemoryEngine;
 
 /// Every `# HELP` and `# TYPE` line the hand-written exposition produced
-/// before `prometheus-client` took over: names, types and help texts are
-/// what dashboards and alerts are written against, so they must not move.
+/// before `prometheus-client` took over, plus the hint, anti-entropy and
+/// membership figures DESIGN.md names, added since: names, types and help texts are what dashboards and alerts are
+/// written against, so they must not move.
 const EXPECTED_DESCRIPTORS: &str = "\
 # HELP ringkv_requests_total Requests served, by operation and gRPC status.
 # TYPE ringkv_requests_total counter
@@ -27,12 +28,24 @@ const EXPECTED_DESCRIPTORS: &str = "\
 # TYPE ringkv_internal_batches_total counter
 # HELP ringkv_internal_batch_items_total Replica operations (replicate, hint, local read) carried by those batch calls.
 # TYPE ringkv_internal_batch_items_total counter
+# HELP ringkv_hints_stored_total Hints stored by this node for replicas that could not take a write.
+# TYPE ringkv_hints_stored_total counter
+# HELP ringkv_hints_delivered_total Hints delivered to their replica (or to the partition's current replicas).
+# TYPE ringkv_hints_delivered_total counter
+# HELP ringkv_hints_dropped_total Hints dropped: expired after handoff.max_age_ms, or too large to deliver.
+# TYPE ringkv_hints_dropped_total counter
+# HELP ringkv_anti_entropy_keys_repaired_total Keys anti-entropy found behind on a replica and repaired.
+# TYPE ringkv_anti_entropy_keys_repaired_total counter
 # HELP ringkv_foreign_cluster_refusals_total Calls, gossip messages and layouts refused because they came from another cluster.
 # TYPE ringkv_foreign_cluster_refusals_total counter
 # HELP ringkv_gossip_entries_refused_total Gossiped member entries refused as out of bounds (impossible generation or heartbeat jumps, full member table).
 # TYPE ringkv_gossip_entries_refused_total counter
 # HELP ringkv_hints_pending Hints held by this node.
 # TYPE ringkv_hints_pending gauge
+# HELP ringkv_members Members in this node's view of the cluster (left ones excluded).
+# TYPE ringkv_members gauge
+# HELP ringkv_members_alive Members this node believes alive, itself included.
+# TYPE ringkv_members_alive gauge
 # HELP ringkv_storage_bytes Approximate bytes stored by the engine.
 # TYPE ringkv_storage_bytes gauge
 # HELP ringkv_storage_failed 1 once a WAL write or sync failed: the node refuses writes until restarted.
@@ -145,4 +158,42 @@ fn registered_counters_are_read_at_scrape_time() {
         value(&m.render(&engine), "ringkv_test_owned_total").as_deref(),
         Some("5")
     );
+}
+
+#[test]
+fn hint_anti_entropy_and_member_figures_are_exposed() {
+    // DESIGN.md's metrics name hints delivered and dropped, anti-entropy
+    // keys repaired, members and live members, and the operations guide
+    // tells operators to watch them: the node counts them, so the page
+    // must show them.
+    let m = Metrics::new();
+    m.hints_stored(3);
+    m.hints_delivered(2);
+    m.hints_dropped(1);
+    m.anti_entropy_repaired(5);
+    m.members(4, 3);
+    let text = m.render(&MemoryEngine::new());
+    let v = |name: &str| value(&text, name);
+    assert_eq!(
+        v("ringkv_hints_stored_total").as_deref(),
+        Some("3"),
+        "{text}"
+    );
+    assert_eq!(
+        v("ringkv_hints_delivered_total").as_deref(),
+        Some("2"),
+        "{text}"
+    );
+    assert_eq!(
+        v("ringkv_hints_dropped_total").as_deref(),
+        Some("1"),
+        "{text}"
+    );
+    assert_eq!(
+        v("ringkv_anti_entropy_keys_repaired_total").as_deref(),
+        Some("5"),
+        "{text}"
+    );
+    assert_eq!(v("ringkv_members").as_deref(), Some("4"), "{text}");
+    assert_eq!(v("ringkv_members_alive").as_deref(), Some("3"), "{text}");
 }
