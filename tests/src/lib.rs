@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use ringkv_client::Client;
 pub mod faults;
+pub mod metrics;
 pub mod process;
 pub mod rebalance;
 

@@ -19,6 +19,7 @@ use ringkv_client::{Client, Level, PutOptions, RequestOptions};
 use ringkv_core::version::{NodeId, Timestamp, Value, VersionSet};
 use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::internal_client::InternalClient;
+use ringkv_tests::metrics::metrics_page;
 use ringkv_tests::{signal, TestCluster};
 
 /// The key every scenario overwrites.
@@ -199,21 +200,9 @@ async fn a_replicate_stamped_at_the_end_of_time_is_refused() {
             .unwrap();
         assert_eq!(lww.value().map(|v| v.as_ref()), Some(&b"v3"[..]));
     }
-    let metrics = scrape(&cluster.nodes[1].metrics).await.unwrap();
+    let metrics = metrics_page(&cluster.nodes[1].metrics).unwrap();
     assert!(
         metrics.contains("ringkv_clock_refusals_total 1"),
         "the refusal is not counted:\n{metrics}"
     );
-}
-
-/// The Prometheus text of a node.
-async fn scrape(address: &str) -> Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(address).await?;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await?;
-    Ok(body)
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use ringkv_client::Level;
 use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::internal_client::InternalClient;
+use ringkv_tests::metrics::metrics_page;
 use ringkv_tests::rebalance::wait_settled;
 use ringkv_tests::{
     missing_on, put_opts, value_of, ServerProcess, TestCluster, TEST_GOSSIP_INTERVAL_MS,
@@ -208,7 +209,7 @@ async fn a_node_seeded_with_another_cluster_keeps_its_cluster_and_its_keys() {
         (1..=20).contains(&lines),
         "{lines} refusal lines in a minute"
     );
-    let metrics = scrape(&b.nodes[0].metrics).await;
+    let metrics = metrics_page(&b.nodes[0].metrics).unwrap();
     assert!(
         metrics
             .lines()
@@ -221,19 +222,6 @@ async fn a_node_seeded_with_another_cluster_keeps_its_cluster_and_its_keys() {
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-/// The node's Prometheus text.
-async fn scrape(address: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
-        .await
-        .unwrap();
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.unwrap();
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,7 +316,7 @@ async fn a_gossiped_generation_of_u64_max_is_refused_and_the_node_stays_alive() 
             first[key]
         );
     }
-    let metrics = scrape(&cluster.nodes[0].metrics).await;
+    let metrics = metrics_page(&cluster.nodes[0].metrics).unwrap();
     assert!(
         metrics
             .lines()

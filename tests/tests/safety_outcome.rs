@@ -23,13 +23,12 @@
 //! own; under `periodic` it is the background fsync.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use ringkv_client::{Error, Level, PutOptions, RequestOptions};
 use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::admin_client::AdminClient;
+use ringkv_tests::metrics::{metric_samples, metrics_page};
 use ringkv_tests::{
     cli, keys_in, partition_of, put_opts, signal, wait_stopped, ServerProcess, TestCluster,
 };
@@ -300,22 +299,9 @@ impl Node {
 
     /// `ringkv_storage_failed` from the metrics endpoint.
     fn storage_failed_metric(&self) -> Option<f64> {
-        let addr = &self.server.metrics;
-        let mut stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        write!(
-            stream,
-            "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response
-            .lines()
-            .find_map(|l| l.strip_prefix("ringkv_storage_failed "))
-            .and_then(|v| v.trim().parse().ok())
+        metric_samples(&metrics_page(&self.server.metrics).unwrap())
+            .get("ringkv_storage_failed")
+            .copied()
     }
 }
 

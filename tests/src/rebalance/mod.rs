@@ -240,25 +240,3 @@ pub async fn cli_async(endpoint: &str, args: &[&str], timeout: Duration) -> Resu
         ),
     }
 }
-
-/// One counter from a node's Prometheus page (`name` without labels).
-pub fn scrape_counter(metrics_addr: &str, name: &str) -> Result<f64> {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(metrics_addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {metrics_addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (_, body) = response
-        .split_once("\r\n\r\n")
-        .context("no body in the metrics response")?;
-    for line in body.lines() {
-        if let Some(value) = line.strip_prefix(name).and_then(|r| r.strip_prefix(' ')) {
-            return Ok(value.trim().parse()?);
-        }
-    }
-    bail!("no {name} on the metrics page of {metrics_addr}")
-}

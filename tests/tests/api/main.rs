@@ -15,8 +15,6 @@
 //! concurrent writers.
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use ringkv_proto::v1 as pb;
@@ -24,6 +22,7 @@ use ringkv_proto::v1::admin_client::AdminClient;
 use ringkv_proto::v1::consistency::Required;
 use ringkv_proto::v1::internal_client::InternalClient;
 use ringkv_proto::v1::kv_client::KvClient;
+use ringkv_tests::metrics::{metric_samples, metrics_page};
 use ringkv_tests::ServerProcess;
 use tempfile::TempDir;
 use tonic::transport::Channel;
@@ -232,24 +231,5 @@ fn assert_invalid<T: std::fmt::Debug>(result: Result<T, Status>, needles: &[&str
 
 /// The metrics page as `name{labels}` → value.
 fn scrape(addr: &str) -> BTreeMap<String, f64> {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    let (_, body) = response.split_once("\r\n\r\n").unwrap();
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let (name, value) = l.rsplit_once(' ').unwrap();
-            (name.to_string(), value.parse().unwrap())
-        })
-        .collect()
+    metric_samples(&metrics_page(addr).unwrap())
 }

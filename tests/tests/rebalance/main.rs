@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use ringkv_client::{Error, Level};
 use ringkv_proto::v1 as pb;
+use ringkv_tests::metrics::scrape_metric;
 use ringkv_tests::rebalance::check::{
     as_expected, assert_no_problems, check_after_change, layout_problems, read_problems,
     share_problems, shares, summarize, wait_placement, DEAD_NODE_READ_ERRORS,
@@ -31,8 +32,8 @@ use ringkv_tests::rebalance::check::{
 };
 use ringkv_tests::rebalance::load::{preload, Load, LoadSpec};
 use ringkv_tests::rebalance::{
-    cli_async, describe, layout_members, print_cli_transfers, scrape_counter, wait_settled,
-    wait_transition, PARTITIONS,
+    cli_async, describe, layout_members, print_cli_transfers, wait_settled, wait_transition,
+    PARTITIONS,
 };
 use ringkv_tests::TestCluster;
 

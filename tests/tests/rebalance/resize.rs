@@ -99,7 +99,7 @@ async fn growing_from_three_to_five_nodes_under_load_loses_no_write() {
             .await
             .unwrap()
             .bytes_received;
-        let metric = scrape_counter(&cluster.nodes[i].metrics, "ringkv_transfer_bytes_total");
+        let metric = scrape_metric(&cluster.nodes[i].metrics, "ringkv_transfer_bytes_total");
         println!("node {i} received {received} bytes by transfers (metric: {metric:?})");
         if received == 0 {
             problems.push(format!("new node {i} reports no transferred bytes"));

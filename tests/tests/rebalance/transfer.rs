@@ -307,8 +307,7 @@ async fn transfers_keep_within_ten_percent_of_the_rate_limit() {
         fastest.0 / 1e6,
         fastest.1
     );
-    let metric =
-        scrape_counter(&cluster.nodes[new].metrics, "ringkv_transfer_bytes_total").unwrap();
+    let metric = scrape_metric(&cluster.nodes[new].metrics, "ringkv_transfer_bytes_total").unwrap();
     assert_eq!(
         metric as u64, total,
         "ringkv_transfer_bytes_total disagrees with Transfers.bytes_received"
