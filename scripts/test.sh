@@ -21,3 +21,5 @@ ringkv_build
 echo "== tests"
 cargo test --release --locked --workspace --all-targets
 
+echo "== fuzz smoke"
+./scripts/fuzz.sh smoke

@@ -92,7 +92,7 @@ use crate::error::{Error, Result};
 use crate::ring::ClusterId;
 use crate::version::NodeId;
 
-pub use codec::LAYOUT_FORMAT_VERSION;
+pub use codec::{LAYOUT_CHECKSUM_SEED, LAYOUT_FORMAT_VERSION};
 
 /// Most partitions a layout may have; the same bound as configuration
 /// (`cluster.partitions`).

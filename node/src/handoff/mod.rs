@@ -75,13 +75,18 @@ pub struct HintStore {
     metrics: Arc<Metrics>,
 }
 
-fn hint_key(target: NodeId, partition: u32, key: &[u8]) -> Vec<u8> {
+/// The `hints` column family key of a hint: target id (8 bytes BE), then
+/// the key's data key (partition, user key). Public, with its inverse
+/// [`split_hint_key`], for the fuzz targets.
+pub fn hint_key(target: NodeId, partition: u32, key: &[u8]) -> Vec<u8> {
     let mut out = target.0.to_be_bytes().to_vec();
     out.extend_from_slice(&data_key(partition, key));
     out
 }
 
-fn encode_hint(stored_at_ms: u64, state: &VersionSet) -> Vec<u8> {
+/// A stored hint value: the format byte (1), the time it was stored (u64 BE,
+/// for `handoff.max_age_ms`), then the version set.
+pub fn encode_hint(stored_at_ms: u64, state: &VersionSet) -> Vec<u8> {
     let body = state.encode();
     let mut out = Vec::with_capacity(9 + body.len());
     out.push(HINT_FORMAT);
@@ -90,7 +95,8 @@ fn encode_hint(stored_at_ms: u64, state: &VersionSet) -> Vec<u8> {
     out
 }
 
-fn decode_hint(raw: &[u8]) -> Result<(u64, VersionSet)> {
+/// Reads [`encode_hint`] bytes; anything else is [`Error::Corrupt`].
+pub fn decode_hint(raw: &[u8]) -> Result<(u64, VersionSet)> {
     if raw.len() < 9 || raw[0] != HINT_FORMAT {
         return Err(Error::Corrupt("hint header".into()));
     }
@@ -99,7 +105,9 @@ fn decode_hint(raw: &[u8]) -> Result<(u64, VersionSet)> {
     Ok((u64::from_be_bytes(at), VersionSet::decode(&raw[9..])?))
 }
 
-fn split_hint_key(stored: &[u8]) -> Result<(NodeId, Bytes)> {
+/// The target and user key of a [`hint_key`]; [`Error::Corrupt`] when it
+/// is too short to hold them.
+pub fn split_hint_key(stored: &[u8]) -> Result<(NodeId, Bytes)> {
     if stored.len() < 8 {
         return Err(Error::Corrupt("hint key shorter than a node id".into()));
     }

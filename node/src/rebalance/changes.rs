@@ -351,11 +351,14 @@ pub(super) fn load_removed(engine: &dyn Engine) -> Result<BTreeSet<NodeId>> {
     }
 }
 
-fn encode_ids(ids: &BTreeSet<NodeId>) -> Vec<u8> {
+/// The stored list of staged removals: each id as 8 bytes BE, ascending.
+pub fn encode_ids(ids: &BTreeSet<NodeId>) -> Vec<u8> {
     ids.iter().flat_map(|id| id.0.to_be_bytes()).collect()
 }
 
-fn decode_ids(bytes: &[u8]) -> Result<BTreeSet<NodeId>> {
+/// Reads [`encode_ids`] bytes; a length that is not a multiple of 8 is
+/// [`Error::Corrupt`].
+pub fn decode_ids(bytes: &[u8]) -> Result<BTreeSet<NodeId>> {
     if !bytes.len().is_multiple_of(8) {
         return Err(Error::Corrupt(format!(
             "staged removals: {} bytes is not a list of node ids",

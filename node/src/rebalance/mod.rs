@@ -38,6 +38,8 @@
 //! rather than an answer from a replica that has let go of the data.
 
 mod changes;
+// The stored list of staged removals, public for the fuzz targets.
+pub use changes::{decode_ids, encode_ids};
 pub use ringkv_core::plan;
 mod receive;
 pub mod safety;

@@ -86,8 +86,9 @@ fn replicate_request(req: pb::ReplicateRequest) -> Result<peer::Request, Status>
     })
 }
 
-/// A batch item as a peer request.
-fn item_request(item: pb::BatchItem) -> Result<peer::Request, Status> {
+/// A batch item as a peer request. Public for the fuzz targets, which feed
+/// it every batch item a peer could send.
+pub fn item_request(item: pb::BatchItem) -> Result<peer::Request, Status> {
     match item.op {
         Some(pb::batch_item::Op::Replicate(req)) => replicate_request(req),
         Some(pb::batch_item::Op::Read(req)) => Ok(peer::Request::Read { key: req.key }),

@@ -7,7 +7,7 @@
 
 pub mod admin;
 mod cluster;
-mod convert;
+pub mod convert;
 mod internal;
 mod kv;
 mod layer;
@@ -19,7 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Code, Status};
 
 pub use admin::AdminService;
-pub use internal::InternalService;
+pub use internal::{item_request, InternalService};
 pub use kv::KvService;
 pub use layer::{GateLayer, LevelLabel};
 

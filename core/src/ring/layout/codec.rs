@@ -60,8 +60,9 @@ pub const CLUSTER_FORMAT_VERSION: u8 = 3;
 /// Bytes of a cluster id in format 3.
 const CLUSTER_ID_LEN: usize = 16;
 
-/// Seed of the trailing checksum. Part of the format.
-pub(super) const LAYOUT_CHECKSUM_SEED: u64 = 0x7269_6e67_6b76_6c79; // "ringkvly"
+/// Seed of the trailing checksum. Part of the format; public so that tools
+/// which frame layout bytes by hand (the fuzz targets) can seal them.
+pub const LAYOUT_CHECKSUM_SEED: u64 = 0x7269_6e67_6b76_6c79; // "ringkvly"
 
 const CHECKSUM_LEN: usize = 8;
 
