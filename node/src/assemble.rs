@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, InjectBug};
 use crate::coordinator::Coordinator;
 use crate::handoff::deliver::{self, Delivery};
 use crate::handoff::HintStore;
@@ -59,6 +59,12 @@ impl NodeParts {
         metrics: Arc<Metrics>,
         wiring: Wiring,
     ) -> Result<NodeParts> {
+        if config.debug.inject_bug != InjectBug::None {
+            tracing::warn!(
+                bug = config.debug.inject_bug.name(),
+                "DELIBERATE BUG INJECTED (debug.inject_bug): this node will lose or corrupt data on purpose, to test the verification harness's checkers; never run it with data you need"
+            );
+        }
         let replica = Arc::new(
             Replica::new(
                 node_id,
@@ -67,7 +73,8 @@ impl NodeParts {
                 config.limits.max_siblings,
             )
             .with_max_clock_offset(config.clock.max_offset_ms)
-            .with_max_state_bytes(config.limits.max_key_state_bytes),
+            .with_max_state_bytes(config.limits.max_key_state_bytes)
+            .with_injected_bug(config.debug.inject_bug),
         );
         for counter in replica.counters() {
             metrics.register(counter);

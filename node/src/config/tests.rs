@@ -118,3 +118,76 @@ fn printed_config_loads_back_identically() {
     let again = Config::load(Some(file.path()), &[]).unwrap();
     assert_eq!(again.to_toml().unwrap(), text);
 }
+
+/// Every `debug.inject_bug` value, with its spelling in configuration.
+const BUGS: [(&str, InjectBug); 5] = [
+    ("none", InjectBug::None),
+    ("lose_every_tenth_write", InjectBug::LoseEveryTenthWrite),
+    (
+        "merge_collapses_siblings",
+        InjectBug::MergeCollapsesSiblings,
+    ),
+    ("read_from_one_replica", InjectBug::ReadFromOneReplica),
+    (
+        "purge_ignores_one_replica",
+        InjectBug::PurgeIgnoresOneReplica,
+    ),
+];
+
+#[test]
+fn an_injected_bug_is_refused_without_fault_injection() {
+    assert_eq!(
+        Config::load(None, &[]).unwrap().debug.inject_bug,
+        InjectBug::None
+    );
+    for (name, bug) in BUGS {
+        assert_eq!(bug.name(), name);
+        let only_bug = vec![("debug.inject_bug".to_string(), name.to_string())];
+        let with_faults = vec![
+            ("debug.inject_bug".to_string(), name.to_string()),
+            ("debug.fault_injection".to_string(), "true".to_string()),
+        ];
+        let allowed = Config::load(None, &with_faults).unwrap();
+        assert_eq!(allowed.debug.inject_bug, bug);
+        let without_faults = Config::load(None, &only_bug);
+        if bug == InjectBug::None {
+            assert!(without_faults.is_ok());
+            continue;
+        }
+        let e = without_faults.unwrap_err().to_string();
+        assert!(e.contains("debug.fault_injection = true"), "{e}");
+        assert!(e.contains(name), "{e}");
+    }
+    let unknown = vec![
+        (
+            "debug.inject_bug".to_string(),
+            "lose_everything".to_string(),
+        ),
+        ("debug.fault_injection".to_string(), "true".to_string()),
+    ];
+    assert!(Config::load(None, &unknown).is_err());
+}
+
+#[test]
+fn an_injected_bug_loads_from_a_file_and_is_printed() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    writeln!(
+        file,
+        "[debug]\nfault_injection = true\ninject_bug = \"merge_collapses_siblings\""
+    )
+    .unwrap();
+    let c = Config::load(Some(file.path()), &[]).unwrap();
+    assert_eq!(c.debug.inject_bug, InjectBug::MergeCollapsesSiblings);
+    // `--print-config` prints it, and what it prints loads back.
+    let text = c.to_toml().unwrap();
+    assert!(
+        text.contains("inject_bug = \"merge_collapses_siblings\""),
+        "{text}"
+    );
+    let mut again = tempfile::NamedTempFile::new().unwrap();
+    again.write_all(text.as_bytes()).unwrap();
+    let reloaded = Config::load(Some(again.path()), &[]).unwrap();
+    assert_eq!(reloaded.debug.inject_bug, InjectBug::MergeCollapsesSiblings);
+    let default = Config::load(None, &[]).unwrap().to_toml().unwrap();
+    assert!(default.contains("inject_bug = \"none\""), "{default}");
+}

@@ -145,6 +145,12 @@ impl Config {
                     .to_string(),
             );
         }
+        if self.debug.inject_bug != InjectBug::None && !self.debug.fault_injection {
+            return fail(format!(
+                "debug.inject_bug = {:?} makes this node deliberately lose or corrupt data (for testing the verification harness's checkers); it requires debug.fault_injection = true, and must never run in production",
+                self.debug.inject_bug.name()
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| Error::Config(format!("log.level = {:?}: {e}", self.log.level)))?;
         Ok(())

@@ -32,6 +32,13 @@
 //! **Read repair**: after answering, a read keeps listening for the
 //! replicas that had not answered (up to `repair.read_repair_wait_ms`) and
 //! sends the merged state to every replica whose answer was behind it.
+//!
+//! **Injected bugs.** Two settings of `debug.inject_bug` (tests of the
+//! verification harness only) break this layer on purpose:
+//! `lose_every_tenth_write` acknowledges every tenth put or delete this
+//! node coordinates without applying or sending it anywhere
+//! ([`Coordinator::lose_write`]), and `read_from_one_replica` answers a get
+//! from the first replica that answers, whatever R was asked.
 
 mod consistency;
 mod read;
@@ -39,6 +46,7 @@ mod write;
 pub use ringkv_core::quorum;
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,7 +56,7 @@ use futures::StreamExt;
 pub use consistency::{Consistency, Level};
 pub use ringkv_common::ReplyMeta;
 
-use crate::config::Config;
+use crate::config::{Config, InjectBug};
 use crate::handoff::HintStore;
 use crate::membership::Cluster;
 use crate::metrics::Metrics;
@@ -159,6 +167,9 @@ pub struct Coordinator {
     /// Defaults and limits from configuration.
     config: Arc<Config>,
     metrics: Arc<Metrics>,
+    /// Puts and deletes this node has coordinated, counted only with
+    /// `debug.inject_bug = lose_every_tenth_write`, to pick every tenth.
+    writes_coordinated: AtomicU64,
 }
 
 impl Coordinator {
@@ -175,6 +186,7 @@ impl Coordinator {
             hints,
             config,
             metrics,
+            writes_coordinated: AtomicU64::new(0),
         }
     }
 
@@ -268,6 +280,12 @@ impl Coordinator {
             Some(ttl) => Some(wall_clock_ms().saturating_add(ttl.as_millis() as u64)),
         };
         let plan = self.plan(&cmd.key, cmd.consistency, Op::Write)?;
+        if let Some(meta) = self.lose_write(&plan)? {
+            return Ok(PutReply {
+                context: cmd.context.unwrap_or_default(),
+                meta,
+            });
+        }
         let client_context = cmd.context.clone();
         let write = LocalWrite {
             key: cmd.key,
@@ -293,6 +311,9 @@ impl Coordinator {
     pub async fn delete(&self, cmd: DeleteCommand) -> Result<ReplyMeta> {
         self.check_key(&cmd.key)?;
         let plan = self.plan(&cmd.key, cmd.consistency, Op::Write)?;
+        if let Some(meta) = self.lose_write(&plan)? {
+            return Ok(meta);
+        }
         let write = LocalWrite {
             key: cmd.key,
             members: self.context_members(&cmd.context),

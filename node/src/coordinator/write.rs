@@ -81,6 +81,28 @@ impl Coordinator {
         Ok((applied, meta))
     }
 
+    /// The injected bug `lose_every_tenth_write` (`debug.inject_bug`, tests
+    /// of the verification harness only): every tenth write this node
+    /// coordinates gets the reply meta of a write W replicas acknowledged,
+    /// the coordinator first, and is neither applied nor sent anywhere.
+    /// `None`: write as designed. A write that could not reach W is still
+    /// refused as usual, before it is counted.
+    pub(super) fn lose_write(&self, plan: &Plan) -> Result<Option<ReplyMeta>> {
+        if self.config.debug.inject_bug != InjectBug::LoseEveryTenthWrite {
+            return Ok(None);
+        }
+        self.check_reachable(plan)?;
+        if self.writes_coordinated.fetch_add(1, Ordering::Relaxed) % 10 != 9 {
+            return Ok(None);
+        }
+        let me = self.node_id();
+        let acked: Vec<NodeId> = std::iter::once(me)
+            .chain(plan.replicas.iter().copied().filter(|n| *n != me))
+            .take(plan.required)
+            .collect();
+        Ok(Some(self.meta(plan, &acked)))
+    }
+
     /// Refuses a write, before anything is applied, when W cannot be
     /// reached with the replicas and fallbacks this node believes alive:
     /// the replica calls would skip exactly those nodes, so applying

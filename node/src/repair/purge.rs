@@ -34,6 +34,12 @@
 //! few milliseconds between the replicas' deletes; closing it needs fresh
 //! counters for keys written from nothing (reported to the write path).
 //!
+//! **Injected bug.** With `debug.inject_bug = purge_ignores_one_replica`
+//! (tests of the verification harness only), the driver leaves the last
+//! other replica of the layout out of step 2 and out of the deletes: a
+//! replica that missed the delete, or is down, keeps the old value, and
+//! the next exchange brings the deleted key back everywhere.
+//!
 //! [`Replica::purge_tombstones`]: crate::replica::Replica::purge_tombstones
 
 use std::collections::{HashMap, HashSet};
@@ -43,6 +49,7 @@ use bytes::Bytes;
 use super::exchange::peer_error;
 use super::merkle::{state_digest, ABSENT, ENTRY_OVERHEAD_BYTES};
 use super::{Repair, RepairReport, MAX_EXPLICIT_KEYS};
+use crate::config::InjectBug;
 use ringkv_core::error::{Error, Result};
 use ringkv_core::ring::Layout;
 use ringkv_core::version::NodeId;
@@ -73,9 +80,17 @@ impl Repair {
         report: &mut RepairReport,
     ) {
         let me = self.cluster.me();
+        // The injected bug: the last other replica is neither checked nor
+        // asked to purge.
+        let ignored = match self.config.debug.inject_bug {
+            InjectBug::PurgeIgnoresOneReplica => {
+                layout.replicas(partition).iter().rev().find(|n| **n != me)
+            }
+            _ => None,
+        };
         let mut peers = Vec::new();
         for &node in layout.replicas(partition) {
-            if node == me {
+            if node == me || Some(&node) == ignored {
                 continue;
             }
             match node {

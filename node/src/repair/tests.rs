@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use super::merkle::{leaf_of, state_digest};
 use super::*;
-use crate::config::Config;
+use crate::config::{Config, InjectBug};
 use crate::membership::testing::lone_cluster;
 use crate::replica::{wall_clock_ms, LocalWrite};
 use crate::worker::Workers;
@@ -424,4 +424,44 @@ fn scan_deadlines_are_bounded_whatever_a_peer_claims() {
     assert_eq!(n.repair.scan_timeout(0), MIN_SCAN_TIMEOUT);
     let huge = n.repair.scan_timeout(u64::MAX);
     assert!(huge > MIN_SCAN_TIMEOUT && huge <= MAX_SCAN_TIMEOUT + n.repair.rpc_timeout());
+}
+
+/// `debug.inject_bug = purge_ignores_one_replica`: the driver of a
+/// two-replica partition purges while its only peer is down, which
+/// `tombstones_wait_while_a_replica_is_down` shows it must not.
+#[tokio::test]
+async fn the_purge_bug_leaves_one_replica_out() {
+    for (bug, purged) in [(InjectBug::None, 0), (InjectBug::PurgeIgnoresOneReplica, 1)] {
+        let mut config = test_config();
+        config.cluster.bootstrap_expect = 2;
+        config.debug.fault_injection = true;
+        config.debug.inject_bug = bug;
+        let n = node(config);
+        let spec = |id| MemberSpec {
+            id: NodeId(id),
+            zone: String::new(),
+            weight: 1,
+        };
+        let layout = Layout::compute(&[spec(1), spec(2)], 2, 256, None).unwrap();
+        // A key whose partition this node drives (its first replica), with
+        // node 2, never heard from, as the other replica.
+        let dead = (0..)
+            .map(key)
+            .find(|k| layout.replicas(n.replica.partition_of(k))[0] == NodeId(1))
+            .unwrap();
+        n.cluster.install_layout(layout).unwrap();
+        assert!(!n.cluster.is_alive(NodeId(2)));
+
+        put(&n, &dead, Value::Tombstone).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let p = n.replica.partition_of(&dead);
+        let report = n.repair.repair_now(Some(p)).await.unwrap();
+        assert_eq!(report.tombstones_purged, purged, "{bug:?}");
+        assert!(report.errors.is_empty(), "{bug:?}: {:?}", report.errors);
+        assert_eq!(
+            n.replica.read(dead).await.unwrap().is_none(),
+            purged == 1,
+            "{bug:?}"
+        );
+    }
 }

@@ -28,6 +28,12 @@
 //!   still does not fit (only a state stored before the limit existed) is
 //!   refused for that key alone.
 //!
+//! **Injected bug.** With `debug.inject_bug = merge_collapses_siblings`
+//! (tests of the verification harness only), every merge here keeps just
+//! the newest sibling by HLC and still covers every dot it saw, so the
+//! concurrent writes it drops are lost for good on every replica that
+//! merges this state ([`Replica::with_injected_bug`]).
+//!
 //! All storage work runs on tokio's blocking pool (RocksDB calls may fsync),
 //! so the async runtime never stalls behind the disk. The stripe locks are
 //! plain `std` mutexes held only inside those blocking closures.
@@ -41,6 +47,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::config::InjectBug;
 use crate::metrics::RegisteredCounter;
 use ringkv_core::error::{Error, Result};
 use ringkv_core::ring;
@@ -122,6 +129,9 @@ pub struct Replica {
     /// Dots found held by two states with different contents (see
     /// [`VersionSet::conflicting_dots`]); should stay 0.
     dot_conflicts: Arc<AtomicU64>,
+    /// `debug.inject_bug`: only `merge_collapses_siblings` changes what a
+    /// replica does.
+    inject_bug: InjectBug,
 }
 
 impl Replica {
@@ -147,7 +157,19 @@ impl Replica {
             max_state_bytes: default_max_state_bytes(),
             locks: Arc::new(KeyLocks::new(LOCK_STRIPES)),
             dot_conflicts: Arc::new(AtomicU64::new(0)),
+            inject_bug: InjectBug::None,
         }
+    }
+
+    /// Sets `debug.inject_bug`. With `merge_collapses_siblings`, every
+    /// merge ([`Self::merge_group`], so replication, read repair, hints,
+    /// anti-entropy and transfers) collapses the merged state to its newest
+    /// sibling, as a sibling cap of one would, without counting it: the
+    /// lost-update bug of last-writer-wins stores, for tests of the
+    /// verification harness. Local writes are untouched.
+    pub fn with_injected_bug(mut self, bug: InjectBug) -> Self {
+        self.inject_bug = bug;
+        self
     }
 
     /// Sets `clock.max_offset_ms`: how far ahead of this node's wall clock
@@ -320,6 +342,7 @@ impl Replica {
         let cap = self.max_siblings;
         let conflicts = self.dot_conflicts.clone();
         let max_state = self.max_state_bytes;
+        let collapse_siblings = self.inject_bug == InjectBug::MergeCollapsesSiblings;
         tokio::task::spawn_blocking(move || {
             let _guards = locks.lock_all(entries.iter().map(|(key, _)| key.as_slice()));
             let stored_keys: Vec<Vec<u8>> = entries.iter().map(|(key, _)| key.clone()).collect();
@@ -342,6 +365,10 @@ impl Replica {
                     );
                 }
                 let mut state = current.merged(&incoming);
+                if collapse_siblings {
+                    // The injected bug: silent, so not counted as collapsed.
+                    state.enforce_cap(1);
+                }
                 let collapsed = state.enforce_cap(cap) + state.fit_within(max_state);
                 let size = state.encoded_len();
                 if size > max_state && size > current.encoded_len() {

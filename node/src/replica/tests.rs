@@ -255,3 +255,64 @@ async fn context_entries_of_unknown_nodes_never_reach_the_stored_vector() {
     assert_eq!(nodes, vec![NodeId(7), member], "only members remain");
     assert_eq!(stored.context().get(member), 3, "a member's entry is kept");
 }
+
+/// `debug.inject_bug = merge_collapses_siblings`: two concurrent writes
+/// merged into a replica stay siblings as designed; with the bug only the
+/// newer survives, its vector still covers the other's dot (so merging the
+/// lost write again does not bring it back), and nothing counts it.
+#[tokio::test]
+async fn merge_keeps_concurrent_siblings_unless_the_collapse_bug_is_injected() {
+    let older = Replica::new(NodeId(1), Arc::new(MemoryEngine::new()), 256, 4)
+        .apply_write(write("k", "older", None))
+        .await
+        .unwrap()
+        .state;
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    let newer = Replica::new(NodeId(2), Arc::new(MemoryEngine::new()), 256, 4)
+        .apply_write(write("k", "newer", None))
+        .await
+        .unwrap()
+        .state;
+    let dots: Vec<_> = older
+        .versions()
+        .iter()
+        .chain(newer.versions())
+        .map(|v| v.dot)
+        .collect();
+    let values = |state: &VersionSet| -> Vec<Value> {
+        state.versions().iter().map(|v| v.value.clone()).collect()
+    };
+
+    for (bug, kept) in [
+        (InjectBug::None, vec![data("older"), data("newer")]),
+        (InjectBug::MergeCollapsesSiblings, vec![data("newer")]),
+    ] {
+        let r = replica().with_injected_bug(bug);
+        r.merge(Bytes::from("k"), older.clone()).await.unwrap();
+        let merged = r.merge(Bytes::from("k"), newer.clone()).await.unwrap();
+        assert_eq!(values(&merged.state), kept, "{bug:?}");
+        assert_eq!(merged.collapsed, 0, "{bug:?}: the collapse is silent");
+        assert!(
+            dots.iter().all(|d| merged.state.context().covers(d)),
+            "{bug:?}: the vector covers every dot seen"
+        );
+        let again = r.merge(Bytes::from("k"), older.clone()).await.unwrap();
+        assert_eq!(values(&again.state), kept, "{bug:?}");
+        let stored = r.read(Bytes::from("k")).await.unwrap().unwrap();
+        assert_eq!(stored, again.state, "{bug:?}");
+    }
+}
+
+/// The collapse bug changes merges only: a coordinator's own writes from
+/// one context still become siblings.
+#[tokio::test]
+async fn the_collapse_bug_leaves_local_writes_alone() {
+    let r = replica().with_injected_bug(InjectBug::MergeCollapsesSiblings);
+    let first = r.apply_write(write("k", "a", None)).await.unwrap();
+    let ctx = first.state.context().clone();
+    r.apply_write(write("k", "b", Some(ctx.clone())))
+        .await
+        .unwrap();
+    let both = r.apply_write(write("k", "c", Some(ctx))).await.unwrap();
+    assert_eq!(both.state.versions().len(), 2);
+}
