@@ -41,6 +41,23 @@ ringkv_install_deps() {
     fi
 }
 
+# The verification harness (verify/) puts each node in its own network
+# namespace and cuts links with iptables; it needs root and these tools.
+ringkv_install_verify_deps() {
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "ringkv: the verification runs need root (network namespaces, iptables, tmpfs)" >&2
+        exit 1
+    fi
+    local need=()
+    command -v ip >/dev/null 2>&1 || need+=(iproute2)
+    command -v iptables >/dev/null 2>&1 || need+=(iptables)
+    if ((${#need[@]})); then
+        echo "ringkv: installing ${need[*]} (needed by the verification runs)" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    fi
+}
+
 ringkv_build() {
     (cd "$RINGKV_ROOT" && cargo build --release --locked --bins "$@")
 }

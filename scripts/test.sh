@@ -4,6 +4,7 @@
 # benchmarks in smoke mode. Safe to run repeatedly.
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 ringkv_install_deps
+ringkv_install_verify_deps
 cd "$RINGKV_ROOT"
 
 echo "== cargo fmt --check"

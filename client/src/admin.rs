@@ -75,6 +75,41 @@ impl Client {
             .map_err(|s| self.transport_failed(&address, s, true))
     }
 
+    /// Test clock offset on the node at `endpoint`: its wall clock reads
+    /// `offset_ms` milliseconds ahead of (or, negative, behind) the system
+    /// clock from now on; 0 puts it back. Like every `SetFaults` call this
+    /// also clears the node's fault-switch cuts. Refused unless the node
+    /// runs with `debug.fault_injection = true`.
+    pub async fn set_clock_offset(&self, endpoint: usize, offset_ms: i64) -> Result<()> {
+        let address = self.endpoint(endpoint)?;
+        let ch = self.channel(&address).await?;
+        AdminClient::new(ch)
+            .set_faults(pb::SetFaultsRequest {
+                clock_offset_ms: Some(offset_ms),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| self.transport_failed(&address, s, true))
+    }
+
+    /// Storage fault point on the node at `endpoint`: its next write-ahead
+    /// log sync fails, after which it refuses writes until restarted. Also
+    /// clears the node's fault-switch cuts; refused unless the node runs
+    /// with `debug.fault_injection = true`.
+    pub async fn fail_next_wal_sync(&self, endpoint: usize) -> Result<()> {
+        let address = self.endpoint(endpoint)?;
+        let ch = self.channel(&address).await?;
+        AdminClient::new(ch)
+            .set_faults(pb::SetFaultsRequest {
+                fail_next_wal_sync: true,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| self.transport_failed(&address, s, true))
+    }
+
     /// Background workers of the node at `endpoint`.
     pub async fn workers(&self, endpoint: usize) -> Result<Vec<pb::WorkerStatus>> {
         let address = self.endpoint(endpoint)?;

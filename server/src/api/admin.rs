@@ -222,6 +222,13 @@ impl Admin for AdminService {
         if req.fail_next_wal_sync {
             self.replica.engine().health().fail_next_sync();
         }
+        if let Some(offset_ms) = req.clock_offset_ms {
+            tracing::warn!(
+                offset_ms,
+                "test clock offset set: the wall clock is stepped"
+            );
+            ringkv_common::clock::set_test_offset_ms(offset_ms);
+        }
         Ok(Response::new(pb::SetFaultsResponse {}))
     }
 

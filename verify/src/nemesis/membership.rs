@@ -1,0 +1,94 @@
+//! Membership changes under fire: a spare joins, a member leaves.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::cluster::Cluster;
+
+/// How long a staged leave may take to show in the plan, and a commit to
+/// be accepted, while other faults are in force.
+const STAGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a leave may take to finish once healing waits for it.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Starts spare slot `node`; with `cluster.auto_join` (the default) the
+/// cluster plans and commits it by itself.
+pub async fn join(cluster: &mut Cluster, node: usize) -> Result<()> {
+    super::disk::clear_dir(&cluster.nodes[node].data_dir)?;
+    cluster.nodes[node].start().await?;
+    cluster.members.insert(node);
+    Ok(())
+}
+
+/// Stages the departure of member `node` through another member, waits
+/// until the plan shows it, and commits it.
+pub async fn leave(cluster: &mut Cluster, node: usize) -> Result<()> {
+    let id = cluster.nodes[node].id.clone();
+    let via = cluster
+        .running()
+        .into_iter()
+        .find(|&i| i != node)
+        .context("no other running member to stage a leave through")?;
+    let admin = cluster.nodes[via].client();
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < STAGE_TIMEOUT {
+        let attempt = async {
+            admin.leave(Some(&id)).await?;
+            let plan = admin.plan().await?;
+            if plan.changes.is_empty() {
+                anyhow::bail!("the plan does not show the leave yet");
+            }
+            admin.commit(plan.current_version).await?;
+            anyhow::Ok(())
+        };
+        match attempt.await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = format!("{e:#}"),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    bail!("node {node} could not be made to leave within {STAGE_TIMEOUT:?}: {last}")
+}
+
+/// Once member `node` holds no partition in the layout every running
+/// member holds (and no transfer is in progress), stops it and wipes its
+/// filesystem: it is a spare again, and would come back with a new id.
+/// Returns `false` if it is not done yet (after waiting, when `wait`).
+pub async fn finish_leave(cluster: &mut Cluster, node: usize, wait: bool) -> Result<bool> {
+    let started = Instant::now();
+    loop {
+        if left(cluster, node).await.unwrap_or(false) {
+            let leaver = &mut cluster.nodes[node];
+            leaver.kill();
+            super::disk::clear_dir(&leaver.data_dir)?;
+            leaver.id.clear();
+            cluster.members.remove(&node);
+            return Ok(true);
+        }
+        if !wait {
+            return Ok(false);
+        }
+        if started.elapsed() > FINISH_TIMEOUT {
+            bail!("node {node} still holds partitions {FINISH_TIMEOUT:?} after the heal began");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn left(cluster: &Cluster, node: usize) -> Result<bool> {
+    let id = &cluster.nodes[node].id;
+    for i in cluster.running().into_iter().filter(|&i| i != node) {
+        let layout = cluster.nodes[i].client().layout().await?;
+        let holds = layout
+            .assignments
+            .iter()
+            .any(|a| a.replicas.iter().any(|r| r == id));
+        if holds || layout.previous_version != 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
