@@ -39,6 +39,8 @@ pub enum F {
     Get,
     Put,
     Delete,
+    /// A fault the nemesis injected (invoke) and healed (ok).
+    Fault,
 }
 
 /// Which workload issued the operation; each checker reads its own.
@@ -53,6 +55,11 @@ pub enum Workload {
     Set,
     /// Puts and deletes with contexts.
     Delete,
+    /// The nemesis's faults: `key` is the fault's kind, `value` says what
+    /// it did. A fault that lost a disk's recent writes completes only
+    /// once the replicas agreed again after its heal (see
+    /// [`crate::check::degraded_windows`]).
+    Nemesis,
 }
 
 /// One history entry.

@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use ringkv_verify::campaign::{self, CampaignSpec};
@@ -110,7 +110,8 @@ fn main() -> Result<()> {
             let report = check::check(&ops)?;
             println!("{report}");
             if report.violation_count() > 0 {
-                bail!("{} violations", report.violation_count());
+                eprintln!("{} violations", report.violation_count());
+                std::process::exit(1);
             }
             return Ok(());
         }

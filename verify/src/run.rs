@@ -16,6 +16,9 @@ use crate::history::{self, History, Kind};
 use crate::nemesis::{Family, Nemesis, NemesisSpec};
 use crate::workload::{final_reads, WorkloadSpec, Workloads};
 
+/// Set (to anything) to keep every run's history, not only a failed one's.
+pub const KEEP_HISTORY_ENV: &str = "RINGKV_KEEP_HISTORY";
+
 /// Everything a run is made of; with its seed, it is the run.
 #[derive(Clone, Debug)]
 pub struct RunSpec {
@@ -47,6 +50,7 @@ impl RunSpec {
                 max_active: 2,
                 fault_for: (Duration::from_millis(800), Duration::from_millis(4_000)),
                 gap: (Duration::from_millis(200), Duration::from_millis(1_200)),
+                script: Vec::new(),
             },
             duration,
             converge_within: Duration::from_secs(120),
@@ -124,7 +128,7 @@ pub async fn run(spec: &RunSpec, seed: u64) -> Result<RunReport> {
     let started = Instant::now();
     let hard_stop = started + spec.duration + Duration::from_secs(600);
     let workloads = Workloads::start(&spec.workload, &endpoints, &history, seed, hard_stop)?;
-    let mut nemesis = Nemesis::new(spec.nemesis.clone(), Rng::new(seed), &cluster);
+    let mut nemesis = Nemesis::new(spec.nemesis.clone(), Rng::new(seed), &cluster, &history);
     println!("run {seed}: disk faults hit node {}", nemesis.disk_victim);
 
     while started.elapsed() < spec.duration {
@@ -142,7 +146,10 @@ pub async fn run(spec: &RunSpec, seed: u64) -> Result<RunReport> {
         .context("the cluster was not whole after the heal")?;
     let (converged_after, convergence_error) =
         match cluster.wait_converged(spec.converge_within).await {
-            Ok(_) => (Some(last_heal.elapsed()), None),
+            Ok(_) => {
+                nemesis.close_windows();
+                (Some(last_heal.elapsed()), None)
+            }
             Err(e) => (None, Some(format!("{e:#}"))),
         };
     final_reads(&cluster.client(), &history, &touched).await?;
@@ -166,7 +173,7 @@ pub async fn run(spec: &RunSpec, seed: u64) -> Result<RunReport> {
         *report.faults.entry(fault.kind()).or_default() += 1;
         *report.families.entry(fault.family()).or_default() += 1;
     }
-    if !report.failed() {
+    if !report.failed() && std::env::var_os(KEEP_HISTORY_ENV).is_none() {
         // Keep what a failed run leaves; a clean run's history is only
         // its counts.
         let _ = std::fs::remove_file(&report.history);

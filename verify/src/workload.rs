@@ -8,7 +8,8 @@
 //!   elements of every sibling, add one unique element, write the union
 //!   back with the read's context (W = QUORUM, sloppy): the way a ringkv
 //!   application is meant to use siblings.
-//! - **delete**: puts, reads, and deletes carrying a read's context.
+//! - **delete**: puts and deletes, each carrying the context of the read
+//!   just before it, and reads.
 //!
 //! Each process has one operation outstanding at a time, pauses a little
 //! between operations (the load is bounded in rate and in time), and
@@ -55,7 +56,7 @@ impl Default for WorkloadSpec {
             register_keys: 4,
             set_keys: 3,
             delete_keys: 6,
-            timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
             think: Duration::from_millis(20),
         }
     }
@@ -74,7 +75,14 @@ type Touched = Arc<Mutex<BTreeSet<(Workload, String)>>>;
 /// What one process needs.
 struct Proc {
     id: u32,
-    client: Client,
+    /// One client per node, without routing: each operation enters the
+    /// cluster at a node drawn at random, which coordinates it when it is
+    /// one of the key's replicas and forwards it otherwise, so every
+    /// replica coordinates some of each key's operations (as behind a
+    /// load balancer).
+    clients: Vec<Client>,
+    /// The client of the operation in progress, in `clients`.
+    current: usize,
     history: History,
     rng: Rng,
     spec: WorkloadSpec,
@@ -104,9 +112,14 @@ impl Workloads {
         ];
         for (workload, count) in kinds {
             for _ in 0..count {
+                let clients = endpoints
+                    .iter()
+                    .map(|e| Client::new(&[e]).map(|c| c.with_routing(false)))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let mut proc = Proc {
                     id,
-                    client: Client::new(endpoints)?,
+                    current: 0,
+                    clients,
                     history: history.clone(),
                     rng: Rng::new(seed ^ (u64::from(id) + 1).wrapping_mul(0x9E37_79B9)),
                     spec: spec.clone(),
@@ -117,11 +130,13 @@ impl Workloads {
                 tasks.push(tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                         proc.seq += 1;
+                        proc.current = proc.rng.below(proc.clients.len());
                         match workload {
                             Workload::Once => proc.once().await,
                             Workload::Register => proc.register().await,
                             Workload::Set => proc.set().await,
                             Workload::Delete => proc.delete().await,
+                            Workload::Nemesis => unreachable!("no client runs the nemesis"),
                         }
                         tokio::time::sleep(proc.spec.think).await;
                     }
@@ -170,6 +185,10 @@ fn texts(siblings: &[ringkv_client::Sibling]) -> Vec<String> {
 }
 
 impl Proc {
+    fn client(&self) -> &Client {
+        &self.clients[self.current]
+    }
+
     fn options(&self, strict: bool) -> RequestOptions {
         RequestOptions {
             level: Some(Level::Quorum),
@@ -190,7 +209,7 @@ impl Proc {
         self.touch(workload, key);
         let invoke = self.history.invoke(Op::new(self.id, workload, F::Get, key));
         match self
-            .client
+            .client()
             .get(key.to_string(), self.options(strict), false)
             .await
         {
@@ -231,7 +250,7 @@ impl Proc {
             context: basis.map(|(_, c)| c),
             ttl: None,
         };
-        match self.client.put(invoke.key.clone(), value, opts).await {
+        match self.client().put(invoke.key.clone(), value, opts).await {
             Ok(_) => {
                 self.history.complete(&invoke, Kind::Ok, |_| {});
                 Kind::Ok
@@ -288,9 +307,14 @@ impl Proc {
         let key = format!("del-{}", self.rng.below(self.spec.delete_keys));
         match self.rng.below(10) {
             0..=4 => {
+                // Read, then write over what was read: the put supersedes
+                // exactly the values the read returned.
+                let Some((read, context)) = self.get(Workload::Delete, &key, false).await else {
+                    return;
+                };
                 let op = Op::new(self.id, Workload::Delete, F::Put, &key);
-                self.put(op, format!("{}-{}", self.id, self.seq), None, false)
-                    .await;
+                let value = format!("{}-{}", self.id, self.seq);
+                self.put(op, value, Some((&read, context)), false).await;
             }
             5..=6 => {
                 self.get(Workload::Delete, &key, false).await;
@@ -306,7 +330,7 @@ impl Proc {
                 op.context_from = Some(read.index);
                 let invoke = self.history.invoke(op);
                 match self
-                    .client
+                    .client()
                     .delete(key, Some(context), self.options(false))
                     .await
                 {

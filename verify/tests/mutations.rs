@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use ringkv_verify::check::Rule;
 use ringkv_verify::history::Workload;
-use ringkv_verify::nemesis::Family;
+use ringkv_verify::nemesis::{Family, Fault};
+use ringkv_verify::net::Partition;
 use ringkv_verify::run::{run, RunReport, RunSpec};
 use ringkv_verify::workload::WorkloadSpec;
 
@@ -23,8 +24,24 @@ async fn run_with_bug(
     families: Vec<Family>,
     extra_env: &[(&str, &str)],
 ) -> RunReport {
+    run_with_bug_and(bug, workload, families, extra_env, |_| {}).await
+}
+
+/// [`run_with_bug`], with `adjust` applied to the run's spec last.
+async fn run_with_bug_and(
+    bug: &str,
+    workload: Workload,
+    families: Vec<Family>,
+    extra_env: &[(&str, &str)],
+    adjust: impl FnOnce(&mut RunSpec),
+) -> RunReport {
+    // RINGKV_MUTATION_OUT keeps the runs' files (with RINGKV_KEEP_HISTORY,
+    // every history) for a look afterwards.
     let out = tempfile::tempdir().unwrap();
-    let mut spec = RunSpec::standard(Duration::from_secs(30), families, out.path());
+    let dir = std::env::var_os("RINGKV_MUTATION_OUT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| out.path().to_path_buf());
+    let mut spec = RunSpec::standard(Duration::from_secs(30), families, &dir);
     spec.cluster.spares = 0;
     spec.cluster
         .env
@@ -41,6 +58,7 @@ async fn run_with_bug(
         delete: only(4, Workload::Delete),
         ..WorkloadSpec::default()
     };
+    adjust(&mut spec);
     let report = run(&spec, 42).await.expect("the run finished");
     println!("{report}\n{}", report.check);
     report
@@ -95,8 +113,10 @@ async fn the_register_checker_catches_a_quorum_read_answered_by_one_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_delete_checker_catches_a_purge_that_ignores_one_replica() {
     // A short grace, so purges happen within the run (hints must expire
-    // before the grace ends, as configuration demands).
-    let report = run_with_bug(
+    // before the grace ends, as configuration demands), and partitions
+    // that outlast it: the replica the purge skips must miss a delete and
+    // stay cut off until the others have purged it.
+    let report = run_with_bug_and(
         "purge_ignores_one_replica",
         Workload::Delete,
         vec![Family::Network],
@@ -104,6 +124,18 @@ async fn the_delete_checker_catches_a_purge_that_ignores_one_replica() {
             ("RINGKV__REPAIR__TOMBSTONE_GRACE_MS", "3000"),
             ("RINGKV__HANDOFF__MAX_AGE_MS", "2000"),
         ],
+        |spec| {
+            // Three members, so every key has every node as a replica,
+            // and each node isolated in turn for longer than the grace:
+            // whichever replica a key's purge skips is cut off once.
+            spec.cluster.members = 3;
+            spec.duration = Duration::from_secs(40);
+            spec.nemesis.max_active = 1;
+            spec.nemesis.fault_for = (Duration::from_secs(10), Duration::from_secs(10));
+            spec.nemesis.script = (0..3)
+                .map(|n| Fault::Partition(Partition::Isolated(n)))
+                .collect();
+        },
     )
     .await;
     assert!(

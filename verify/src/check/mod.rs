@@ -20,6 +20,20 @@
 //! kept. They are also ordinary reads for every other rule. If a key has
 //! several, the last one in the history is the final one.
 //!
+//! # Disk faults that lose a replica's recent writes
+//!
+//! A write acknowledged at W = QUORUM is on two replicas. When the nemesis
+//! takes one of them back in time (a lost WAL tail, a directory restored
+//! from an older copy), the write survives on the other and anti-entropy
+//! brings it back; but until it has, a quorum read may meet the replica
+//! that lost it and one that never had it. R + W > N assumes no replica
+//! forgets, so the rules that demand what a read *during the run* returns
+//! (register staleness, delete resurrection) do not apply to reads that
+//! overlap such a fault's [degraded window](degraded_windows), from its
+//! injection until the replicas agreed again after its heal. Those reads
+//! are counted as unchecked. Final reads and every other rule apply in
+//! full: the write must still be there at the end.
+//!
 //! What each workload must satisfy is told in its module: [`once`],
 //! [`register`], [`set`] and [`delete`]. A broken rule becomes a
 //! [`Violation`]; a write the cluster acknowledged and then lost is also
@@ -45,6 +59,36 @@ mod tests;
 
 pub use report::{Outcomes, Report, Rule, Violation, WorkloadReport};
 pub use set::{decode_set, encode_set};
+
+/// Kinds of nemesis fault (their `key`) that take a replica's disk back
+/// in time.
+pub const DISK_LOSS_FAULTS: [&str; 2] = ["disk-lost-wal-tail", "disk-restore-old-copy"];
+
+/// The windows, as (start, end) times, in which a replica had lost recent
+/// writes: from each such fault's injection until its completion, which
+/// the nemesis records once the replicas agreed again after the heal. A
+/// fault that never completed `ok` lasts to the end of the history.
+pub fn degraded_windows(pairs: &[Pair<'_>]) -> Vec<(u64, u64)> {
+    pairs
+        .iter()
+        .filter(|p| p.invoke.f == F::Fault && DISK_LOSS_FAULTS.contains(&p.invoke.key.as_str()))
+        .map(|p| {
+            let end = if p.kind() == Kind::Ok {
+                p.end()
+            } else {
+                u64::MAX
+            };
+            (p.start(), end)
+        })
+        .collect()
+}
+
+/// Whether `op` overlaps any of `windows`.
+pub(crate) fn overlaps(op: &Pair<'_>, windows: &[(u64, u64)]) -> bool {
+    windows
+        .iter()
+        .any(|&(start, end)| op.start() <= end && op.end() >= start)
+}
 
 /// Checks a whole history: every workload's operations with its checker.
 /// Errors only if the history is malformed (see [`pairs`]); everything a
@@ -124,6 +168,7 @@ fn by_key<'p, 'a>(
         match pair.invoke.f {
             F::Put => ops.puts.push(pair),
             F::Delete => ops.deletes.push(pair),
+            F::Fault => {}
             F::Get if pair.kind() != Kind::Ok => {}
             F::Get => match read_values(pair) {
                 Some(values) => ops.reads.push((pair, values)),

@@ -17,6 +17,7 @@ const FINAL_PROCESS: u32 = 1000;
 /// Time between two entries.
 const TICK_NS: u64 = 10;
 
+#[derive(Clone)]
 pub(crate) struct Script {
     workload: Workload,
     ops: Vec<Op>,
@@ -69,6 +70,14 @@ impl Script {
         op.kind = kind;
         op.values = values.map(|vs| vs.iter().map(|v| v.to_string()).collect());
         self.push(op)
+    }
+
+    /// The nemesis injects a fault of `kind` as `process`; `ok(process)`
+    /// records that it is over.
+    pub fn fault(&mut self, process: u32, kind: &str) -> u64 {
+        let mut op = Op::new(process, Workload::Nemesis, F::Fault, kind);
+        op.value = Some(format!("{kind} (a test fault)"));
+        self.invoke(op)
     }
 
     pub fn put(&mut self, process: u32, key: &str, value: &str) -> u64 {

@@ -36,6 +36,7 @@ use anyhow::{Context as _, Result};
 use ringkv_tests::faults::Rng;
 
 use crate::cluster::Cluster;
+use crate::history::{History, Kind, Op, Workload, F};
 use crate::net::Partition;
 
 /// Families of faults, for the schedule's mix and the report's counts.
@@ -208,6 +209,9 @@ pub struct NemesisSpec {
     pub fault_for: (Duration, Duration),
     /// Pause between scheduler steps, between these.
     pub gap: (Duration, Duration),
+    /// Faults to inject in this order instead of drawing them (a test's
+    /// fixed schedule); `families` is then ignored.
+    pub script: Vec<Fault>,
 }
 
 /// A fault in force, with when to heal it.
@@ -216,6 +220,26 @@ struct Active {
     heal_at: Instant,
     /// Disk restores: where the older copy is.
     snapshot: Option<std::path::PathBuf>,
+    /// Its invocation in the history.
+    recorded: Op,
+}
+
+/// History processes of the nemesis: one per fault (several are open at
+/// once), counted down from here so they never meet a client's.
+const NEMESIS_PROCESS: u32 = u32::MAX - 1;
+
+/// How long the replicas may take to agree after a disk fault that lost
+/// writes, before the run goes on regardless (its window then stays open
+/// to the end of the history).
+const DISK_LOSS_SETTLE: Duration = Duration::from_secs(90);
+
+impl Fault {
+    /// Whether the fault takes a replica's disk back in time, so that a
+    /// quorum may miss an acknowledged write until anti-entropy restores
+    /// it (see `check::degraded_windows`).
+    pub fn loses_recent_writes(&self) -> bool {
+        matches!(self, Fault::LoseWalTail { .. } | Fault::RestoreOld { .. })
+    }
 }
 
 /// The scheduler of one run.
@@ -229,10 +253,14 @@ pub struct Nemesis {
     active: Vec<Active>,
     /// Every fault injected, in order, with its start (since the run).
     pub log: Vec<(Duration, Fault)>,
+    history: History,
+    /// Disk faults that lost writes and are healed, whose history entry
+    /// completes once the replicas agree again.
+    settling: Vec<Op>,
 }
 
 impl Nemesis {
-    pub fn new(spec: NemesisSpec, rng: Rng, cluster: &Cluster) -> Nemesis {
+    pub fn new(spec: NemesisSpec, rng: Rng, cluster: &Cluster, history: &History) -> Nemesis {
         let mut rng = rng;
         let members: Vec<usize> = cluster.members.iter().copied().collect();
         let disk_victim = members[rng.below(members.len())];
@@ -243,6 +271,8 @@ impl Nemesis {
             base_members: members.len(),
             active: Vec::new(),
             log: Vec::new(),
+            history: history.clone(),
+            settling: Vec::new(),
         }
     }
 
@@ -256,31 +286,83 @@ impl Nemesis {
     /// before the next step.
     pub async fn step(&mut self, cluster: &mut Cluster, since: Instant) -> Result<Duration> {
         self.heal_due(cluster, false).await?;
+        if !self.settling.is_empty() {
+            self.settle(cluster, since).await?;
+        }
         if self.active.len() < self.spec.max_active {
             if let Some(fault) = self.draw(cluster) {
                 println!("[{:>6.1?}] inject {fault}", since.elapsed());
+                let mut op = Op::new(
+                    NEMESIS_PROCESS - self.log.len() as u32,
+                    Workload::Nemesis,
+                    F::Fault,
+                    fault.kind(),
+                );
+                op.value = Some(fault.to_string());
+                let recorded = self.history.invoke(op);
                 let snapshot = self
                     .inject(cluster, &fault)
                     .await
                     .with_context(|| format!("injecting {fault}"))?;
-                let heal_at = Instant::now()
-                    + self
-                        .rng
-                        .between(self.spec.fault_for.0, self.spec.fault_for.1);
+                let lasts = self
+                    .rng
+                    .between(self.spec.fault_for.0, self.spec.fault_for.1);
+                // A lost WAL tail is over once the node is back.
+                let heal_at = match fault {
+                    Fault::LoseWalTail { .. } => Instant::now(),
+                    _ => Instant::now() + lasts,
+                };
                 self.log.push((since.elapsed(), fault.clone()));
                 self.active.push(Active {
                     fault,
                     heal_at,
                     snapshot,
+                    recorded,
                 });
             }
         }
         Ok(self.rng.between(self.spec.gap.0, self.spec.gap.1))
     }
 
-    /// Heals every fault in force, waiting for leaves to finish.
+    /// After a disk fault that lost writes: heals everything else, waits
+    /// until the replicas agree, and closes the fault's window in the
+    /// history; no new fault starts meanwhile. Replicas that do not agree
+    /// within [`DISK_LOSS_SETTLE`] leave the window open (`info`): the
+    /// reads after it go unchecked, and the run's final convergence check
+    /// reports the disagreement if it lasts.
+    async fn settle(&mut self, cluster: &mut Cluster, since: Instant) -> Result<()> {
+        self.heal_due(cluster, true).await?;
+        let agreed = cluster.wait_whole().await.is_ok()
+            && cluster.wait_converged(DISK_LOSS_SETTLE).await.is_ok();
+        println!(
+            "[{:>6.1?}] replicas {} after the disk fault",
+            since.elapsed(),
+            if agreed {
+                "agree again"
+            } else {
+                "still differ"
+            }
+        );
+        let kind = if agreed { Kind::Ok } else { Kind::Info };
+        for op in std::mem::take(&mut self.settling) {
+            self.history.complete(&op, kind, |_| {});
+        }
+        Ok(())
+    }
+
+    /// Heals every fault in force, waiting for leaves to finish. Disk
+    /// faults that lost writes stay open in the history: the run closes
+    /// them once the replicas agree ([`Nemesis::close_windows`]).
     pub async fn heal_all(&mut self, cluster: &mut Cluster) -> Result<()> {
         self.heal_due(cluster, true).await
+    }
+
+    /// Closes the windows of healed disk faults, once the run has seen
+    /// the replicas agree.
+    pub fn close_windows(&mut self) {
+        for op in std::mem::take(&mut self.settling) {
+            self.history.complete(&op, Kind::Ok, |_| {});
+        }
     }
 
     async fn heal_due(&mut self, cluster: &mut Cluster, all: bool) -> Result<()> {
@@ -298,6 +380,10 @@ impl Nemesis {
                 // A leave still transferring: look again next step.
                 self.active.insert(i, active);
                 i += 1;
+            } else if active.fault.loses_recent_writes() {
+                self.settling.push(active.recorded);
+            } else {
+                self.history.complete(&active.recorded, Kind::Ok, |_| {});
             }
         }
         Ok(())
@@ -306,6 +392,9 @@ impl Nemesis {
     /// Draws a fault that fits with those in force, or `None` if none
     /// does now.
     fn draw(&mut self, cluster: &Cluster) -> Option<Fault> {
+        if !self.spec.script.is_empty() {
+            return Some(self.spec.script.remove(0));
+        }
         let busy: BTreeSet<usize> = self.active.iter().filter_map(|a| a.fault.node()).collect();
         let partitioned = self
             .active
