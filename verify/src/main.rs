@@ -93,6 +93,30 @@ impl Opts {
     }
 }
 
+/// Runs the campaign; on SIGINT or SIGTERM, drops it instead, which stops
+/// its node processes and removes their filesystems and network (as every
+/// `Drop` of the harness does), and exits 130.
+async fn until_stopped(spec: CampaignSpec) -> Result<campaign::Summary> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    // The campaign future is dropped when `select!` returns, before the
+    // exit below.
+    let finished = tokio::select! {
+        summary = campaign::run(&spec) => Some(summary),
+        _ = tokio::signal::ctrl_c() => None,
+        _ = term.recv() => None,
+    };
+    match finished {
+        Some(summary) => summary,
+        None => {
+            eprintln!(
+                "ringkv-campaign: stopped by a signal; the run's nodes were stopped and removed"
+            );
+            std::process::exit(130)
+        }
+    }
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     campaign::point_at_sibling_binaries();
@@ -101,9 +125,9 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     let summary = match cli.command {
-        Command::Run { seed, opts } => runtime.block_on(campaign::run(&opts.spec(1, seed)?))?,
+        Command::Run { seed, opts } => runtime.block_on(until_stopped(opts.spec(1, seed)?))?,
         Command::Campaign { runs, seed, opts } => {
-            runtime.block_on(campaign::run(&opts.spec(runs, seed)?))?
+            runtime.block_on(until_stopped(opts.spec(runs, seed)?))?
         }
         Command::Check { history: path } => {
             let ops = history::read(&path)?;

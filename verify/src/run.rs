@@ -48,8 +48,8 @@ impl RunSpec {
             nemesis: NemesisSpec {
                 families,
                 max_active: 2,
-                fault_for: (Duration::from_millis(800), Duration::from_millis(4_000)),
-                gap: (Duration::from_millis(200), Duration::from_millis(1_200)),
+                fault_for: (Duration::from_millis(500), Duration::from_millis(3_000)),
+                gap: (Duration::from_millis(100), Duration::from_millis(600)),
                 script: Vec::new(),
             },
             duration,

@@ -9,7 +9,8 @@
 //!   back with the read's context (W = QUORUM, sloppy): the way a ringkv
 //!   application is meant to use siblings.
 //! - **delete**: puts and deletes, each carrying the context of the read
-//!   just before it, and reads.
+//!   just before it, and reads; a deleted key is retired (never written
+//!   again) so that its tombstone is purged during the run.
 //!
 //! Each process has one operation outstanding at a time, pauses a little
 //! between operations (the load is bounded in rate and in time), and
@@ -83,12 +84,23 @@ struct Proc {
     clients: Vec<Client>,
     /// The client of the operation in progress, in `clients`.
     current: usize,
+    /// Per node, until when this process leaves it alone: a node that
+    /// timed out or could not be reached is skipped for a while, as a
+    /// client driver or load balancer marks a node down, so a partition
+    /// does not cost every third operation a full timeout.
+    avoid_until: Mutex<Vec<Instant>>,
     history: History,
     rng: Rng,
     spec: WorkloadSpec,
     touched: Touched,
+    /// Delete workload: each key slot's current generation, shared by the
+    /// processes (see [`Proc::delete`]).
+    generations: Generations,
     seq: u64,
 }
+
+/// Per delete-key slot, the generation whose key is in use.
+type Generations = Arc<Mutex<Vec<u64>>>;
 
 impl Workloads {
     /// Starts every process of `spec` against `endpoints`; they run until
@@ -102,6 +114,7 @@ impl Workloads {
     ) -> Result<Workloads> {
         let stop = Arc::new(AtomicBool::new(false));
         let touched: Touched = Arc::default();
+        let generations: Generations = Arc::new(Mutex::new(vec![0; spec.delete_keys.max(1)]));
         let mut tasks = Vec::new();
         let mut id = 0u32;
         let kinds = [
@@ -119,18 +132,20 @@ impl Workloads {
                 let mut proc = Proc {
                     id,
                     current: 0,
+                    avoid_until: Mutex::new(vec![Instant::now(); clients.len()]),
                     clients,
                     history: history.clone(),
                     rng: Rng::new(seed ^ (u64::from(id) + 1).wrapping_mul(0x9E37_79B9)),
                     spec: spec.clone(),
                     touched: touched.clone(),
+                    generations: generations.clone(),
                     seq: 0,
                 };
                 let stop = stop.clone();
                 tasks.push(tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                         proc.seq += 1;
-                        proc.current = proc.rng.below(proc.clients.len());
+                        proc.current = proc.pick_node();
                         match workload {
                             Workload::Once => proc.once().await,
                             Workload::Register => proc.register().await,
@@ -189,6 +204,33 @@ impl Proc {
         &self.clients[self.current]
     }
 
+    /// A node at random among those not being avoided (any, if all are).
+    fn pick_node(&mut self) -> usize {
+        let now = Instant::now();
+        let usable: Vec<usize> = {
+            let avoid = self.avoid_until.lock().unwrap();
+            (0..self.clients.len())
+                .filter(|&i| avoid[i] <= now)
+                .collect()
+        };
+        if usable.is_empty() {
+            self.rng.below(self.clients.len())
+        } else {
+            usable[self.rng.below(usable.len())]
+        }
+    }
+
+    /// After a failure that says the node is unreachable or too slow,
+    /// leaves it alone for [`AVOID_FOR`].
+    fn note(&self, e: &Error) {
+        if matches!(
+            e,
+            Error::Timeout(_) | Error::Indeterminate(_) | Error::Unreachable(_)
+        ) {
+            self.avoid_until.lock().unwrap()[self.current] = Instant::now() + AVOID_FOR;
+        }
+    }
+
     fn options(&self, strict: bool) -> RequestOptions {
         RequestOptions {
             level: Some(Level::Quorum),
@@ -221,6 +263,7 @@ impl Proc {
                 Some((done, got.context))
             }
             Err(e) => {
+                self.note(&e);
                 let kind = if e.is_indeterminate() {
                     Kind::Info
                 } else {
@@ -256,6 +299,7 @@ impl Proc {
                 Kind::Ok
             }
             Err(e) => {
+                self.note(&e);
                 let kind = write_outcome(&e);
                 self.history
                     .complete(&invoke, kind, |op| op.error = Some(e.to_string()));
@@ -303,8 +347,16 @@ impl Proc {
             .await;
     }
 
+    /// The delete workload. Keys live in slots; a slot's key is
+    /// `del-{slot}-{generation}`, and an acknowledged delete retires it:
+    /// the slot moves to a new key and the deleted one is never written
+    /// again, so its tombstone ages past the grace and is purged during the
+    /// run, and the rules are checked both before and after the purge.
+    /// Every tenth operation reads a retired key.
     async fn delete(&mut self) {
-        let key = format!("del-{}", self.rng.below(self.spec.delete_keys));
+        let slot = self.rng.below(self.spec.delete_keys.max(1));
+        let generation = self.generations.lock().unwrap()[slot];
+        let key = format!("del-{slot}-{generation}");
         match self.rng.below(10) {
             0..=4 => {
                 // Read, then write over what was read: the put supersedes
@@ -316,8 +368,14 @@ impl Proc {
                 let value = format!("{}-{}", self.id, self.seq);
                 self.put(op, value, Some((&read, context)), false).await;
             }
-            5..=6 => {
+            5 => {
                 self.get(Workload::Delete, &key, false).await;
+            }
+            6 => {
+                if generation > 0 {
+                    let retired = format!("del-{slot}-{}", self.rng.below(generation as usize));
+                    self.get(Workload::Delete, &retired, false).await;
+                }
             }
             _ => {
                 let Some((read, context)) = self.get(Workload::Delete, &key, false).await else {
@@ -336,8 +394,13 @@ impl Proc {
                 {
                     Ok(_) => {
                         self.history.complete(&invoke, Kind::Ok, |_| {});
+                        let mut generations = self.generations.lock().unwrap();
+                        if generations[slot] == generation {
+                            generations[slot] += 1;
+                        }
                     }
                     Err(e) => {
+                        self.note(&e);
                         let kind = write_outcome(&e);
                         self.history
                             .complete(&invoke, kind, |op| op.error = Some(e.to_string()));
@@ -347,6 +410,9 @@ impl Proc {
         }
     }
 }
+
+/// How long a process leaves a node alone after it timed out.
+const AVOID_FOR: Duration = Duration::from_secs(3);
 
 /// Process ids of the final reads, apart from every workload process.
 const FINAL_PROCESS: u32 = 1_000_000;
