@@ -9,6 +9,7 @@
 //! SIGSTOP and SIGCONT go to it directly.
 
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -96,6 +97,11 @@ impl Node {
         }
         let mut command = Command::new("ip");
         command
+            // Its own process group: a SIGSTOPped node must not get the
+            // SIGHUP the kernel sends to stopped members of a process group
+            // that becomes orphaned (as the harness's own group does when
+            // the shell that started it exits), which would end it.
+            .process_group(0)
             .args(["netns", "exec", &self.namespace])
             .arg(server_binary())
             .args(["--listen", &self.grpc])
