@@ -8,8 +8,8 @@
 //! the server in place: the child's pid is the server's, and SIGKILL,
 //! SIGSTOP and SIGCONT go to it directly.
 
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 

@@ -10,6 +10,9 @@ use crate::cluster::Cluster;
 /// be accepted, while other faults are in force.
 const STAGE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a member may take to show its layout while a leave finishes.
+const LAYOUT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long a leave may take to finish once healing waits for it.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -22,15 +25,16 @@ pub async fn join(cluster: &mut Cluster, node: usize) -> Result<()> {
     Ok(())
 }
 
-/// Stages the departure of member `node` through another member, waits
-/// until the plan shows it, and commits it.
-pub async fn leave(cluster: &mut Cluster, node: usize) -> Result<()> {
+/// Stages the departure of member `node` through another member (one of
+/// `via`, members no fault holds), waits until the plan shows it, and
+/// commits it.
+pub async fn leave(cluster: &mut Cluster, node: usize, via: &[usize]) -> Result<()> {
     let id = cluster.nodes[node].id.clone();
-    let via = cluster
-        .running()
-        .into_iter()
+    let via = via
+        .iter()
+        .copied()
         .find(|&i| i != node)
-        .context("no other running member to stage a leave through")?;
+        .context("no other free member to stage a leave through")?;
     let admin = cluster.nodes[via].client();
     let started = Instant::now();
     let mut last = String::new();
@@ -81,7 +85,10 @@ pub async fn finish_leave(cluster: &mut Cluster, node: usize, wait: bool) -> Res
 async fn left(cluster: &Cluster, node: usize) -> Result<bool> {
     let id = &cluster.nodes[node].id;
     for i in cluster.running().into_iter().filter(|&i| i != node) {
-        let layout = cluster.nodes[i].client().layout().await?;
+        // A paused member does not answer: not done yet, ask next step.
+        let layout = tokio::time::timeout(LAYOUT_TIMEOUT, cluster.nodes[i].client().layout())
+            .await
+            .context("a member did not answer")??;
         let holds = layout
             .assignments
             .iter()
