@@ -15,7 +15,18 @@
 //! 3. each replica, when asked, still holds that digest: the check and
 //!    the delete run under the key's stripe lock
 //!    ([`Replica::purge_tombstones`]), so a write that slipped in after
-//!    step 2 keeps the key.
+//!    step 2 keeps the key;
+//! 4. every *other* member of the layout is alive too, and holds either
+//!    nothing for the key or that same digest. A node that replicated the
+//!    partition in an earlier layout keeps its copy until it has handed it
+//!    over to the new replicas (`rebalance::safety`, rule 2), and that
+//!    hand-over merges what it holds into them. Had it missed the delete
+//!    (paused, cut off) it still holds the old value, and a hand-over after
+//!    the purge would bring that value back. Which members still hold a
+//!    partition is their own knowledge, so the driver asks them all (the
+//!    verification campaign found this: seed 1000, a retiring replica
+//!    paused for 31 s across a tombstone's 20 s grace). The cost: no purge
+//!    while any member is down, only a delay of garbage collection.
 //!
 //! Only the partition's first replica drives this (see `exchange.rs`).
 //! It asks the other replicas to purge first and purges its own copy
@@ -103,8 +114,21 @@ impl Repair {
                 }
             }
         }
+        // Rule 4: every other member, alive, is asked too.
+        let mut others = Vec::new();
+        for member in layout.members() {
+            let node = member.id;
+            if node == me || layout.replicas(partition).contains(&node) {
+                continue;
+            }
+            if !self.cluster.is_alive(node) {
+                self.count("purges_deferred", candidates.len() as u64);
+                return;
+            }
+            others.push(node);
+        }
         for batch in batches(candidates, self.reply_budget()) {
-            match self.purge_batch(partition, &peers, batch).await {
+            match self.purge_batch(partition, &peers, &others, batch).await {
                 Ok(purged) => report.tombstones_purged += purged,
                 Err(e) => self.note_error(report, format!("partition {partition}: purge: {e}")),
             }
@@ -116,6 +140,7 @@ impl Repair {
         &self,
         partition: u32,
         peers: &[NodeId],
+        others: &[NodeId],
         batch: Vec<(Bytes, u64)>,
     ) -> Result<u64> {
         // The key may have changed here since the scan found it.
@@ -140,6 +165,24 @@ impl Repair {
                 .map(|kd| (kd.key, kd.digest))
                 .collect();
             agreed.retain(|(key, digest)| theirs.get(key) == Some(digest));
+        }
+        // Members that do not replicate the partition must hold nothing
+        // for the key, or the same state (rule 4).
+        for other in others {
+            if agreed.is_empty() {
+                return Ok(0);
+            }
+            let keys = agreed.iter().map(|(k, _)| k.clone()).collect();
+            let theirs: HashMap<Bytes, u64> = calls
+                .key_digests(*other, partition, Vec::new(), keys, timeout)
+                .await
+                .map_err(|e| peer_error(*other, "key digests", e))?
+                .into_iter()
+                .map(|kd| (kd.key, kd.digest))
+                .collect();
+            agreed.retain(
+                |(key, digest)| matches!(theirs.get(key), Some(d) if *d == ABSENT || d == digest),
+            );
         }
         if agreed.is_empty() {
             return Ok(0);

@@ -465,3 +465,37 @@ async fn the_purge_bug_leaves_one_replica_out() {
         );
     }
 }
+
+/// A member that no longer replicates a partition may still hold it until
+/// it has handed it over, and a hand-over after a purge would bring back
+/// what the tombstone deleted: so a purge waits while any member is down,
+/// not only the partition's replicas. (Found by the verification
+/// campaign, seed 1000: a retiring replica paused across the grace.)
+#[tokio::test]
+async fn a_tombstone_waits_while_any_member_is_down_not_only_its_replicas() {
+    let mut config = test_config();
+    config.cluster.bootstrap_expect = 2;
+    let n = node(config);
+    let spec = |id| MemberSpec {
+        id: NodeId(id),
+        zone: String::new(),
+        weight: 1,
+    };
+    // One replica per partition: a key this node alone replicates, and
+    // node 2, never heard from, a member that does not replicate it.
+    let layout = Layout::compute(&[spec(1), spec(2)], 1, 256, None).unwrap();
+    let mine = (0..)
+        .map(key)
+        .find(|k| layout.replicas(n.replica.partition_of(k)) == [NodeId(1)])
+        .unwrap();
+    n.cluster.install_layout(layout).unwrap();
+    assert!(!n.cluster.is_alive(NodeId(2)));
+
+    put(&n, &mine, Value::Tombstone).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let p = n.replica.partition_of(&mine);
+    let report = n.repair.repair_now(Some(p)).await.unwrap();
+    assert_eq!(report.tombstones_purged, 0);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert!(n.replica.read(mine).await.unwrap().is_some());
+}
