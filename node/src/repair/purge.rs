@@ -36,14 +36,10 @@
 //! undone at once instead of waiting for the next exchange, so replicas
 //! that already purged regain the key's causal history quickly.
 //!
-//! That matters because of a limit outside this module: the write path
-//! numbers a key's versions from the key's stored version vector, so a
-//! replica that no longer holds the key starts again at counter 1 and can
-//! reissue a dot an older state already covers. A replica still holding
-//! the old tombstone would then treat the new write as superseded. Purging
-//! everywhere at once and undoing partial purges keeps that window to the
-//! few milliseconds between the replicas' deletes; closing it needs fresh
-//! counters for keys written from nothing (reported to the write path).
+//! A new write to a key that a purge left nowhere does not reuse a dot:
+//! its counter is at least its HLC timestamp (`VersionSet::write`), above
+//! every dot the node issued before, so a replica still holding the old
+//! tombstone takes it as new.
 //!
 //! **Injected bug.** With `debug.inject_bug = purge_ignores_one_replica`
 //! (tests of the verification harness only), the driver leaves the last

@@ -273,12 +273,7 @@ async fn tombstones_wait_while_a_replica_is_down() {
         n.repair.repair_now(None).await,
         Err(Error::FailedPrecondition(_))
     ));
-    let spec = |id| MemberSpec {
-        id: NodeId(id),
-        zone: String::new(),
-        weight: 1,
-    };
-    let layout = Layout::compute(&[spec(1), spec(2)], 2, 256, None).unwrap();
+    let layout = Layout::compute(&[member(1), member(2)], 2, 256, None).unwrap();
     n.cluster.install_layout(layout).unwrap();
 
     let dead = key(30);
@@ -297,12 +292,7 @@ async fn repair_of_a_partition_this_node_does_not_hold_is_refused() {
     let mut config = test_config();
     config.cluster.bootstrap_expect = 2;
     let n = node(config);
-    let spec = |id| MemberSpec {
-        id: NodeId(id),
-        zone: String::new(),
-        weight: 1,
-    };
-    let layout = Layout::compute(&[spec(1), spec(2), spec(3)], 1, 256, None).unwrap();
+    let layout = Layout::compute(&[member(1), member(2), member(3)], 1, 256, None).unwrap();
     let foreign = (0..256)
         .find(|p| !layout.replicas(*p).contains(&NodeId(1)))
         .unwrap();
@@ -437,12 +427,7 @@ async fn the_purge_bug_leaves_one_replica_out() {
         config.debug.fault_injection = true;
         config.debug.inject_bug = bug;
         let n = node(config);
-        let spec = |id| MemberSpec {
-            id: NodeId(id),
-            zone: String::new(),
-            weight: 1,
-        };
-        let layout = Layout::compute(&[spec(1), spec(2)], 2, 256, None).unwrap();
+        let layout = Layout::compute(&[member(1), member(2)], 2, 256, None).unwrap();
         // A key whose partition this node drives (its first replica), with
         // node 2, never heard from, as the other replica.
         let dead = (0..)
@@ -476,14 +461,9 @@ async fn a_tombstone_waits_while_any_member_is_down_not_only_its_replicas() {
     let mut config = test_config();
     config.cluster.bootstrap_expect = 2;
     let n = node(config);
-    let spec = |id| MemberSpec {
-        id: NodeId(id),
-        zone: String::new(),
-        weight: 1,
-    };
     // One replica per partition: a key this node alone replicates, and
     // node 2, never heard from, a member that does not replicate it.
-    let layout = Layout::compute(&[spec(1), spec(2)], 1, 256, None).unwrap();
+    let layout = Layout::compute(&[member(1), member(2)], 1, 256, None).unwrap();
     let mine = (0..)
         .map(key)
         .find(|k| layout.replicas(n.replica.partition_of(k)) == [NodeId(1)])
@@ -498,4 +478,13 @@ async fn a_tombstone_waits_while_any_member_is_down_not_only_its_replicas() {
     assert_eq!(report.tombstones_purged, 0);
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert!(n.replica.read(mine).await.unwrap().is_some());
+}
+
+/// A member of weight 1 in the default zone.
+fn member(id: u64) -> MemberSpec {
+    MemberSpec {
+        id: NodeId(id),
+        zone: String::new(),
+        weight: 1,
+    }
 }
