@@ -101,8 +101,8 @@ impl<N: PartialEq> Need<N> {
 }
 
 /// Runs `calls` (to `targets`, in the same order; only needed for
-/// [`Need::Among`]) until every need is met: a write while its partition
-/// moves needs W of the old replicas and W of the new ones. Fails with
+/// [`Need::Among`]) until every need is met: a request while its partition
+/// moves needs its quorum among the old replicas and among the new ones. Fails with
 /// `Unavailable` as soon as a need cannot be met, `Timeout` at the
 /// deadline; the error reports the first need still unmet.
 pub async fn quorum_of<N, T>(

@@ -78,8 +78,8 @@ fn query(layout: &Layout) {
             "every member once in the preference list"
         );
         assert_eq!(preference.len(), members.len());
-        assert!(!layout.read_replicas(p).is_empty());
-        for set in layout.write_sets(p) {
+        assert!(!layout.coordinators(p).is_empty());
+        for set in layout.quorum_sets(p) {
             assert!(!set.is_empty());
         }
     }

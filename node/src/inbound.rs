@@ -124,14 +124,14 @@ impl Inbound {
     fn check_merge(&self, envelope: &Envelope, key: &[u8], versions: &[u8]) -> Result<VersionSet> {
         self.check_key(key)?;
         let incoming = self.decode(envelope, versions)?;
-        self.rebalance.check_write(self.replica.partition_of(key))?;
+        self.rebalance.check_held(self.replica.partition_of(key))?;
         Ok(incoming)
     }
 
-    /// Checks a read: a valid key of a partition this node serves reads for.
+    /// Checks a read: a valid key of a partition this node holds.
     fn check_read(&self, key: &[u8]) -> Result<()> {
         self.check_key(key)?;
-        self.rebalance.check_read(self.replica.partition_of(key))
+        self.rebalance.check_held(self.replica.partition_of(key))
     }
 
     /// Refuses a read answer of `bytes` stored bytes that one message

@@ -247,3 +247,122 @@ async fn a_partition_transfer_survives_the_receiver_restarting() {
     }
     sim.stop().await;
 }
+
+/// A change ends only once every member holds it (`rebalance::safety`,
+/// rule 4): a node still on the layout before the change writes to the old
+/// replica sets only, a node on the retired layout reads the new sets
+/// only, and R + W > N promises nothing across the two. Here one member
+/// cannot fetch layouts while its gossip and replication work, so it stays
+/// behind: the join must neither stream nor retire until it catches up.
+/// While the change is held, a read needs its quorum in the new set too.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_change_ends_only_once_every_member_holds_it() {
+    let seed = seed(23);
+    let mut sim = Sim::start(4, seed, base_config(4)).await;
+    for i in 0..64 {
+        let key = format!("before-{i}");
+        let via = sim.index_of(sim.replicas_of(&key)[0]);
+        sim.put(via, &key, "v", Level::All, false)
+            .await
+            .unwrap_or_else(|e| panic!("seed {seed}: put {key}: {e}"));
+    }
+    let before = sim.nodes[0].parts.cluster.layout().expect("a layout");
+    // Node 1 is the claimant (lowest id); node 4 lags.
+    let lagging = 3;
+    sim.net.mute(sim.nodes[lagging].id, "get_layout");
+    let joiner = sim.add_node().await;
+    let joiner_id = sim.nodes[joiner].id;
+    sim.wait_for("the join to be committed", |sim| {
+        sim.nodes[0]
+            .parts
+            .cluster
+            .layout()
+            .is_some_and(|l| l.in_transition() && l.contains(joiner_id))
+    })
+    .await;
+    let change = sim.nodes[0].parts.cluster.layout().expect("a layout");
+    let held_until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < held_until {
+        let lagging_version = sim.nodes[lagging]
+            .parts
+            .cluster
+            .layout()
+            .map(|l| l.version());
+        assert_eq!(
+            lagging_version,
+            Some(before.version()),
+            "seed {seed}: the lagging node fetched a layout"
+        );
+        let now = sim.nodes[0].parts.cluster.layout().expect("a layout");
+        assert_eq!(
+            now.version(),
+            change.version(),
+            "seed {seed}: the change ended while node {} still held layout v{}",
+            sim.nodes[lagging].id,
+            before.version()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let streamed = sim.nodes[joiner].worker_counter("rebalance", "bytes_received");
+    assert_eq!(
+        streamed, 0,
+        "seed {seed}: the joiner streamed before every member held the change"
+    );
+    let plan = sim.nodes[0].parts.rebalance.plan().expect("a plan");
+    let blocked = plan.blocked.expect("the change blocks a commit");
+    assert!(
+        blocked.contains(&sim.nodes[lagging].id.to_string()),
+        "seed {seed}: the refusal does not name the lagging node: {blocked}"
+    );
+
+    // A key that moves to the joiner, coordinated by an old replica that
+    // holds the change: R = ALL waits for every replica of both sets.
+    let partition_of = |key: &str| sim.nodes[0].parts.replica.partition_of(key.as_bytes());
+    let key = (0..)
+        .map(|i| format!("moving-{i}"))
+        .find(|k| {
+            let p = partition_of(k);
+            change.is_moving(p) && !change.coordinators(p).contains(&sim.nodes[lagging].id)
+        })
+        .expect("a key moving to the joiner, away from the lagging node");
+    let via = sim.index_of(change.coordinators(partition_of(&key))[0]);
+    sim.put(via, &key, "during-the-change", Level::Quorum, false)
+        .await
+        .unwrap_or_else(|e| panic!("seed {seed}: put {key}: {e}"));
+    let reply = sim.nodes[via]
+        .parts
+        .coordinator
+        .get(ringkv_node::coordinator::GetCommand {
+            key: bytes::Bytes::from(key.clone()),
+            consistency: ringkv_node::coordinator::RequestConsistency {
+                level: Some(Level::All),
+                sloppy: Some(false),
+                timeout: None,
+            },
+            resolve: ringkv_node::coordinator::Resolve::AllSiblings,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("seed {seed}: get {key}: {e}"));
+    assert!(
+        reply.meta.replicas.contains(&joiner_id.to_string()),
+        "seed {seed}: a read during the change did not ask the new replica: {:?}",
+        reply.meta.replicas
+    );
+
+    sim.net.heal();
+    sim.wait_for("the change to end on every node", |sim| {
+        sim.nodes.iter().all(|n| {
+            n.parts
+                .cluster
+                .layout()
+                .is_some_and(|l| !l.in_transition() && l.contains(joiner_id))
+        })
+    })
+    .await;
+    assert_eq!(
+        sim.get(via, &key, Level::All).await,
+        vec!["during-the-change".to_string()],
+        "seed {seed}: {key} after the change"
+    );
+    sim.stop().await;
+}

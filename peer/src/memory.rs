@@ -42,6 +42,9 @@ struct Inner {
     addresses: HashMap<String, NodeId>,
     /// (from, to) pairs whose messages are lost.
     cut: HashSet<(NodeId, NodeId)>,
+    /// (node, message name) pairs: those messages, sent by or to the node,
+    /// are lost.
+    muted: HashSet<(NodeId, &'static str)>,
     drop_rate: f64,
     duplicate_rate: f64,
     delay: (Duration, Duration),
@@ -70,6 +73,7 @@ impl MemoryNetwork {
                 handlers: HashMap::new(),
                 addresses: HashMap::new(),
                 cut: HashSet::new(),
+                muted: HashSet::new(),
                 drop_rate: 0.0,
                 duplicate_rate: 0.0,
                 delay: (Duration::ZERO, Duration::ZERO),
@@ -112,9 +116,19 @@ impl MemoryNetwork {
         self.with(|n| n.cut.insert((from, to)));
     }
 
-    /// Ends every partition.
+    /// Loses every message of kind `name` ([`Request::name`]) sent by or
+    /// to `node`, the rest of its traffic flowing: a node that, say, never
+    /// manages to fetch a layout while its gossip and replication work.
+    pub fn mute(&self, node: NodeId, name: &'static str) {
+        self.with(|n| n.muted.insert((node, name)));
+    }
+
+    /// Ends every partition and every [`mute`](Self::mute).
     pub fn heal(&self) {
-        self.with(|n| n.cut.clear());
+        self.with(|n| {
+            n.cut.clear();
+            n.muted.clear();
+        });
     }
 
     /// Each message is lost with probability `rate`.
@@ -136,7 +150,7 @@ impl MemoryNetwork {
         self.with(|n| n.counts)
     }
 
-    fn fate(&self, from: Option<NodeId>, to: &Peer) -> Fate {
+    fn fate(&self, from: Option<NodeId>, to: &Peer, name: &'static str) -> Fate {
         self.with(|n| {
             let target = match to {
                 Peer::Node(id) => Some(*id),
@@ -147,6 +161,11 @@ impl MemoryNetwork {
                 (Some(f), Some(t)) => n.cut.contains(&(f, t)),
                 _ => false,
             };
+            let muted = [from, target]
+                .into_iter()
+                .flatten()
+                .any(|node| n.muted.contains(&(node, name)));
+            let cut = cut || muted;
             let Some(handler) = handler.filter(|_| !cut) else {
                 n.counts.lost += 1;
                 return Fate::Lost;
@@ -189,7 +208,7 @@ impl Network for MemoryNetwork {
         request: Request,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<Response, PeerError>> {
-        let fate = self.fate(envelope.from, &to);
+        let fate = self.fate(envelope.from, &to, request.name());
         Box::pin(async move {
             let no_answer = || {
                 PeerError::new(
@@ -265,6 +284,7 @@ mod tests {
 
     const A: NodeId = NodeId(1);
     const B: NodeId = NodeId(2);
+    const C: NodeId = NodeId(3);
 
     fn from(node: NodeId) -> Envelope {
         Envelope {
@@ -334,6 +354,37 @@ mod tests {
             .await
             .is_err());
         assert_eq!(b.0.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_muted_message_kind_is_lost_to_and_from_its_node_only() {
+        let net = MemoryNetwork::new(1);
+        net.attach(A, "a:1", Arc::new(Counter::default()));
+        net.attach(B, "b:1", Arc::new(Counter::default()));
+        net.mute(B, "get_layout");
+        let to_b = net
+            .call(Peer::Node(B), from(A), Request::GetLayout, T)
+            .await;
+        assert_eq!(to_b.unwrap_err().failure, Failure::Timeout);
+        let from_b = net
+            .call(Peer::Node(A), from(B), Request::GetLayout, T)
+            .await;
+        assert_eq!(from_b.unwrap_err().failure, Failure::Timeout);
+        // Other kinds still flow, and other nodes are untouched.
+        assert!(net
+            .call(Peer::Node(B), from(A), replicate(), T)
+            .await
+            .is_ok());
+        net.attach(C, "c:1", Arc::new(Counter::default()));
+        assert!(net
+            .call(Peer::Node(C), from(A), Request::GetLayout, T)
+            .await
+            .is_ok());
+        net.heal();
+        assert!(net
+            .call(Peer::Node(B), from(A), Request::GetLayout, T)
+            .await
+            .is_ok());
     }
 
     /// Runs 200 calls under drops, duplicates and delays; returns what the

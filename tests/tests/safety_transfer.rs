@@ -8,7 +8,7 @@
 //!   back at R = ALL and is stored on every final replica and nowhere else.
 //! - A node whose data directory was wiped comes back at its address under
 //!   a new id: it takes the old id's place through a transfer, and until
-//!   that is done it counts toward no read quorum, so a strict R = 2 read
+//!   that is done it never makes a read quorum alone, so a strict R = 2 read
 //!   never answers "not found" for an acknowledged key, during the
 //!   replacement or after it.
 //!

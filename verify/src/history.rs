@@ -97,6 +97,31 @@ pub struct Op {
     /// Why it failed, on `fail` and `info`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Who served an `ok` completion, from its reply meta: for reading a
+    /// violation, never for checking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served: Option<Served>,
+}
+
+/// Where an operation ran, as its reply meta said.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Served {
+    /// The coordinating node's id.
+    pub coordinator: String,
+    /// The replicas that acknowledged (writes) or answered (reads).
+    pub replicas: Vec<String>,
+    /// The layout version the coordinator routed with.
+    pub layout: u64,
+}
+
+impl From<&ringkv_client::ReplyMeta> for Served {
+    fn from(meta: &ringkv_client::ReplyMeta) -> Served {
+        Served {
+            coordinator: meta.coordinator.clone(),
+            replicas: meta.replicas.clone(),
+            layout: meta.layout_version,
+        }
+    }
 }
 
 impl Op {
@@ -116,6 +141,7 @@ impl Op {
             context_from: None,
             last: false,
             error: None,
+            served: None,
         }
     }
 }

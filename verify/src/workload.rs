@@ -257,9 +257,10 @@ impl Proc {
         {
             Ok(got) => {
                 let values = texts(&got.siblings);
-                let done = self
-                    .history
-                    .complete(&invoke, Kind::Ok, |op| op.values = Some(values));
+                let done = self.history.complete(&invoke, Kind::Ok, |op| {
+                    op.values = Some(values);
+                    op.served = Some((&got.meta).into());
+                });
                 Some((done, got.context))
             }
             Err(e) => {
@@ -294,8 +295,9 @@ impl Proc {
             ttl: None,
         };
         match self.client().put(invoke.key.clone(), value, opts).await {
-            Ok(_) => {
-                self.history.complete(&invoke, Kind::Ok, |_| {});
+            Ok(put) => {
+                self.history
+                    .complete(&invoke, Kind::Ok, |op| op.served = Some((&put.meta).into()));
                 Kind::Ok
             }
             Err(e) => {
@@ -392,8 +394,9 @@ impl Proc {
                     .delete(key, Some(context), self.options(false))
                     .await
                 {
-                    Ok(_) => {
-                        self.history.complete(&invoke, Kind::Ok, |_| {});
+                    Ok(meta) => {
+                        self.history
+                            .complete(&invoke, Kind::Ok, |op| op.served = Some((&meta).into()));
                         let mut generations = self.generations.lock().unwrap();
                         if generations[slot] == generation {
                             generations[slot] += 1;

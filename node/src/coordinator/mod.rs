@@ -125,13 +125,13 @@ pub struct GetReply {
 /// The replicas a request runs against and its resolved consistency.
 struct Plan {
     key: Bytes,
-    /// Reads: the partition's read replicas. Writes: every replica the write
-    /// goes to (old and new while the partition moves).
+    /// Every replica the request goes to (old and new while the partition
+    /// moves).
     replicas: Vec<NodeId>,
-    /// Writes: the replica sets that each need their quorum of
-    /// acknowledgements (one set, or the old and the new set while the
-    /// partition moves), with that quorum.
-    write_sets: Vec<(Vec<NodeId>, usize)>,
+    /// The replica sets that each need their quorum of answers (one set, or
+    /// the old and the new set while the partition moves), with that
+    /// quorum.
+    quorum_sets: Vec<(Vec<NodeId>, usize)>,
     /// The rest of the preference list, for sloppy quorums.
     fallbacks: Vec<NodeId>,
     consistency: Consistency,
@@ -200,7 +200,7 @@ impl Coordinator {
         let layout = self.layout()?;
         // While a partition moves, its old replicas coordinate: they hold
         // everything, so a blind write supersedes what it should.
-        let replicas = layout.read_replicas(self.replica.partition_of(key));
+        let replicas = layout.coordinators(self.replica.partition_of(key));
         if replicas.contains(&self.node_id()) {
             return Ok(Route::Local);
         }
@@ -333,22 +333,28 @@ impl Coordinator {
         let layout = self.layout()?;
         let configured_n = self.config.cluster.replication as usize;
         let partition = self.replica.partition_of(key);
-        let read_set = layout.read_replicas(partition).to_vec();
-        let write_sets: Vec<Vec<NodeId>> = layout
-            .write_sets(partition)
+        // Reads and writes alike need their quorum in every set: while the
+        // partition moves, a node that already retired the change writes to
+        // the new set only, and one that has not yet seen the change writes
+        // to the old set only (see `ring::layout::transition`).
+        let quorum_sets: Vec<Vec<NodeId>> = layout
+            .quorum_sets(partition)
             .into_iter()
             .map(<[NodeId]>::to_vec)
             .collect();
-        let replicas = match op {
-            Op::Read => read_set.clone(),
-            Op::Write => layout.write_replicas(partition),
-        };
+        let mut replicas = layout.request_replicas(partition);
+        let mut quorum_sets = quorum_sets;
+        if op == Op::Read {
+            replicas = layout.coordinators(partition).to_vec();
+            quorum_sets.truncate(1);
+        }
         let fallbacks: Vec<NodeId> = layout
             .preference_list(partition)
             .into_iter()
-            .filter(|n| !write_sets.iter().any(|s| s.contains(n)))
+            .filter(|n| !quorum_sets.iter().any(|s| s.contains(n)))
             .collect();
-        if !read_set.contains(&self.node_id()) {
+        let coordinators = layout.coordinators(partition);
+        if !coordinators.contains(&self.node_id()) {
             return Err(self.cannot_coordinate(format!(
                 "this node no longer coordinates partition {partition} (layout v{} is being adopted); retry",
                 layout.version()
@@ -365,11 +371,11 @@ impl Coordinator {
             return Err(Error::InvalidArgument("timeout must be positive".into()));
         }
         let n = match op {
-            Op::Read => read_set.len(),
+            Op::Read => coordinators.len(),
             Op::Write => layout.replicas(partition).len(),
         };
         let required = consistency.level.required(n, configured_n)?;
-        let write_sets = write_sets
+        let quorum_sets = quorum_sets
             .into_iter()
             .map(|set| {
                 let need = consistency.level.required(set.len(), configured_n)?;
@@ -379,7 +385,7 @@ impl Coordinator {
         Ok(Plan {
             key: key.clone(),
             replicas,
-            write_sets,
+            quorum_sets,
             fallbacks,
             consistency,
             required,

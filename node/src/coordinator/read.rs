@@ -1,5 +1,6 @@
-//! The read path: a quorum of replica reads, merged, trimmed to fit a reply,
-//! and read repair of the replicas that answered behind.
+//! The read path: a quorum of replica reads (in the old and in the new set
+//! while the key's partition moves), merged, trimmed to fit a reply, and
+//! read repair of the replicas that answered behind.
 
 use super::*;
 
@@ -12,17 +13,23 @@ impl Coordinator {
             .iter()
             .map(|node| self.read_call(*node, plan.key.clone(), plan.consistency.timeout))
             .collect();
-        // The injected bug `read_from_one_replica` (tests of the
-        // verification harness only) waits for one answer whatever R is;
-        // the reply meta still reports the R asked.
-        let required = match self.config.debug.inject_bug {
-            InjectBug::ReadFromOneReplica => 1,
-            _ => plan.required,
+        // R in every set of the plan (both while the partition moves). The
+        // injected bug `read_from_one_replica` (tests of the verification
+        // harness only) waits for one answer whatever R is; the reply meta
+        // still reports the R asked.
+        let needs = match self.config.debug.inject_bug {
+            InjectBug::ReadFromOneReplica => vec![quorum::Need::Any(1)],
+            _ => plan
+                .quorum_sets
+                .iter()
+                .map(|(set, need)| quorum::Need::Among(set.clone(), *need))
+                .collect(),
         };
         let label = |n: &NodeId| self.label(*n);
-        let answers = quorum::quorum(
+        let answers = quorum::quorum_of(
             calls,
-            required,
+            plan.replicas.clone(),
+            needs,
             Vec::new(),
             plan.consistency.timeout,
             &label,

@@ -45,7 +45,7 @@ impl Coordinator {
             })
             .collect();
         let needs = plan
-            .write_sets
+            .quorum_sets
             .iter()
             .map(|(set, need)| quorum::Need::Among(set.clone(), *need))
             .collect();
@@ -120,7 +120,7 @@ impl Coordinator {
         } else {
             0
         };
-        for (set, need) in &plan.write_sets {
+        for (set, need) in &plan.quorum_sets {
             let (up, down): (Vec<&NodeId>, Vec<&NodeId>) = set.iter().partition(|n| alive(n));
             let possible = up.len() + spare.min(down.len());
             if possible < *need {

@@ -202,7 +202,7 @@ async fn readdress(d: &Delivery, hint: &Hint, timeout: Duration) -> bool {
     };
     let partition = ringkv_core::ring::partition_of(&hint.key, layout.partitions());
     let encoded = bytes::Bytes::from(hint.state.encode());
-    for node in layout.write_replicas(partition) {
+    for node in layout.request_replicas(partition) {
         let sent = d
             .cluster
             .peers()

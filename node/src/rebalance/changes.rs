@@ -186,8 +186,19 @@ impl Rebalance {
         }
         let receivers = layout.receivers();
         let done = self.receivers_done(layout);
+        let waiting = self.unacknowledged(layout);
+        let waiting = match waiting.is_empty() {
+            true => String::new(),
+            false => {
+                let names: Vec<String> = waiting.iter().map(|n| n.to_string()).collect();
+                format!(
+                    "; waiting for {} to hold it (a member that is down or cut off holds the change until it is back)",
+                    names.join(", ")
+                )
+            }
+        };
         Some(format!(
-            "layout v{} is still being transferred ({done} of {} receiving nodes done); watch `ringkv cluster transfers`, then plan again",
+            "layout v{} is still being transferred ({done} of {} receiving nodes done{waiting}); watch `ringkv cluster transfers`, then plan again",
             layout.version(),
             receivers.len()
         ))
@@ -288,7 +299,11 @@ impl Rebalance {
             return Ok(());
         }
         if layout.in_transition() {
-            if self.receivers_done(layout) == layout.receivers().len() {
+            // Every member must hold the change before it ends (`safety`,
+            // rule 4): retired and settled layouts share no quorum set.
+            if self.receivers_done(layout) == layout.receivers().len()
+                && self.unacknowledged(layout).is_empty()
+            {
                 let next = layout.retired()?;
                 info!(
                     version = next.version(),

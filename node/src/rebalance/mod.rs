@@ -33,7 +33,7 @@
 //! and which changes are refused.
 //!
 //! A node refuses replica traffic for partitions it does not hold in its
-//! own layout ([`Rebalance::check_write`], [`Rebalance::check_read`]), so
+//! own layout ([`Rebalance::check_held`]), so
 //! a coordinator still routing with an older layout gets a retryable error
 //! rather than an answer from a replica that has let go of the data.
 
@@ -69,7 +69,7 @@ use ringkv_core::version::NodeId;
 
 use plan::{Change, Move};
 use throttle::Throttle;
-use transfer::{Progress, Registry, State};
+use transfer::{Progress, Registry};
 
 /// A plan: the layout the staged changes would publish and what it moves.
 #[derive(Debug)]
@@ -154,34 +154,16 @@ impl Rebalance {
 
     // ---- ownership --------------------------------------------------------
 
-    /// Refuses replica writes for a partition this node does not hold in
-    /// its layout (it retired it, or has not learnt it gains it).
-    pub fn check_write(&self, partition: u32) -> Result<()> {
+    /// Refuses replica writes and reads for a partition this node does not
+    /// hold in its layout (it retired it, or has not learnt it gains it). A
+    /// new replica still receiving the partition does answer reads: while
+    /// the partition moves a read needs its quorum in the old set as well,
+    /// which holds everything, so the partial copy only adds to the merge.
+    pub fn check_held(&self, partition: u32) -> Result<()> {
         let Some(layout) = self.cluster.layout() else {
             return Ok(());
         };
         if layout.holds(self.me(), partition) {
-            return Ok(());
-        }
-        Err(self.not_held(&layout, partition))
-    }
-
-    /// Refuses replica reads unless this node is a read replica of the
-    /// partition, or a new replica whose transfer of it is done.
-    pub fn check_read(&self, partition: u32) -> Result<()> {
-        let Some(layout) = self.cluster.layout() else {
-            return Ok(());
-        };
-        let me = self.me();
-        if layout.read_replicas(partition).contains(&me) {
-            return Ok(());
-        }
-        if layout.replicas(partition).contains(&me)
-            && self
-                .registry
-                .get(layout.version(), partition)
-                .is_some_and(|p| p.state == State::Done)
-        {
             return Ok(());
         }
         Err(self.not_held(&layout, partition))

