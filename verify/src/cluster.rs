@@ -139,27 +139,41 @@ impl Cluster {
     pub async fn wait_whole(&self) -> Result<Duration> {
         let started = Instant::now();
         loop {
-            match self.whole().await {
-                Ok(true) => return Ok(started.elapsed()),
-                Ok(false) | Err(_) if started.elapsed() < WHOLE_TIMEOUT => {
-                    tokio::time::sleep(Duration::from_millis(200)).await
-                }
-                Ok(false) => bail!("the cluster was not whole within {WHOLE_TIMEOUT:?}"),
-                Err(e) => return Err(e.context(format!("cluster not whole in {WHOLE_TIMEOUT:?}"))),
+            let why = match self.not_whole().await {
+                Ok(None) => return Ok(started.elapsed()),
+                Ok(Some(why)) => why,
+                Err(e) => format!("{e:#}"),
+            };
+            if started.elapsed() >= WHOLE_TIMEOUT {
+                bail!("the cluster was not whole within {WHOLE_TIMEOUT:?}: {why}");
             }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
-    async fn whole(&self) -> Result<bool> {
+    /// Why the cluster is not whole, or `None` when it is.
+    async fn not_whole(&self) -> Result<Option<String>> {
         let running = self.running();
+        if running.is_empty() {
+            return Ok(Some("no member runs".into()));
+        }
         let mut version = None;
         for &i in &running {
             let layout = self.nodes[i].client().layout().await?;
-            if layout.version == 0
-                || layout.previous_version != 0
-                || version.is_some_and(|v| v != layout.version)
-            {
-                return Ok(false);
+            if layout.version == 0 {
+                return Ok(Some(format!("node {i} has no layout")));
+            }
+            if layout.previous_version != 0 {
+                return Ok(Some(format!(
+                    "node {i} holds layout v{} still in transition from v{}",
+                    layout.version, layout.previous_version
+                )));
+            }
+            if let Some(v) = version.filter(|v| *v != layout.version) {
+                return Ok(Some(format!(
+                    "node {i} holds layout v{}, another node v{v}",
+                    layout.version
+                )));
             }
             version = Some(layout.version);
             let in_layout: BTreeSet<usize> = layout
@@ -169,7 +183,10 @@ impl Cluster {
                 .filter_map(|id| self.slot_of(id))
                 .collect();
             if in_layout != self.members {
-                return Ok(false);
+                return Ok(Some(format!(
+                    "node {i}'s layout v{} places nodes {in_layout:?}, the members are {:?}",
+                    layout.version, self.members
+                )));
             }
             for &j in &running {
                 let alive = layout
@@ -177,11 +194,11 @@ impl Cluster {
                     .iter()
                     .any(|m| m.node_id == self.nodes[j].id && m.liveness == "alive");
                 if !alive {
-                    return Ok(false);
+                    return Ok(Some(format!("node {i} does not see node {j} alive")));
                 }
             }
         }
-        Ok(!running.is_empty())
+        Ok(None)
     }
 
     /// Hints waiting on all running members.

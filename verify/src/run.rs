@@ -124,18 +124,41 @@ pub async fn run(spec: &RunSpec, seed: u64) -> Result<RunReport> {
         spec.cluster.members,
         cluster.dir().display()
     );
+    // A run that stops half-way (a heal that never completes, a cluster
+    // never whole again) keeps its node logs too.
+    let ran = drive(spec, seed, &mut cluster, &history, &history_path).await;
+    match &ran {
+        Ok(report) if !report.failed() && std::env::var_os(KEEP_HISTORY_ENV).is_none() => {
+            // Keep what a failed run leaves; a clean run's history is only
+            // its counts.
+            let _ = std::fs::remove_file(&report.history);
+        }
+        _ => keep_logs(&cluster, &spec.out, seed),
+    }
+    ran
+}
+
+/// The run itself, once the cluster is up: workloads and faults, the heal,
+/// the final reads and the check.
+async fn drive(
+    spec: &RunSpec,
+    seed: u64,
+    cluster: &mut Cluster,
+    history: &History,
+    history_path: &Path,
+) -> Result<RunReport> {
     let endpoints: Vec<String> = cluster.nodes.iter().map(|n| n.grpc.clone()).collect();
     let started = Instant::now();
     let hard_stop = started + spec.duration + Duration::from_secs(600);
-    let workloads = Workloads::start(&spec.workload, &endpoints, &history, seed, hard_stop)?;
-    let mut nemesis = Nemesis::new(spec.nemesis.clone(), Rng::new(seed), &cluster, &history);
+    let workloads = Workloads::start(&spec.workload, &endpoints, history, seed, hard_stop)?;
+    let mut nemesis = Nemesis::new(spec.nemesis.clone(), Rng::new(seed), cluster, history);
     println!("run {seed}: disk faults hit node {}", nemesis.disk_victim);
 
     while started.elapsed() < spec.duration {
-        let pause = nemesis.step(&mut cluster, started).await?;
+        let pause = nemesis.step(cluster, started).await?;
         tokio::time::sleep(pause).await;
     }
-    nemesis.heal_all(&mut cluster).await?;
+    nemesis.heal_all(cluster).await?;
     let last_heal = Instant::now();
     println!("[{:>6.1?}] every fault healed", started.elapsed());
     let touched = workloads.stop().await;
@@ -152,9 +175,9 @@ pub async fn run(spec: &RunSpec, seed: u64) -> Result<RunReport> {
             }
             Err(e) => (None, Some(format!("{e:#}"))),
         };
-    final_reads(&cluster.client(), &history, &touched).await?;
+    final_reads(&cluster.client(), history, &touched).await?;
 
-    let ops = history::read(&history_path)?;
+    let ops = history::read(history_path)?;
     let check = check::check(&ops)?;
     let mut report = RunReport {
         seed,
@@ -166,19 +189,12 @@ pub async fn run(spec: &RunSpec, seed: u64) -> Result<RunReport> {
         check,
         converged_after,
         convergence_error,
-        history: history_path,
+        history: history_path.to_path_buf(),
         ran_for: started.elapsed(),
     };
     for (_, fault) in &nemesis.log {
         *report.faults.entry(fault.kind()).or_default() += 1;
         *report.families.entry(fault.family()).or_default() += 1;
-    }
-    if !report.failed() && std::env::var_os(KEEP_HISTORY_ENV).is_none() {
-        // Keep what a failed run leaves; a clean run's history is only
-        // its counts.
-        let _ = std::fs::remove_file(&report.history);
-    } else {
-        keep_logs(&cluster, &spec.out, seed);
     }
     Ok(report)
 }

@@ -16,15 +16,16 @@
 //!    no change is ever applied twice. With `cluster.auto_join`, the
 //!    claimant commits by itself when the only staged changes are such
 //!    joins, once the joiners have been seen for a few gossip rounds.
-//! 3. **Transfers.** Every node that gains a partition streams it from an
-//!    old replica ([`transfer`]), throttled by `transfer.max_rate`,
-//!    resumable after a restart of either side, then syncs it with every
-//!    old replica (waiting for one that is down or paused), and reports
-//!    through gossip when all of its partitions are in. Meanwhile writes go
-//!    to the old and the new replicas (a quorum in each) and reads to the
-//!    old ones.
-//! 4. **Retirement.** When every receiver reports done, the claimant
-//!    publishes the same rows without `previous`. Each node then hands
+//! 3. **Transfers.** Once every member gossips that it holds the change,
+//!    every node that gains a partition streams it from an old replica
+//!    ([`transfer`]), throttled by `transfer.max_rate`, resumable after a
+//!    restart of either side, then syncs it with every old replica
+//!    (waiting for one that is down or paused), and reports through gossip
+//!    when all of its partitions are in. Meanwhile reads and writes go to
+//!    the old and the new replicas and need a quorum in each.
+//! 4. **Retirement.** When every receiver reports done and every member
+//!    holds the change, the claimant publishes the same rows without
+//!    `previous`. Each node then hands
 //!    over and deletes the partitions it no longer replicates, and a node
 //!    that left and owns nothing declares itself `left`.
 //!
