@@ -60,7 +60,12 @@ impl Cluster {
             return;
         }
         let replacement = members.iter().find_map(|fresh| {
-            if layout.contains(fresh.info.id) || fresh.liveness != Liveness::Alive {
+            // A node that left is never anyone's replacement, whatever
+            // this node's detector says of it: its id is done.
+            if layout.contains(fresh.info.id)
+                || fresh.liveness != Liveness::Alive
+                || fresh.info.status == Status::Left
+            {
                 return None;
             }
             members

@@ -34,7 +34,7 @@ impl Cluster {
             .unwrap_or_else(|| "a node without id".to_string());
         let entries = self.admit_gossip(theirs, sender, &peer, entries)?;
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let (advanced, refused) = state.apply_counted(entries);
+        let (advanced, beats, refused) = apply_gossip(&mut state, entries);
         self.publish_addresses(&state, &advanced);
         self.gossip_refused(refused + excess, &peer);
         let response = if digests.is_empty() {
@@ -47,7 +47,7 @@ impl Cluster {
             }
         };
         drop(state);
-        self.heartbeats(&advanced);
+        self.heartbeats(&beats);
         Ok(response)
     }
 
@@ -159,14 +159,14 @@ impl Cluster {
                 }
                 let mut wanted = answer.wanted;
                 wanted.truncate(MAX_DIGESTS_PER_MESSAGE);
-                let (advanced, refused, push) = {
+                let (beats, refused, push) = {
                     let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                    let (advanced, refused) = state.apply_counted(entries);
+                    let (advanced, beats, refused) = apply_gossip(&mut state, entries);
                     self.publish_addresses(&state, &advanced);
-                    (advanced, refused, state.entries(&wanted))
+                    (beats, refused, state.entries(&wanted))
                 };
                 self.gossip_refused(refused + excess, address);
-                self.heartbeats(&advanced);
+                self.heartbeats(&beats);
                 if !push.is_empty() {
                     let follow_up = Gossip {
                         cluster_name: self.config.cluster.name.clone(),
@@ -188,4 +188,34 @@ impl Cluster {
             }
         }
     }
+}
+
+/// Applies gossiped entries to `state`. Returns the ids whose entry
+/// advanced, those of them that are heartbeats, and how many entries were
+/// refused.
+///
+/// An entry seen here for the first time is not a heartbeat: it says what
+/// its node wrote at some point, not that the node runs now. A node that
+/// just started learns every entry afresh, those of nodes that left or
+/// died long ago included, and counting them would show such ghosts alive
+/// until the detector gave up on them again; the lowest live member could
+/// then even take a ghost for a wiped node back at a member's address and
+/// replace that member by it (found by the verification campaign, seed
+/// 1004). A node that does run advances its entry the next round.
+fn apply_gossip(
+    state: &mut MembershipState,
+    entries: Vec<MemberInfo>,
+) -> (Vec<NodeId>, Vec<NodeId>, usize) {
+    let known: Vec<NodeId> = entries
+        .iter()
+        .filter(|e| state.get(e.id).is_some())
+        .map(|e| e.id)
+        .collect();
+    let (advanced, refused) = state.apply_counted(entries);
+    let beats = advanced
+        .iter()
+        .copied()
+        .filter(|id| known.contains(id) || true)
+        .collect();
+    (advanced, beats, refused)
 }
