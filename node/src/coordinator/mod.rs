@@ -342,12 +342,7 @@ impl Coordinator {
             .into_iter()
             .map(<[NodeId]>::to_vec)
             .collect();
-        let mut replicas = layout.request_replicas(partition);
-        let mut quorum_sets = quorum_sets;
-        if op == Op::Read {
-            replicas = layout.coordinators(partition).to_vec();
-            quorum_sets.truncate(1);
-        }
+        let replicas = layout.request_replicas(partition);
         let fallbacks: Vec<NodeId> = layout
             .preference_list(partition)
             .into_iter()

@@ -141,9 +141,6 @@ pub fn unacknowledged(layout: &Layout, view: impl Fn(NodeId) -> Seen) -> Vec<Nod
     let Some(previous) = layout.previous() else {
         return Vec::new();
     };
-    if std::env::var("MUTANT").is_ok() {
-        return Vec::new();
-    }
     let members: BTreeSet<NodeId> = layout
         .members()
         .iter()
