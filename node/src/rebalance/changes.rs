@@ -189,13 +189,10 @@ impl Rebalance {
         let waiting = self.unacknowledged(layout);
         let waiting = match waiting.is_empty() {
             true => String::new(),
-            false => {
-                let names: Vec<String> = waiting.iter().map(|n| n.to_string()).collect();
-                format!(
-                    "; waiting for {} to hold it (a member that is down or cut off holds the change until it is back)",
-                    names.join(", ")
-                )
-            }
+            false => format!(
+                "; waiting for {} to hold it (a member that is down or cut off holds the change until it is back)",
+                super::safety::listed(&waiting)
+            ),
         };
         Some(format!(
             "layout v{} is still being transferred ({done} of {} receiving nodes done{waiting}); watch `ringkv cluster transfers`, then plan again",

@@ -84,10 +84,9 @@ impl Rebalance {
             false => Vec::new(),
         };
         let why = (!waiting.is_empty()).then(|| {
-            let names: Vec<String> = waiting.iter().map(|n| n.to_string()).collect();
             format!(
                 "waiting for {} to hold layout v{version}: until every member sends its writes to the new replicas too, a transfer could miss some",
-                names.join(", ")
+                safety::listed(&waiting)
             )
         });
         let mut all_done = true;
@@ -341,10 +340,9 @@ impl Rebalance {
                 }
             }
             if !plan.wait.is_empty() {
-                let names: Vec<String> = plan.wait.iter().map(|n| n.to_string()).collect();
                 let why = format!(
                     "waiting for old replica {}: it is down or paused and may hold acknowledged writes no other replica has; the transfer ends once it answers",
-                    names.join(", ")
+                    safety::listed(&plan.wait)
                 );
                 // Shown by `ringkv cluster transfers`; logged once.
                 if !warned {

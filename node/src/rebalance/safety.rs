@@ -157,6 +157,12 @@ pub fn unacknowledged(layout: &Layout, view: impl Fn(NodeId) -> Seen) -> Vec<Nod
         .collect()
 }
 
+/// `ids` as a comma-separated list, for messages.
+pub fn listed(ids: &[NodeId]) -> String {
+    let names: Vec<String> = ids.iter().map(|n| n.to_string()).collect();
+    names.join(", ")
+}
+
 /// The replicas a node that no longer replicates `partition` under the
 /// settled `layout` must sync it with before deleting its copy: all of
 /// them (a node is never one of them when this is asked).

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 
 use crate::cluster::Cluster;
+use ringkv_client::Client;
 
 /// How long a staged leave may take to show in the plan, and a commit to
 /// be accepted, while other faults are in force.
@@ -39,16 +40,7 @@ pub async fn leave(cluster: &mut Cluster, node: usize, via: &[usize]) -> Result<
     let started = Instant::now();
     let mut last = String::new();
     while started.elapsed() < STAGE_TIMEOUT {
-        let attempt = async {
-            admin.leave(Some(&id)).await?;
-            let plan = admin.plan().await?;
-            if plan.changes.is_empty() {
-                anyhow::bail!("the plan does not show the leave yet");
-            }
-            admin.commit(plan.current_version).await?;
-            anyhow::Ok(())
-        };
-        match attempt.await {
+        match stage_and_commit(&admin, &id).await {
             Ok(()) => return Ok(()),
             Err(e) => last = format!("{e:#}"),
         }
@@ -57,10 +49,32 @@ pub async fn leave(cluster: &mut Cluster, node: usize, via: &[usize]) -> Result<
     bail!("node {node} could not be made to leave within {STAGE_TIMEOUT:?}: {last}")
 }
 
+/// Stages the leave of node `id` through `admin` and commits it, once the
+/// plan shows that leave. Both steps can be repeated: a leave staged again
+/// stays staged, and a commit names the layout its plan was made against.
+async fn stage_and_commit(admin: &Client, id: &str) -> Result<()> {
+    admin.leave(Some(id)).await?;
+    let plan = admin.plan().await?;
+    // The plan may hold another node's leave that an earlier attempt
+    // staged; committing it too is what the cluster would do, and the
+    // nemesis finishes that leave as well.
+    if !plan
+        .changes
+        .iter()
+        .any(|c| c.starts_with("leave ") && c.contains(id))
+    {
+        bail!("the plan does not show the leave of {id} yet");
+    }
+    admin.commit(plan.current_version).await?;
+    Ok(())
+}
+
 /// Once member `node` holds no partition in the layout every running
 /// member holds (and no transfer is in progress), stops it and wipes its
 /// filesystem: it is a spare again, and would come back with a new id.
-/// Returns `false` if it is not done yet (after waiting, when `wait`).
+/// Until then a leave whose staging or commit did not get through under
+/// the other faults is staged and committed again. Returns `false` if it
+/// is not done yet (after waiting, when `wait`).
 pub async fn finish_leave(cluster: &mut Cluster, node: usize, wait: bool) -> Result<bool> {
     let started = Instant::now();
     loop {
@@ -71,6 +85,11 @@ pub async fn finish_leave(cluster: &mut Cluster, node: usize, wait: bool) -> Res
             leaver.id.clear();
             cluster.members.remove(&node);
             return Ok(true);
+        }
+        let id = cluster.nodes[node].id.clone();
+        if let Some(via) = cluster.running().into_iter().find(|&i| i != node) {
+            let admin = cluster.nodes[via].client();
+            let _ = tokio::time::timeout(LAYOUT_TIMEOUT, stage_and_commit(&admin, &id)).await;
         }
         if !wait {
             return Ok(false);
