@@ -391,6 +391,12 @@ impl Nemesis {
     }
 
     async fn heal_due(&mut self, cluster: &mut Cluster, all: bool) -> Result<()> {
+        // Leaves last: healing one waits until the leaver holds nothing,
+        // and its transfers wait for every old replica, so a node still
+        // killed or paused by a fault healed after it would hold the leave
+        // (and the heal) forever.
+        self.active
+            .sort_by_key(|a| matches!(a.fault, Fault::Leave { .. }));
         let mut i = 0;
         while i < self.active.len() {
             if !all && self.active[i].heal_at > Instant::now() {
