@@ -9,21 +9,28 @@ impl Cluster {
     /// bootstraps layout v1 when this node is the one to compute it.
     pub(super) async fn sync_layout(self: &Arc<Self>) {
         let current = self.layout().map(|l| l.version()).unwrap_or(0);
-        let newest = {
+        // Every peer that advertises a newer layout, newest first: the
+        // newest one may be out of reach (cut off from this node while its
+        // gossip still arrives through others), and another holder of a
+        // newer layout then serves as well.
+        let mut holders: Vec<(u64, NodeId)> = {
             let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
             state
                 .members()
                 .filter(|m| m.id != self.me && m.layout_version > current)
-                .max_by_key(|m| m.layout_version)
-                .map(|m| m.id)
+                .map(|m| (m.layout_version, m.id))
+                .collect()
         };
-        if let Some(id) = newest {
-            if !self.is_alive(id) {
-                return;
-            }
-            match self.fetch_layout(id).await {
-                Ok(()) => {}
-                Err(e) => warn!(peer = %id, "fetching layout failed: {e}"),
+        holders.sort_by(|a, b| b.cmp(a));
+        if !holders.is_empty() {
+            for (_, id) in holders {
+                if !self.is_alive(id) {
+                    continue;
+                }
+                match self.fetch_layout(id).await {
+                    Ok(()) => return,
+                    Err(e) => warn!(peer = %id, "fetching layout failed: {e}"),
+                }
             }
             return;
         }
