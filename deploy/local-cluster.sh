@@ -16,6 +16,12 @@
 # (default ./.cluster). The nodes seed each other and form the cluster
 # together (cluster.bootstrap_expect = N). Running `start` again leaves
 # running nodes alone; data survives stop/start.
+#
+# Secured (docs/security.md): RINGKV_SECURE=1 on the first `start` makes
+# certificates (`ringkv-server cert`) and a root token in
+# $RINGKV_CLUSTER_DIR/certs; from then on every node of that directory
+# serves TLS to clients, mutual TLS to its peers and needs tokens, and the
+# script prints the RINGKV_CACERT and RINGKV_TOKEN settings the CLI needs.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,7 +32,28 @@ METRICS_BASE_PORT="${RINGKV_METRICS_BASE_PORT:-9379}"
 BIN="${RINGKV_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/ringkv/target}/release}"
 READY_SECONDS=30
 
+CERTS="$CLUSTER_DIR/certs"
+
 node_dir() { echo "$CLUSTER_DIR/node$1"; }
+
+secured() { [ -f "$CERTS/root.token" ]; }
+
+# make_certs NAMES: certificates for the nodes (comma separated), and on
+# first use the CAs, a client certificate and a root token.
+make_certs() {
+    mkdir -p "$CERTS"
+    "$BIN/ringkv-server" cert --dir "$CERTS" --node "$1" --client admin >/dev/null
+    if [ ! -f "$CERTS/root.token" ]; then
+        (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$CERTS/root.token")
+    fi
+}
+
+# The CLI's TLS and token flags for a secured cluster.
+cli_security() {
+    if secured; then
+        echo "--cacert $CERTS/ca.crt --token $(cat "$CERTS/root.token")"
+    fi
+}
 
 running_pid() {
     local pidfile
@@ -56,7 +83,17 @@ launch() {
         echo "node$i already running (pid $pid) on 127.0.0.1:$port"
         return 0
     fi
-    nohup "$BIN/ringkv-server" \
+    local security=()
+    if secured; then
+        security=(
+            "RINGKV__TLS__CERT=$CERTS/node$i.crt" "RINGKV__TLS__KEY=$CERTS/node$i.key"
+            "RINGKV__TLS__PEER_CA=$CERTS/peer-ca.crt"
+            "RINGKV__TLS__PEER_CERT=$CERTS/node$i-peer.crt"
+            "RINGKV__TLS__PEER_KEY=$CERTS/node$i-peer.key"
+            "RINGKV__AUTH__ENABLED=true" "RINGKV__AUTH__ROOT_TOKEN_FILE=$CERTS/root.token"
+        )
+    fi
+    nohup env "${security[@]}" "$BIN/ringkv-server" \
         --name "node$i" \
         --listen "127.0.0.1:$port" \
         --peer-listen "127.0.0.1:$pport" \
@@ -72,7 +109,8 @@ launch() {
 # wait_ready I: waits until node I answers with a layout.
 wait_ready() {
     local i="$1" port=$((BASE_PORT + $1 - 1)) waited=0
-    until "$BIN/ringkv" --endpoints "127.0.0.1:$port" cluster layout >/dev/null 2>&1; do
+    # shellcheck disable=SC2046
+    until "$BIN/ringkv" --endpoints "127.0.0.1:$port" $(cli_security) cluster layout >/dev/null 2>&1; do
         if ! running_pid "$i" >/dev/null; then
             echo "node$i exited; its log:" >&2
             tail -20 "$(node_dir "$i")/server.log" >&2
@@ -90,16 +128,24 @@ wait_ready() {
 start() {
     local n="${1:-3}"
     [ -x "$BIN/ringkv-server" ] || { echo "ringkv-server not built in $BIN" >&2; exit 1; }
-    local seeds=""
+    local seeds="" names=""
     for i in $(seq 1 "$n"); do
         seeds="${seeds:+$seeds,}127.0.0.1:$((PEER_BASE_PORT + i - 1))"
+        names="${names:+$names,}node$i"
     done
+    if [ "${RINGKV_SECURE:-0}" = 1 ] || secured; then
+        make_certs "$names"
+    fi
     for i in $(seq 1 "$n"); do
         launch "$i" "$seeds" --bootstrap-expect "$n"
     done
     for i in $(seq 1 "$n"); do
         wait_ready "$i"
     done
+    if secured; then
+        echo "secured: TLS, mutual TLS between nodes, tokens. For the CLI:"
+        echo "  export RINGKV_CACERT=$CERTS/ca.crt RINGKV_TOKEN=\$(cat $CERTS/root.token)"
+    fi
 }
 
 # add [K]: K more nodes, numbered after the highest existing one, seeded
@@ -114,6 +160,9 @@ add() {
     done
     [ "$highest" -gt 0 ] || { echo "no cluster to join: run '$0 start' first" >&2; exit 1; }
     for j in $(seq 1 "$k"); do
+        if secured; then
+            make_certs "node$((highest + j))"
+        fi
         launch $((highest + j)) "127.0.0.1:$PEER_BASE_PORT"
     done
     for j in $(seq 1 "$k"); do

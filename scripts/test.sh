@@ -19,6 +19,10 @@ cargo clippy --release --locked --workspace --all-targets -- -D warnings
 echo "== build binaries"
 ringkv_build
 
+echo "== Python environment (the grpcio example and its test)"
+RINGKV_PYTHON="$("$RINGKV_ROOT/scripts/python-env.sh")"
+export RINGKV_PYTHON
+
 echo "== tests"
 cargo test --release --locked --workspace --all-targets
 

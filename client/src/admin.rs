@@ -254,3 +254,60 @@ impl Client {
         .map(|r| r.members)
     }
 }
+
+/// What a new token may do (`ringkv auth token create`).
+#[derive(Clone, Debug, Default)]
+pub struct TokenRequest {
+    pub name: String,
+    /// "read", "write", "admin".
+    pub scopes: Vec<String>,
+    /// Only keys starting with these bytes.
+    pub prefix: Option<Bytes>,
+    /// Lifetime; `None`: no expiry.
+    pub ttl: Option<Duration>,
+}
+
+impl Client {
+    /// Creates a client token (admin scope). The answer holds the token
+    /// itself, which no node keeps: store it now.
+    pub async fn create_token(&self, request: TokenRequest) -> Result<pb::CreateTokenResponse> {
+        let req = pb::CreateTokenRequest {
+            name: request.name,
+            scopes: request.scopes,
+            prefix: request.prefix,
+            ttl_ms: request
+                .ttl
+                .map(|t| t.as_millis().max(1) as u64)
+                .unwrap_or(0),
+        };
+        self.with_failover(None, false, DEFAULT_CLIENT_DEADLINE, |ch| {
+            let req = req.clone();
+            async move { AdminClient::new(ch).create_token(req).await }
+        })
+        .await
+    }
+
+    /// Every token of the cluster as the first reachable node holds it
+    /// (admin scope).
+    pub async fn list_tokens(&self) -> Result<Vec<pb::TokenInfo>> {
+        self.with_failover(None, true, DEFAULT_CLIENT_DEADLINE, |ch| async move {
+            AdminClient::new(ch)
+                .list_tokens(pb::ListTokensRequest {})
+                .await
+        })
+        .await
+        .map(|r| r.tokens)
+    }
+
+    /// Revokes a token by id (admin scope). Returns false when it was
+    /// revoked already.
+    pub async fn revoke_token(&self, id: &str) -> Result<bool> {
+        let req = pb::RevokeTokenRequest { id: id.to_string() };
+        self.with_failover(None, true, DEFAULT_CLIENT_DEADLINE, |ch| {
+            let req = req.clone();
+            async move { AdminClient::new(ch).revoke_token(req).await }
+        })
+        .await
+        .map(|r| r.revoked)
+    }
+}

@@ -30,8 +30,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+pub use admin::TokenRequest;
 pub use error::{Error, Result};
 pub use ringkv_common::{Level, NodeId, ReplyMeta};
 pub use types::{Context, GetResult, LocalCopy, PutOptions, PutResult, RequestOptions, Sibling};
@@ -53,6 +55,46 @@ const DEFAULT_CLIENT_DEADLINE: Duration = Duration::from_secs(30);
 /// limit is 1 MiB, and servers may be configured up to 64 MiB.
 const MAX_MESSAGE_BYTES: usize = 65 * 1024 * 1024;
 
+/// A connection to one node, with the client's credentials attached.
+pub(crate) type Conn = InterceptedService<Channel, Credentials>;
+
+/// How the client proves who it is and checks the nodes: TLS (a CA to
+/// trust, optionally a client certificate) and a bearer token.
+#[derive(Clone, Debug, Default)]
+pub struct Security {
+    /// PEM CA bundle the nodes' client-port certificates must chain to;
+    /// set, every connection uses TLS.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM client certificate and key, for nodes with `tls.client_ca`.
+    pub cert_pem: Option<Vec<u8>>,
+    pub key_pem: Option<Vec<u8>>,
+    /// The name the node's certificate must carry; defaults to the host of
+    /// each endpoint.
+    pub server_name: Option<String>,
+    /// Bearer token for nodes with `auth.enabled`.
+    pub token: Option<String>,
+}
+
+/// Adds the bearer token to every call.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
 /// A connection to a ringkv cluster through one or more endpoints.
 ///
 /// With routing on (the default), the client learns the layout from any
@@ -65,6 +107,9 @@ pub struct Client {
     /// Lazily opened channels by address; dropped after a transport
     /// failure so the next request reconnects.
     channels: Mutex<std::collections::HashMap<String, Channel>>,
+    /// TLS for every connection, when configured.
+    tls: Option<ClientTlsConfig>,
+    credentials: Credentials,
     /// Round-robin start point for spreading requests over endpoints.
     next: AtomicUsize,
     connect_timeout: Duration,
@@ -96,6 +141,8 @@ impl Client {
         }
         Ok(Client {
             channels: Mutex::new(std::collections::HashMap::new()),
+            tls: None,
+            credentials: Credentials::default(),
             endpoints,
             next: AtomicUsize::new(0),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -111,6 +158,38 @@ impl Client {
     pub fn with_routing(mut self, enabled: bool) -> Self {
         self.routing_enabled = enabled;
         self
+    }
+
+    /// Uses TLS and a token as `security` says. Fails on a token that
+    /// cannot travel in a header; certificates are checked when a
+    /// connection opens.
+    pub fn with_security(mut self, security: Security) -> Result<Self> {
+        if let Some(token) = &security.token {
+            let value = format!("Bearer {}", token.trim()).parse().map_err(|_| {
+                Error::InvalidArgument("the token holds characters a header cannot carry".into())
+            })?;
+            self.credentials.authorization = Some(value);
+        }
+        if security.cert_pem.is_some() != security.key_pem.is_some() {
+            return Err(Error::InvalidArgument(
+                "a client certificate needs its key: pass both --cert and --key".into(),
+            ));
+        }
+        if let Some(ca) = &security.ca_pem {
+            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+            if let (Some(cert), Some(key)) = (&security.cert_pem, &security.key_pem) {
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            if let Some(name) = &security.server_name {
+                tls = tls.domain_name(name.clone());
+            }
+            self.tls = Some(tls);
+        } else if security.cert_pem.is_some() {
+            return Err(Error::InvalidArgument(
+                "a client certificate is for TLS: pass --cacert too".into(),
+            ));
+        }
+        Ok(self)
     }
 
     pub fn endpoints(&self) -> &[String] {
@@ -129,7 +208,7 @@ impl Client {
         call: F,
     ) -> Result<T>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let mut last = None;
@@ -161,30 +240,49 @@ impl Client {
         Err(last.unwrap_or_else(|| Error::Unreachable("no endpoints".into())))
     }
 
-    pub(crate) async fn channel(&self, address: &str) -> Result<Channel> {
-        if let Some(ch) = self
+    pub(crate) async fn channel(&self, address: &str) -> Result<Conn> {
+        let cached = self
             .channels
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(address)
-        {
-            return Ok(ch.clone());
+            .cloned();
+        if let Some(ch) = cached {
+            return Ok(InterceptedService::new(ch, self.credentials.clone()));
         }
-        let endpoint = Endpoint::from_shared(uri(address))
+        let mut endpoint = Endpoint::from_shared(self.uri(address))
             .map_err(|e| Error::InvalidArgument(e.to_string()))?
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| Error::InvalidArgument(format!("TLS settings: {e}")))?;
+        }
         let ch = endpoint.connect().await.map_err(|e| {
             Error::Unreachable(format!(
-                "cannot connect to {address}: {}; is ringkv-server running there?",
-                error::root_cause(&e)
+                "cannot connect to {address}: {}; is ringkv-server running there{}?",
+                error::root_cause(&e),
+                if self.tls.is_some() {
+                    ", and does its certificate chain to the CA given (--cacert)"
+                } else {
+                    " (a node serving TLS needs --cacert)"
+                }
             ))
         })?;
         self.channels
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(address.to_string(), ch.clone());
-        Ok(ch)
+        Ok(InterceptedService::new(ch, self.credentials.clone()))
+    }
+
+    /// The URI of an endpoint: https when the client uses TLS.
+    fn uri(&self, endpoint: &str) -> String {
+        if endpoint.contains("://") || self.tls.is_none() {
+            return uri(endpoint);
+        }
+        format!("https://{endpoint}")
     }
 
     /// Converts a status; a transport-level failure drops the cached channel

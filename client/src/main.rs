@@ -5,16 +5,17 @@
 //! replicas (retry later); 4 outcome unknown (timed out, or the write was
 //! applied somewhere but not confirmed, or a connection broke after it was
 //! sent): a write may have been applied; 5 overloaded; 6 no node reachable;
-//! 7 other errors.
+//! 7 other errors; 8 refused: no valid token, or it lacks the scope.
 
 mod cli;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use cli::{kv, status};
-use ringkv_client::{Client, Error, RequestOptions};
+use ringkv_client::{Client, Error, RequestOptions, Security};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
@@ -35,6 +36,24 @@ struct Cli {
     /// Request timeout (e.g. 500ms, 5s); defaults to the node's setting.
     #[arg(long, global = true, value_parser = cli::parse_duration)]
     timeout: Option<Duration>,
+    /// PEM CA bundle the nodes' certificates must chain to; given, the
+    /// CLI speaks TLS.
+    #[arg(long, env = "RINGKV_CACERT", global = true)]
+    cacert: Option<PathBuf>,
+    /// PEM client certificate, for nodes that require one (tls.client_ca).
+    #[arg(long, env = "RINGKV_CERT", global = true)]
+    cert: Option<PathBuf>,
+    /// PEM private key of --cert. (The field is not called `key`: that
+    /// name is the subcommands' KEY argument.)
+    #[arg(long = "key", env = "RINGKV_KEY", global = true)]
+    tls_key: Option<PathBuf>,
+    /// The name the nodes' certificates must carry, when it is not the
+    /// endpoint's host.
+    #[arg(long, env = "RINGKV_TLS_SERVER_NAME", global = true)]
+    tls_server_name: Option<String>,
+    /// Bearer token for nodes with auth enabled.
+    #[arg(long, env = "RINGKV_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,6 +85,20 @@ enum Command {
     Repair {
         #[arg(long)]
         partition: Option<u32>,
+    },
+    /// Client tokens (admin scope).
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuthCommand {
+    /// Create, list and revoke bearer tokens.
+    Token {
+        #[command(subcommand)]
+        command: cli::auth::TokenCommand,
     },
 }
 
@@ -113,7 +146,8 @@ enum ClusterCommand {
 
 fn exit_code(e: &Error) -> u8 {
     match e {
-        Error::InvalidArgument(_) | Error::FailedPrecondition(_) | Error::Denied(_) => 2,
+        Error::InvalidArgument(_) | Error::FailedPrecondition(_) => 2,
+        Error::Denied(_) => 8,
         Error::Unavailable(_) => 3,
         Error::Timeout(_) | Error::Indeterminate(_) => 4,
         Error::Overloaded(_) => 5,
@@ -123,7 +157,7 @@ fn exit_code(e: &Error) -> u8 {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Error> {
-    let client = Client::new(&cli.endpoints)?;
+    let client = Client::new(&cli.endpoints)?.with_security(security(&cli)?)?;
     let json = cli.output == Output::Json;
     let base = RequestOptions {
         timeout: cli.timeout,
@@ -174,7 +208,30 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Cluster {
             command: ClusterCommand::Layout,
         } => status::layout(&client, json, &mut stdout).await,
+        Command::Auth {
+            command: AuthCommand::Token { command },
+        } => cli::auth::token(&client, command, json, &mut stdout).await,
     }
+}
+
+/// TLS files and the token, as the flags (or their environment
+/// variables) give them.
+fn security(cli: &Cli) -> Result<Security, Error> {
+    let read = |path: &Option<PathBuf>, flag: &str| -> Result<Option<Vec<u8>>, Error> {
+        path.as_ref()
+            .map(|p| {
+                std::fs::read(p)
+                    .map_err(|e| Error::InvalidArgument(format!("{flag} {}: {e}", p.display())))
+            })
+            .transpose()
+    };
+    Ok(Security {
+        ca_pem: read(&cli.cacert, "--cacert")?,
+        cert_pem: read(&cli.cert, "--cert")?,
+        key_pem: read(&cli.tls_key, "--key")?,
+        server_name: cli.tls_server_name.clone(),
+        token: cli.token.clone().filter(|t| !t.trim().is_empty()),
+    })
 }
 
 fn main() -> ExitCode {

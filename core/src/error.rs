@@ -136,6 +136,20 @@ pub enum Error {
     #[error("{0}")]
     FailedPrecondition(String),
 
+    /// The request carries no valid credential (a missing, malformed,
+    /// unknown, revoked or expired token).
+    #[error("{0}")]
+    Unauthenticated(String),
+
+    /// The credential is valid but does not allow this (a scope or a key
+    /// prefix it lacks, an Internal call on the client port).
+    #[error("{0}")]
+    PermissionDenied(String),
+
+    /// The thing named does not exist (a token id).
+    #[error("{0}")]
+    NotFound(String),
+
     /// Invalid configuration, found at start-up.
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -180,6 +194,9 @@ impl Error {
                 Code::ResourceExhausted
             }
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::NotFound(_) => Code::NotFound,
             Error::Corrupt(_) | Error::Storage(_) | Error::Config(_) | Error::Internal(_) => {
                 Code::Internal
             }

@@ -9,6 +9,7 @@
 //! * [`merkle`]: the summaries anti-entropy compares.
 //! * [`quorum`]: waiting for enough replicas, joint quorums included.
 
+pub mod auth;
 pub mod error;
 pub mod membership;
 pub mod merkle;

@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
+use crate::auth::{self, Tokens};
 use crate::config::{Config, InjectBug};
 use crate::coordinator::Coordinator;
 use crate::handoff::deliver::{self, Delivery};
 use crate::handoff::HintStore;
-use crate::inbound::Inbound;
+use crate::inbound::{Inbound, InboundParts};
 use crate::membership::{self, Cluster};
 use crate::metrics::Metrics;
 use crate::rebalance::Rebalance;
@@ -33,6 +34,8 @@ pub struct NodeParts {
     pub hints: Arc<HintStore>,
     pub repair: Arc<Repair>,
     pub rebalance: Arc<Rebalance>,
+    /// The cluster's client tokens, as this node holds them.
+    pub tokens: Arc<Tokens>,
     pub coordinator: Arc<Coordinator>,
     /// What the node does with its peers' messages.
     pub inbound: Arc<Inbound>,
@@ -142,13 +145,17 @@ impl NodeParts {
             config.clone(),
             metrics.clone(),
         ));
+        let tokens = Arc::new(Tokens::open(engine.clone(), config.auth.enabled)?);
         let inbound = Arc::new(Inbound::new(
-            replica.clone(),
-            cluster.clone(),
-            hints.clone(),
-            repair.clone(),
-            rebalance.clone(),
-            metrics.clone(),
+            InboundParts {
+                replica: replica.clone(),
+                cluster: cluster.clone(),
+                hints: hints.clone(),
+                repair: repair.clone(),
+                rebalance: rebalance.clone(),
+                tokens: tokens.clone(),
+                metrics: metrics.clone(),
+            },
             &config.limits,
         ));
         Ok(NodeParts {
@@ -161,6 +168,7 @@ impl NodeParts {
             hints,
             repair,
             rebalance,
+            tokens,
             coordinator,
             inbound,
             workers: Workers::new(),
@@ -190,5 +198,12 @@ impl NodeParts {
         workers.spawn("rebalance", trigger.subscribe(), |handle| {
             self.rebalance.clone().worker(handle)
         });
+        if self.tokens.enabled() {
+            let (cluster, tokens) = (self.cluster.clone(), self.tokens.clone());
+            let every = self.config.gossip.interval();
+            workers.spawn("token-sync", trigger.subscribe(), |handle| {
+                auth::SyncWorker::new(cluster, tokens, every, handle)
+            });
+        }
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::future::join_all;
 
+use crate::auth::{self, Tokens};
 use crate::config::LimitsConfig;
 use crate::handoff::HintStore;
 use crate::membership::Cluster;
@@ -33,6 +34,8 @@ pub struct Inbound {
     hints: Arc<HintStore>,
     repair: Arc<Repair>,
     rebalance: Arc<Rebalance>,
+    /// The client-token table peers sync with.
+    tokens: Arc<Tokens>,
     metrics: Arc<Metrics>,
     max_key_bytes: usize,
     /// The largest stored state one answer can carry: a larger one (a key
@@ -41,22 +44,35 @@ pub struct Inbound {
     max_item_bytes: usize,
 }
 
+/// The parts of a node that answer its peers.
+pub struct InboundParts {
+    pub replica: Arc<Replica>,
+    pub cluster: Arc<Cluster>,
+    pub hints: Arc<HintStore>,
+    pub repair: Arc<Repair>,
+    pub rebalance: Arc<Rebalance>,
+    pub tokens: Arc<Tokens>,
+    pub metrics: Arc<Metrics>,
+}
+
 impl Inbound {
-    pub fn new(
-        replica: Arc<Replica>,
-        cluster: Arc<Cluster>,
-        hints: Arc<HintStore>,
-        repair: Arc<Repair>,
-        rebalance: Arc<Rebalance>,
-        metrics: Arc<Metrics>,
-        limits: &LimitsConfig,
-    ) -> Self {
+    pub fn new(parts: InboundParts, limits: &LimitsConfig) -> Self {
+        let InboundParts {
+            replica,
+            cluster,
+            hints,
+            repair,
+            rebalance,
+            tokens,
+            metrics,
+        } = parts;
         Self {
             replica,
             cluster,
             hints,
             repair,
             rebalance,
+            tokens,
             metrics,
             max_key_bytes: limits.max_key_bytes,
             max_item_bytes: limits.max_item_bytes(),
@@ -282,6 +298,18 @@ impl Inbound {
                     .purge(keys.into_iter().map(|k| (k.key, k.digest)).collect())
                     .await?;
                 Ok(Response::Purged(purged))
+            }
+            Request::SyncTokens(theirs) => {
+                // Tokens grant access: only a member of this very cluster
+                // may bring them (a node that does not know its cluster
+                // yet has none to bring).
+                let mine = self.cluster.peers().identity.get();
+                if mine.is_none() || envelope.cluster != mine {
+                    return Err(Error::FailedPrecondition(
+                        "tokens are exchanged only between members of the same cluster".into(),
+                    ));
+                }
+                auth::answer_sync(&self.tokens, &theirs).await
             }
             Request::FetchPartition {
                 partition,

@@ -5,11 +5,12 @@
 //! the storage engine (`ringkv-storage`). `membership` keeps the member
 //! table, the layout and the failure detector; `handoff`, `repair` and
 //! `rebalance` move data between nodes; `inbound` answers other nodes'
-//! messages; `worker` runs every background loop; `assemble` puts a node
-//! together over any peer network (gRPC in the server crate, in memory in
-//! simulations).
+//! messages; `auth` holds the client tokens; `worker` runs every background
+//! loop; `assemble` puts a node together over any peer network (gRPC in the
+//! server crate, in memory in simulations).
 
 pub mod assemble;
+pub mod auth;
 pub mod config;
 pub mod coordinator;
 pub mod handoff;

@@ -65,6 +65,9 @@ pub enum Request {
         after: Option<Bytes>,
         max_bytes: usize,
     },
+    /// Merge the sender's client-token table (encoded) and answer with
+    /// the receiver's when they differ.
+    SyncTokens(Bytes),
 }
 
 impl Request {
@@ -79,6 +82,7 @@ impl Request {
             Request::KeyDigests { .. } => "key_digests",
             Request::Purge { .. } => "purge",
             Request::FetchPartition { .. } => "fetch_partition",
+            Request::SyncTokens(_) => "sync_tokens",
         }
     }
 
@@ -109,6 +113,9 @@ pub enum Response {
     /// Purge: how many tombstones were purged.
     Purged(u32),
     FetchPartition(Chunk),
+    /// SyncTokens: the receiver's table (encoded) when it differs from
+    /// the sender's.
+    Tokens(Option<Bytes>),
 }
 
 impl Response {
@@ -123,6 +130,7 @@ impl Response {
             Response::KeyDigests(_) => "key_digests",
             Response::Purged(_) => "purged",
             Response::FetchPartition(_) => "fetch_partition",
+            Response::Tokens(_) => "tokens",
         }
     }
 

@@ -10,8 +10,15 @@ use ringkv_node::config::{Config, LogFormat};
 /// A ringkv node. Configuration layers: built-in defaults, then --config
 /// FILE, then RINGKV__SECTION__KEY environment variables, then these flags.
 #[derive(Parser, Debug)]
-#[command(name = "ringkv-server", version, about)]
+#[command(
+    name = "ringkv-server",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// TOML configuration file (see deploy/ringkv.toml).
     #[arg(long, short = 'c')]
     config: Option<PathBuf>,
@@ -58,6 +65,42 @@ struct Args {
     /// log.format: text or json.
     #[arg(long)]
     log_format: Option<String>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Make certificates for a local or test cluster: three CAs (ca,
+    /// peer-ca, client-ca; kept if present), each node's client-port and
+    /// peer certificates, and client certificates (docs/security.md).
+    Cert {
+        /// Where to write them.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Node names (node.name), comma separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        node: Vec<String>,
+        /// Extra DNS names or IP addresses of the client-port certificates.
+        #[arg(long, value_delimiter = ',')]
+        host: Vec<String>,
+        /// Client certificate names, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        client: Vec<String>,
+    },
+}
+
+fn cert(dir: &std::path::Path, nodes: &[String], hosts: &[String], clients: &[String]) -> ExitCode {
+    match ringkv_server::certs::make_local(dir, nodes, hosts, clients) {
+        Ok(written) => {
+            for file in written.files {
+                println!("{}", file.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ringkv-server cert: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 impl Args {
@@ -107,6 +150,15 @@ fn init_logging(config: &Config) {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Cert {
+        dir,
+        node,
+        host,
+        client,
+    }) = &args.command
+    {
+        return cert(dir, node, host, client);
+    }
     let config = match Config::load(args.config.as_deref(), &args.overrides()) {
         Ok(c) => c,
         Err(e) => {

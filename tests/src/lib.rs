@@ -18,11 +18,13 @@ use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
-use ringkv_client::Client;
+use ringkv_client::{Client, Security};
+use secure::{Secure, Secured};
 pub mod faults;
 pub mod metrics;
 pub mod process;
 pub mod rebalance;
+pub mod secure;
 
 pub use process::{free_port, free_port_in, signal, wait_stopped, Process, TEST_PORTS};
 /// The partition of `key` under a layout (its `partitions` and
@@ -76,6 +78,8 @@ pub struct ServerProcess {
     extra_args: Vec<String>,
     /// Extra environment variables, kept for restarts.
     env: Vec<(String, String)>,
+    /// How clients reach a secured node (TLS, a token); default: plaintext.
+    pub security: Security,
 }
 
 impl ServerProcess {
@@ -120,6 +124,7 @@ impl ServerProcess {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            security: Security::default(),
         };
         server.spawn()?;
         Ok(server)
@@ -138,10 +143,7 @@ impl ServerProcess {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--name")
-            .arg(format!(
-                "test-{}",
-                self.grpc.rsplit(':').next().unwrap_or("node")
-            ))
+            .arg(secure::node_name(&self.grpc))
             .args(&self.extra_args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let name = format!("ringkv-server at {}", self.grpc);
@@ -162,7 +164,7 @@ impl ServerProcess {
 
     /// Waits until the node answers Admin.NodeStatus.
     pub async fn wait_ready(&mut self) -> Result<()> {
-        let client = Client::new(&[self.grpc.as_str()])?;
+        let client = self.client();
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(process) = self.process.as_mut() {
@@ -184,6 +186,14 @@ impl ServerProcess {
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The exit status, once the process has exited by itself.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        match self.process.as_mut() {
+            Some(process) => process.try_wait(),
+            None => Ok(None),
         }
     }
 
@@ -209,7 +219,9 @@ impl ServerProcess {
 
     /// A client connected to this server only.
     pub fn client(&self) -> Client {
-        Client::new(&[self.grpc.as_str()]).expect("valid endpoint")
+        Client::new(&[self.grpc.as_str()])
+            .and_then(|c| c.with_security(self.security.clone()))
+            .expect("valid endpoint")
     }
 
     /// The server's log so far.
@@ -262,6 +274,8 @@ pub struct TestCluster {
     /// Environment every node got (the harness's and the caller's), for
     /// the same reason.
     env: Vec<(String, String)>,
+    /// Certificates and tokens, for a secured cluster.
+    pub secured: Option<Secured>,
     _dir: tempfile::TempDir,
 }
 
@@ -279,6 +293,28 @@ impl TestCluster {
         n: usize,
         extra_args: &[&str],
         extra_env: &[(&str, &str)],
+    ) -> Result<TestCluster> {
+        Self::start_inner(n, extra_args, extra_env, None).await
+    }
+
+    /// Like [`TestCluster::start_with_env`], secured: TLS on the client
+    /// ports, mutual TLS on the peer ports, and with `auth` tokens on (the
+    /// fault switch then stays off: faults are processes killed and
+    /// stopped).
+    pub async fn start_secured(
+        n: usize,
+        extra_args: &[&str],
+        extra_env: &[(&str, &str)],
+        secure: Secure,
+    ) -> Result<TestCluster> {
+        Self::start_inner(n, extra_args, extra_env, Some(secure)).await
+    }
+
+    async fn start_inner(
+        n: usize,
+        extra_args: &[&str],
+        extra_env: &[(&str, &str)],
+        secure: Option<Secure>,
     ) -> Result<TestCluster> {
         let dir = tempfile::tempdir()?;
         let addresses: Vec<(String, String)> = (0..n)
@@ -300,19 +336,43 @@ impl TestCluster {
         args.extend_from_slice(extra_args);
         let mut env = vec![
             ("RINGKV__GOSSIP__INTERVAL_MS", interval.as_str()),
-            ("RINGKV__DEBUG__FAULT_INJECTION", "true"),
             ("RINGKV__HANDOFF__INTERVAL_MS", "200"),
         ];
+        if !secure.is_some_and(|s| s.auth) {
+            env.push(("RINGKV__DEBUG__FAULT_INJECTION", "true"));
+        }
         env.extend_from_slice(extra_env);
+        let secured = match secure {
+            Some(secure) => {
+                let names: Vec<String> = addresses
+                    .iter()
+                    .map(|(grpc, _)| secure::node_name(grpc))
+                    .collect();
+                let certs = dir.path().join("certs");
+                std::fs::create_dir_all(&certs)?;
+                Some(Secured::make(&certs, &names, secure)?)
+            }
+            None => None,
+        };
         let mut nodes = Vec::with_capacity(n);
         for (i, (grpc, peer)) in addresses.iter().enumerate() {
-            nodes.push(ServerProcess::start_on(
+            let node_env = secured
+                .as_ref()
+                .map(|s| s.env_for(&secure::node_name(grpc)))
+                .unwrap_or_default();
+            let mut env = env.clone();
+            env.extend(node_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            let mut node = ServerProcess::start_on(
                 &dir.path().join(format!("node{i}")),
                 grpc,
                 peer,
                 &args,
                 &env,
-            )?);
+            )?;
+            if let Some(s) = &secured {
+                node.security = s.security();
+            }
+            nodes.push(node);
         }
         for node in nodes.iter_mut() {
             node.wait_ready().await?;
@@ -330,6 +390,7 @@ impl TestCluster {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            secured,
             _dir: dir,
         };
         cluster.wait_converged().await?;
@@ -418,8 +479,26 @@ impl TestCluster {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         env.extend_from_slice(extra_env);
-        let node =
-            ServerProcess::start_with_env(&self._dir.path().join(format!("node{i}")), &args, &env)?;
+        let grpc = format!("127.0.0.1:{}", free_port());
+        let peer = format!("127.0.0.1:{}", free_port());
+        let node_env = match &self.secured {
+            Some(s) => {
+                s.add_node(&secure::node_name(&grpc))?;
+                s.env_for(&secure::node_name(&grpc))
+            }
+            None => Vec::new(),
+        };
+        env.extend(node_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let mut node = ServerProcess::start_on(
+            &self._dir.path().join(format!("node{i}")),
+            &grpc,
+            &peer,
+            &args,
+            &env,
+        )?;
+        if let Some(s) = &self.secured {
+            node.security = s.security();
+        }
         self.nodes.push(node);
         // Filled in by `wait_node_ready`, once the node can say its id.
         self.ids.push(String::new());
@@ -454,13 +533,24 @@ impl TestCluster {
 
     /// A client over all endpoints, with partition-aware routing.
     pub fn client(&self) -> Client {
-        Client::new(&self.endpoints()).expect("valid endpoints")
+        Client::new(&self.endpoints())
+            .and_then(|c| c.with_security(self.security()))
+            .expect("valid endpoints")
+    }
+
+    /// How clients reach the nodes (TLS and a token when secured).
+    pub fn security(&self) -> Security {
+        self.secured
+            .as_ref()
+            .map(Secured::security)
+            .unwrap_or_default()
     }
 
     /// A client bound to node `i` only, without routing: node `i`
     /// coordinates (or forwards) every request.
     pub fn client_via(&self, i: usize) -> Client {
         Client::new(&[self.nodes[i].grpc.as_str()])
+            .and_then(|c| c.with_security(self.security()))
             .expect("valid endpoint")
             .with_routing(false)
     }

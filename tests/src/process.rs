@@ -93,7 +93,8 @@ pub fn signal(pid: u32, sig: libc::c_int) {
         libc::SIGSTOP => "STOP",
         libc::SIGCONT => "CONT",
         libc::SIGINT => "INT",
-        _ => "TERM",
+        libc::SIGHUP => "HUP",
+        other => panic!("signal {other} is not one the harness sends"),
     };
     let _ = Command::new("kill")
         .arg(format!("-{name}"))

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use ringkv_client::{Level, PutOptions, RequestOptions};
 use ringkv_tests::faults::{self, Fault, FaultKind, Scenario};
+use ringkv_tests::secure::Secure;
 
 /// Nodes of every run here: N = 3, so with one node faulty a quorum of
 /// two always remains.
@@ -47,6 +48,7 @@ fn short_run() -> Scenario {
         gap: (Duration::from_millis(300), Duration::from_millis(1_500)),
         converge_within: CONVERGE_WITHIN,
         env: Vec::new(),
+        secure: None,
     }
 }
 
@@ -101,6 +103,23 @@ async fn a_short_mixed_fault_run_loses_no_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_mixed_fault_run_loses_no_acknowledged_write() {
     let scenario = long_run();
+    let report = faults::run(&scenario, faults::seed_from_env())
+        .await
+        .unwrap();
+    assert_held(&report, &scenario);
+}
+
+/// The short run on a secured cluster: TLS to the clients, mutual TLS
+/// between the nodes (every replica write, hint, gossip and anti-entropy
+/// exchange over it) and tokens. Tokens turn the fault switch off, so the
+/// faults are kills and pauses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_fault_run_on_a_secured_cluster_loses_no_acknowledged_write() {
+    let scenario = Scenario {
+        kinds: vec![FaultKind::Kill, FaultKind::Pause],
+        secure: Some(Secure::AUTH),
+        ..short_run()
+    };
     let report = faults::run(&scenario, faults::seed_from_env())
         .await
         .unwrap();

@@ -19,7 +19,11 @@
 //!    one node only (no routing: that node coordinates every request, or
 //!    forwards it when it holds no replica of the key), then a fresh
 //!    cluster with `storage.sync = always` for puts;
-//! 5. **three etcd members** (Debian's `etcd-server`), linearizable ranges
+//! 5. **secured ringkv**, one node and three nodes as in 3 and 4, with TLS
+//!    on the client port, mutual TLS between the nodes and a bearer token
+//!    on every request (docs/security.md), puts and gets: the cost of
+//!    security, read against rows 3 and 4 of the same run;
+//! 6. **three etcd members** (Debian's `etcd-server`), linearizable ranges
 //!    and puts, which etcd always fsyncs on a majority.
 //!
 //! With `--half-load`, one node and the routed three-node cluster also run
@@ -78,15 +82,18 @@ pub enum System {
     Single,
     /// Three ringkv nodes, N=3, R=W=QUORUM (periodic, via one node, always).
     Cluster,
+    /// One and three ringkv nodes with TLS, mutual TLS and tokens.
+    Secure,
     /// Three etcd members.
     Etcd,
 }
 
-const ALL_SYSTEMS: [System; 5] = [
+const ALL_SYSTEMS: [System; 6] = [
     System::Echo,
     System::Storage,
     System::Single,
     System::Cluster,
+    System::Secure,
     System::Etcd,
 ];
 
@@ -255,6 +262,8 @@ const SINGLE: &str = "ringkv 1 node";
 const CLUSTER: &str = "ringkv 3 nodes";
 const CLUSTER_ONE_NODE: &str = "ringkv 3 nodes, via 1 node";
 const CLUSTER_ALWAYS: &str = "ringkv 3 nodes, always";
+const SECURE_SINGLE: &str = "ringkv 1 node, TLS+mTLS+token";
+const SECURE_CLUSTER: &str = "ringkv 3 nodes, TLS+mTLS+token";
 const ETCD: &str = "etcd 3 members";
 
 /// Runs the comparison and prints it.

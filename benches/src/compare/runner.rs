@@ -10,7 +10,9 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 
 use super::procs::{cpu_seconds, load_average};
-use super::{base_config, Op, Row, Runner, Spec, System, CLUSTER, ECHO, ETCD, SINGLE, STORAGE};
+use super::{
+    base_config, Op, Row, Runner, Spec, System, CLUSTER, ECHO, ETCD, SECURE_SINGLE, SINGLE, STORAGE,
+};
 use crate::config::Target as TargetKind;
 use crate::report::{OpReport, Report};
 use crate::target::Target;
@@ -25,6 +27,7 @@ impl Runner<'_> {
             System::Storage => self.storage().await,
             System::Single => self.single().await,
             System::Cluster => self.cluster().await,
+            System::Secure => self.secure().await,
             System::Etcd => self.etcd().await,
         };
         if let Err(e) = result {
@@ -34,6 +37,7 @@ impl Runner<'_> {
                 System::Storage => STORAGE,
                 System::Single => SINGLE,
                 System::Cluster => CLUSTER,
+                System::Secure => SECURE_SINGLE,
                 System::Etcd => ETCD,
             };
             // Rows already measured for this system stay; a failure before

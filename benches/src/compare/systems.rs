@@ -8,10 +8,10 @@ use anyhow::{bail, Context as _, Result};
 use ringkv_tests::Process;
 
 use super::procs::{find_program, free_port, spawn};
-use super::setup::{ringkv_target, start_ringkv, wait_ringkv, wait_until};
+use super::setup::{start_ringkv, wait_until};
 use super::{
-    Op, Runner, Spec, CLUSTER, CLUSTER_ALWAYS, CLUSTER_ONE_NODE, CLUSTER_SIZE, ECHO, ETCD, SINGLE,
-    STORAGE, STORAGE_ALWAYS,
+    Op, Runner, Spec, CLUSTER, CLUSTER_ALWAYS, CLUSTER_ONE_NODE, CLUSTER_SIZE, ECHO, ETCD,
+    SECURE_CLUSTER, SECURE_SINGLE, SINGLE, STORAGE, STORAGE_ALWAYS,
 };
 use crate::config::{StorageSync, Target as TargetKind};
 use crate::echo::EchoClient;
@@ -113,11 +113,10 @@ impl Runner<'_> {
 
     pub(super) async fn single(&mut self) -> Result<()> {
         let dir = self.dir("single")?;
-        let mut nodes = start_ringkv(self.args, &dir, 1, "periodic")?;
-        let endpoints: Vec<String> = nodes.iter().map(|n| n.grpc.clone()).collect();
-        wait_ringkv(&mut nodes, &endpoints).await?;
-        let target = Arc::new(ringkv_target(&endpoints, true)?);
-        let pids: Vec<u32> = nodes.iter().filter_map(|n| n.proc.pid()).collect();
+        let mut nodes = start_ringkv(self.args, &dir, 1, "periodic", false)?;
+        nodes.wait().await?;
+        let target = Arc::new(nodes.target(&nodes.endpoints(), true)?);
+        let pids = nodes.pids();
         self.measure(
             Spec {
                 system: SINGLE,
@@ -149,11 +148,11 @@ impl Runner<'_> {
     pub(super) async fn cluster(&mut self) -> Result<()> {
         {
             let dir = self.dir("cluster")?;
-            let mut nodes = start_ringkv(self.args, &dir, CLUSTER_SIZE, "periodic")?;
-            let endpoints: Vec<String> = nodes.iter().map(|n| n.grpc.clone()).collect();
-            wait_ringkv(&mut nodes, &endpoints).await?;
-            let pids: Vec<u32> = nodes.iter().filter_map(|n| n.proc.pid()).collect();
-            let routed = Arc::new(ringkv_target(&endpoints, true)?);
+            let mut nodes = start_ringkv(self.args, &dir, CLUSTER_SIZE, "periodic", false)?;
+            nodes.wait().await?;
+            let endpoints = nodes.endpoints();
+            let pids = nodes.pids();
+            let routed = Arc::new(nodes.target(&endpoints, true)?);
             self.measure(
                 Spec {
                     system: CLUSTER,
@@ -181,7 +180,7 @@ impl Runner<'_> {
             self.half_load(CLUSTER, &routed, &pids).await?;
             // The same cluster with every request sent to node 1, which
             // coordinates or forwards it.
-            let via_one = Arc::new(ringkv_target(&endpoints[..1], false)?);
+            let via_one = Arc::new(nodes.target(&endpoints[..1], false)?);
             for op in [Op::Put, Op::Get] {
                 self.measure(
                     Spec {
@@ -200,11 +199,10 @@ impl Runner<'_> {
         // A fresh cluster whose replicas fsync before acknowledging, the
         // counterpart of etcd's puts.
         let dir = self.dir("cluster-always")?;
-        let mut nodes = start_ringkv(self.args, &dir, CLUSTER_SIZE, "always")?;
-        let endpoints: Vec<String> = nodes.iter().map(|n| n.grpc.clone()).collect();
-        wait_ringkv(&mut nodes, &endpoints).await?;
-        let pids: Vec<u32> = nodes.iter().filter_map(|n| n.proc.pid()).collect();
-        let target = Arc::new(ringkv_target(&endpoints, true)?);
+        let mut nodes = start_ringkv(self.args, &dir, CLUSTER_SIZE, "always", false)?;
+        nodes.wait().await?;
+        let pids = nodes.pids();
+        let target = Arc::new(nodes.target(&nodes.endpoints(), true)?);
         self.measure(
             Spec {
                 system: CLUSTER_ALWAYS,
@@ -217,6 +215,39 @@ impl Runner<'_> {
             &pids,
         )
         .await?;
+        Ok(())
+    }
+
+    /// One node and three nodes as [`Runner::single`] and
+    /// [`Runner::cluster`] measure them (periodic, routed), with TLS on the
+    /// client port, mutual TLS between the nodes and a token on every
+    /// request.
+    pub(super) async fn secure(&mut self) -> Result<()> {
+        for (label, n) in [(SECURE_SINGLE, 1), (SECURE_CLUSTER, CLUSTER_SIZE)] {
+            let dir = self.dir(if n == 1 {
+                "secure-single"
+            } else {
+                "secure-cluster"
+            })?;
+            let mut nodes = start_ringkv(self.args, &dir, n, "periodic", true)?;
+            nodes.wait().await?;
+            let pids = nodes.pids();
+            let target = Arc::new(nodes.target(&nodes.endpoints(), true)?);
+            for (op, preload) in [(Op::Put, true), (Op::Get, false)] {
+                self.measure(
+                    Spec {
+                        system: label,
+                        op,
+                        kind: TargetKind::Ringkv,
+                        preload,
+                        target_rate: None,
+                    },
+                    &target,
+                    &pids,
+                )
+                .await?;
+            }
+        }
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! The CLI's commands, one module per group, and what they share: the
 //! argument parsers and the JSON forms of values, contexts and reply meta.
 
+pub mod auth;
 pub mod changes;
 pub mod kv;
 pub mod status;

@@ -191,3 +191,59 @@ fn an_injected_bug_loads_from_a_file_and_is_printed() {
     let default = Config::load(None, &[]).unwrap().to_toml().unwrap();
     assert!(default.contains("inject_bug = \"none\""), "{default}");
 }
+
+fn load(pairs: &[(&str, &str)]) -> Result<Config> {
+    let overrides: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::load(None, &overrides)
+}
+
+fn refused(pairs: &[(&str, &str)], expected: &str) {
+    let e = load(pairs).unwrap_err().to_string();
+    assert!(e.contains(expected), "{pairs:?}: {e}");
+}
+
+#[test]
+fn security_settings_come_in_whole_sets_and_leave_no_door_open() {
+    let peer = [
+        ("tls.peer_ca", "/ca.crt"),
+        ("tls.peer_cert", "/n.crt"),
+        ("tls.peer_key", "/n.key"),
+    ];
+    let with_peer = |more: &[(&'static str, &'static str)]| {
+        let mut all = peer.to_vec();
+        all.extend_from_slice(more);
+        all
+    };
+    // Files are read at start, not here: a whole set validates.
+    let c = load(&with_peer(&[("tls.cert", "/c.crt"), ("tls.key", "/c.key")])).unwrap();
+    assert!(c.tls.client_port_tls() && c.tls.peer_tls());
+    refused(
+        &[("tls.cert", "/c.crt")],
+        "tls.cert and tls.key go together",
+    );
+    refused(&[("tls.client_ca", "/ca.crt")], "tls.client_ca needs TLS");
+    refused(&peer[..2], "go together");
+    refused(
+        &with_peer(&[("node.name", "not a name")]),
+        "must be a DNS name",
+    );
+
+    let auth = [("auth.enabled", "true"), ("auth.root_token_file", "/root")];
+    assert!(
+        load(&auth).is_ok(),
+        "auth on a loopback peer port needs no TLS"
+    );
+    refused(&[("auth.enabled", "true")], "auth.root_token_file");
+    let mut with_faults = auth.to_vec();
+    with_faults.push(("debug.fault_injection", "true"));
+    refused(&with_faults, "exclude each other");
+    let mut exposed = auth.to_vec();
+    exposed.push(("node.peer_listen", "0.0.0.0:7380"));
+    refused(&exposed, "mutual TLS");
+    let mut secured = with_peer(&auth);
+    secured.push(("node.peer_listen", "0.0.0.0:7380"));
+    assert!(load(&secured).is_ok());
+}

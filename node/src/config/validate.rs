@@ -151,8 +151,77 @@ impl Config {
                 self.debug.inject_bug.name()
             ));
         }
+        self.validate_security()?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| Error::Config(format!("log.level = {:?}: {e}", self.log.level)))?;
         Ok(())
     }
+}
+
+impl Config {
+    /// The `tls` and `auth` rules: files come in whole sets, and a node
+    /// with auth on leaves no door open beside it.
+    fn validate_security(&self) -> Result<()> {
+        let fail = |msg: String| Err(Error::Config(msg));
+        let t = &self.tls;
+        if t.cert.is_some() != t.key.is_some() {
+            return fail("tls.cert and tls.key go together: set both or neither".to_string());
+        }
+        if t.client_ca.is_some() && t.cert.is_none() {
+            return fail(
+                "tls.client_ca needs TLS on the client port: set tls.cert and tls.key".to_string(),
+            );
+        }
+        let peer = [&t.peer_ca, &t.peer_cert, &t.peer_key];
+        if peer.iter().any(|p| p.is_some()) && !peer.iter().all(|p| p.is_some()) {
+            return fail(
+                "tls.peer_ca, tls.peer_cert and tls.peer_key go together: the peer port needs all three for mutual TLS"
+                    .to_string(),
+            );
+        }
+        if t.peer_tls() && !is_dns_name(&self.node.name) {
+            return fail(format!(
+                "node.name = {:?} must be a DNS name (letters, digits, '-', '.'): with peer TLS, a node is known by the name in its certificate",
+                self.node.name
+            ));
+        }
+        let a = &self.auth;
+        if !a.enabled {
+            return Ok(());
+        }
+        if self.debug.fault_injection {
+            return fail(
+                "auth.enabled and debug.fault_injection exclude each other: the fault switch is for test nodes only"
+                    .to_string(),
+            );
+        }
+        if a.root_token_file.is_none() {
+            return fail(
+                "auth.enabled needs auth.root_token_file: the root token creates the others"
+                    .to_string(),
+            );
+        }
+        if !t.peer_tls() && !self.node.peer_listen.ip().is_loopback() {
+            return fail(format!(
+                "auth.enabled protects the client port, but node.peer_listen = {} serves the other nodes to anyone who reaches it: set tls.peer_ca, tls.peer_cert and tls.peer_key (mutual TLS), or listen on loopback",
+                self.node.peer_listen
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `name` can stand in a certificate as a DNS name.
+fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
 }

@@ -207,6 +207,16 @@ impl Cluster {
             .clone()
     }
 
+    /// The name a member gossips (its certificate must carry it when the
+    /// peer port runs mutual TLS), if this node knows the member.
+    pub fn name_of(&self, node: NodeId) -> Option<String> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .map(|m| m.name.clone())
+    }
+
     /// One member's entry with its liveness, if known.
     pub fn member(&self, node: NodeId) -> Option<MemberView> {
         self.members().into_iter().find(|m| m.info.id == node)

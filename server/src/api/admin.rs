@@ -13,6 +13,7 @@ use crate::transport::Transport;
 use ringkv_core::error::Error;
 use ringkv_core::ring::KEY_HASH_SEED;
 use ringkv_core::version::NodeId;
+use ringkv_node::auth::Tokens;
 use ringkv_node::config::Config;
 use ringkv_node::handoff::HintStore;
 use ringkv_node::membership::Cluster;
@@ -40,6 +41,7 @@ pub struct AdminParts {
     pub workers: Arc<Workers>,
     /// For cluster changes forwarded to the claimant or the leaving node.
     pub transport: Arc<Transport>,
+    pub tokens: Arc<Tokens>,
 }
 
 pub struct AdminService {
@@ -50,6 +52,7 @@ pub struct AdminService {
     rebalance: Arc<Rebalance>,
     workers: Arc<Workers>,
     transport: Arc<Transport>,
+    tokens: Arc<Tokens>,
     info: NodeInfo,
     metrics: Arc<Metrics>,
 }
@@ -64,6 +67,7 @@ impl AdminService {
             rebalance: parts.rebalance,
             workers: parts.workers,
             transport: parts.transport,
+            tokens: parts.tokens,
             info,
             metrics,
         }
@@ -71,6 +75,10 @@ impl AdminService {
 
     pub(super) fn cluster(&self) -> &Cluster {
         &self.cluster
+    }
+
+    pub(super) fn tokens(&self) -> &Tokens {
+        &self.tokens
     }
 
     pub(super) fn transport(&self) -> &Transport {
@@ -354,6 +362,27 @@ impl Admin for AdminService {
         request: Request<pb::RemoveRequest>,
     ) -> Result<Response<pb::ClusterChangeResponse>, Status> {
         self.do_remove(request).await
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        self.do_create_token(request.into_inner()).await
+    }
+
+    async fn list_tokens(
+        &self,
+        _: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        self.do_list_tokens()
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        self.do_revoke_token(request.into_inner()).await
     }
 
     async fn plan(

@@ -9,6 +9,7 @@ use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::internal_server::Internal;
 use tonic::{Request, Response, Status};
 
+use super::auth::PeerNames;
 use super::{status, Gate};
 use crate::transport::{self, convert};
 use ringkv_core::error::Error;
@@ -208,7 +209,23 @@ impl Internal for InternalService {
         request: Request<pb::GossipRequest>,
     ) -> Result<Response<pb::GossipResponse>, Status> {
         let envelope = self.envelope(&request)?;
+        let names = request.extensions().get::<PeerNames>().cloned();
         let gossip = convert::gossip_from_proto(request.into_inner()).map_err(status)?;
+        if let Some(names) = names {
+            // Under mutual TLS the sender must be the node its certificate
+            // names (api::auth); gossip always carries its sender's entry.
+            let claimed = gossip
+                .entries
+                .iter()
+                .find(|e| Some(e.id) == envelope.from)
+                .map(|e| e.name.as_str())
+                .ok_or_else(|| {
+                    status(Error::PermissionDenied(
+                        "gossip must carry its sender's own entry".into(),
+                    ))
+                })?;
+            names.check(claimed)?;
+        }
         match self.handle(envelope, peer::Request::Gossip(gossip)).await? {
             peer::Response::Gossip(answer) => {
                 let cluster = answer.cluster;
@@ -298,6 +315,21 @@ impl Internal for InternalService {
             peer::Response::FetchPartition(chunk) => {
                 Ok(Response::new(convert::chunk_to_proto(chunk)))
             }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn sync_tokens(
+        &self,
+        request: Request<pb::SyncTokensRequest>,
+    ) -> Result<Response<pb::SyncTokensResponse>, Status> {
+        let envelope = self.envelope(&request)?;
+        let tokens = request.into_inner().tokens;
+        match self
+            .handle(envelope, peer::Request::SyncTokens(tokens))
+            .await?
+        {
+            peer::Response::Tokens(tokens) => Ok(Response::new(pb::SyncTokensResponse { tokens })),
             other => Err(unexpected(&other)),
         }
     }

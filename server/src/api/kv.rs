@@ -22,6 +22,7 @@ use tonic::{Request, Response, Status};
 
 use super::{convert, status, LevelLabel};
 use crate::transport::{self, Transport};
+use ringkv_core::auth::Principal;
 use ringkv_core::error::{Error, ReplicaError};
 use ringkv_node::coordinator::{Coordinator, DeleteCommand, GetCommand, PutCommand, Route};
 
@@ -46,6 +47,11 @@ impl KvService {
 
     fn next<T>(&self, request: Request<T>, key: &[u8]) -> Result<Next<T>, Status> {
         self.coordinator.check_key(key).map_err(status)?;
+        // A token limited to a key prefix (the auth layer put its
+        // principal here) is checked before anything is routed.
+        if let Some(principal) = request.extensions().get::<Principal>() {
+            principal.allow_key(key).map_err(status)?;
+        }
         let forwarded = transport::was_forwarded(&request);
         match self.coordinator.route(key).map_err(status)? {
             Route::Local => Ok(Next::Here(request.into_inner())),

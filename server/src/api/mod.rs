@@ -6,11 +6,13 @@
 //! status, so every failure reaches clients with the code DESIGN.md fixes.
 
 pub mod admin;
+mod auth;
 mod cluster;
 pub mod convert;
 mod internal;
 mod kv;
 mod layer;
+mod tokens;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Code, Status};
 
 pub use admin::AdminService;
+pub use auth::{ClientAuthLayer, PeerAuthLayer};
 pub use internal::{item_request, InternalService};
 pub use kv::KvService;
 pub use layer::{GateLayer, LevelLabel};

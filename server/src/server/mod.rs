@@ -13,6 +13,7 @@
 //! stop sending it writes.
 
 mod identity;
+mod reload;
 mod shutdown;
 
 use std::net::SocketAddr;
@@ -30,13 +31,17 @@ use tracing::{info, warn};
 pub use shutdown::{channel as shutdown_channel, Shutdown, ShutdownTrigger};
 
 use crate::api::admin::AdminParts;
-use crate::api::{AdminService, Gate, GateLayer, InternalService, KvService};
+use crate::api::{
+    AdminService, ClientAuthLayer, Gate, GateLayer, InternalService, KvService, PeerAuthLayer,
+};
+use crate::tls::{self, Port, Tls};
 use crate::transport::Transport;
+use reload::RootToken;
 use ringkv_core::error::{Error, Result};
 use ringkv_core::version::NodeId;
 use ringkv_node::assemble::{NodeParts, Wiring};
 use ringkv_node::config::{Config, EngineKind};
-use ringkv_node::metrics::Metrics;
+use ringkv_node::metrics::{Metrics, RegisteredCounter};
 use ringkv_node::replica::Replica;
 use ringkv_node::worker::Workers;
 use ringkv_peer::{AddressBook, ClusterIdentity, Faults};
@@ -78,12 +83,22 @@ impl Node {
         let identity = Arc::new(ClusterIdentity::new(metrics.foreign_cluster_refusals()));
         let addresses = Arc::new(AddressBook::default());
         let faults = Arc::new(Faults::default());
+        let tls = Tls::load(&config.tls, &config.node.name)?;
+        if let Some(tls) = &tls {
+            metrics.register(RegisteredCounter {
+                name: "ringkv_tls_handshake_failures_total",
+                help: "TLS handshakes refused on the client and peer ports",
+                value: tls.handshake_failures(),
+            });
+        }
+        warn_if_exposed(&config);
         let transport = Arc::new(Transport::new(
             node_id,
             addresses.clone(),
             identity.clone(),
             faults.clone(),
             config.limits.max_message_bytes(),
+            tls.clone(),
         ));
         let parts = NodeParts::assemble(
             config.clone(),
@@ -104,11 +119,14 @@ impl Node {
             hints,
             repair,
             rebalance,
+            tokens,
             coordinator,
             inbound,
             workers,
             ..
         } = &parts;
+        let root_token = RootToken::new(config.auth.root_token_file.clone(), tokens.clone());
+        root_token.load()?;
         let gate = Gate::new(config.limits.max_concurrent_requests, metrics.clone());
         let (trigger, _) = shutdown::channel();
 
@@ -169,6 +187,7 @@ impl Node {
                 rebalance: rebalance.clone(),
                 workers: workers.clone(),
                 transport: transport.clone(),
+                tokens: tokens.clone(),
             },
             info,
             metrics.clone(),
@@ -199,30 +218,52 @@ impl Node {
         // The client port serves clients and operators; the peer port
         // serves the other nodes: the Internal service, and the KV and
         // Admin requests they forward. Internal is never on the client port.
-        let mut stop = trigger.subscribe();
-        // Both listeners admit and meter calls in one layer (api::layer).
-        let client_port = tonic::transport::Server::builder()
+        // Both listeners admit and meter calls in one layer (api::layer);
+        // inside it, each checks who calls (api::auth).
+        let client_router = tonic::transport::Server::builder()
             .layer(GateLayer::new(gate.clone()))
+            .layer(ClientAuthLayer::new(tokens.clone()))
             .add_service(kv.clone())
             .add_service(admin.clone())
             .add_service(health.clone())
-            .add_service(reflection)
-            .serve_with_incoming_shutdown(
-                incoming_nodelay(listener),
-                async move { stop.recv().await },
-            );
-        let mut stop = trigger.subscribe();
-        let peer_port = tonic::transport::Server::builder()
+            .add_service(reflection);
+        let peer_router = tonic::transport::Server::builder()
             .layer(GateLayer::new(gate))
+            .layer(PeerAuthLayer::new(
+                cluster.clone(),
+                tls.as_ref().is_some_and(|t| t.peer_port()),
+            ))
             .add_service(internal)
             .add_service(kv)
             .add_service(admin)
-            .add_service(health)
-            .serve_with_incoming_shutdown(incoming_nodelay(peer_listener), async move {
-                stop.recv().await
-            });
+            .add_service(health);
+        // A macro, not a closure: the two routers have different types.
+        macro_rules! serve {
+            ($router:expr, $listener:expr, $port:expr) => {{
+                let mut stop = trigger.subscribe();
+                let until = async move { stop.recv().await };
+                let serving: Serving = match tls.as_ref().filter(|t| t.serves($port)) {
+                    Some(tls) => Box::pin($router.serve_with_incoming_shutdown(
+                        tls::incoming($listener, tls.clone(), $port, trigger.subscribe()),
+                        until,
+                    )),
+                    None => Box::pin(
+                        $router.serve_with_incoming_shutdown(incoming_nodelay($listener), until),
+                    ),
+                };
+                serving
+            }};
+        }
+        let client_port = serve!(client_router, listener, Port::Client);
+        let peer_port = serve!(peer_router, peer_listener, Port::Peer);
         let grpc =
             tokio::spawn(async move { tokio::try_join!(client_port, peer_port).map(|_| ()) });
+        tokio::spawn(reload::watch(
+            tls.clone(),
+            root_token,
+            Duration::from_millis(config.tls.reload_check_ms),
+            trigger.subscribe(),
+        ));
         parts.spawn_workers(&trigger);
         info!(
             node_id = %node_id,
@@ -325,6 +366,28 @@ async fn report_storage_failure(
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
         warn!("health service set to NOT_SERVING: the storage failed");
+    }
+}
+
+/// A listener's gRPC server, running until shutdown.
+type Serving = std::pin::Pin<
+    Box<dyn std::future::Future<Output = std::result::Result<(), tonic::transport::Error>> + Send>,
+>;
+
+/// Warns when a port is reachable beyond this machine without TLS.
+fn warn_if_exposed(config: &Config) {
+    if !config.node.listen.ip().is_loopback() && !config.tls.client_port_tls() {
+        warn!(
+            listen = %config.node.listen,
+            "the client port listens beyond loopback without TLS: anyone on the network can read the traffic{}; set tls.cert and tls.key (docs/security.md)",
+            if config.auth.enabled { ", tokens included" } else { " and, without auth.enabled, every key" }
+        );
+    }
+    if !config.node.peer_listen.ip().is_loopback() && !config.tls.peer_tls() {
+        warn!(
+            peer_listen = %config.node.peer_listen,
+            "the peer port listens beyond loopback without mutual TLS: anyone who reaches it can replicate into, gossip to or read from this node; set tls.peer_ca, tls.peer_cert and tls.peer_key (docs/security.md)"
+        );
     }
 }
 

@@ -10,6 +10,7 @@
 
 mod batch;
 pub mod convert;
+mod dial;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,7 @@ use ringkv_peer::{
     Response, TOO_LARGE,
 };
 
+use crate::tls::Tls;
 use batch::Batcher;
 
 /// Metadata key carrying the sending node's id on internal calls.
@@ -71,6 +73,8 @@ pub struct Transport {
     /// The test fault switch, for the requests it forwards.
     faults: Arc<Faults>,
     max_message_bytes: usize,
+    /// Mutual TLS to peers, when the peer port runs it.
+    tls: Option<Arc<Tls>>,
 }
 
 /// A peer's batcher with what it was started for.
@@ -83,6 +87,7 @@ impl Transport {
         identity: Arc<ClusterIdentity>,
         faults: Arc<Faults>,
         max_message_bytes: usize,
+        tls: Option<Arc<Tls>>,
     ) -> Self {
         Self {
             me,
@@ -92,6 +97,7 @@ impl Transport {
             identity,
             faults,
             max_message_bytes,
+            tls: tls.filter(|t| t.peer_port()),
         }
     }
 
@@ -111,7 +117,7 @@ impl Transport {
                 return Ok(ch.clone());
             }
         }
-        let ch = lazy_channel(address)?;
+        let ch = self.lazy_channel(address)?;
         channels.insert(node, (address.to_string(), ch.clone()));
         Ok(ch)
     }
@@ -123,7 +129,7 @@ impl Transport {
                 let address = self.address_of(*node)?;
                 self.channel_for(*node, &address)
             }
-            Peer::Seed(address) => lazy_channel(address),
+            Peer::Seed(address) => self.lazy_channel(address),
         }
         .map_err(|e| PeerError::new(Failure::NotSent, e.to_string()))?;
         Ok(InternalClient::new(channel)
@@ -252,6 +258,18 @@ impl Transport {
                     .map_err(peer_error)?
                     .into_inner()
                     .purged,
+            ),
+            R::SyncTokens(tokens) => Response::Tokens(
+                client
+                    .sync_tokens(with_headers(
+                        pb::SyncTokensRequest { tokens },
+                        &headers,
+                        timeout,
+                    ))
+                    .await
+                    .map_err(peer_error)?
+                    .into_inner()
+                    .tokens,
             ),
             R::FetchPartition {
                 partition,
@@ -421,17 +439,26 @@ pub fn cluster_of(headers: &MetadataMap) -> Result<Option<ClusterId>, Status> {
         })
 }
 
-fn lazy_channel(address: &str) -> Result<Channel> {
-    let uri = if address.contains("://") {
-        address.to_string()
-    } else {
-        format!("http://{address}")
-    };
-    Ok(Endpoint::from_shared(uri)
-        .map_err(|e| Error::InvalidArgument(format!("bad peer address {address:?}: {e}")))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .connect_lazy())
+impl Transport {
+    /// A channel to `address` that connects on first use: over mutual TLS
+    /// when the peer port runs it (each new connection with the
+    /// certificates current then), plaintext otherwise.
+    fn lazy_channel(&self, address: &str) -> Result<Channel> {
+        let uri = if address.contains("://") {
+            address.to_string()
+        } else {
+            format!("http://{address}")
+        };
+        let endpoint = Endpoint::from_shared(uri)
+            .map_err(|e| Error::InvalidArgument(format!("bad peer address {address:?}: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true);
+        Ok(match &self.tls {
+            Some(tls) => endpoint
+                .connect_with_connector_lazy(dial::TlsDial::new(tls.clone(), CONNECT_TIMEOUT)),
+            None => endpoint.connect_lazy(),
+        })
+    }
 }
 
 /// The innermost cause of an error: what actually failed ("connection

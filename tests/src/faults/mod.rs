@@ -77,6 +77,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
+use crate::secure::Secure;
 use crate::TestCluster;
 use converge::{wait_hints_drained, wait_replicas_agree};
 use workload::WRITE_HARD_LIMIT;
@@ -116,15 +117,30 @@ pub struct Scenario {
     pub converge_within: Duration,
     /// Extra environment for every node (e.g. [`HINTS_EXPIRE_AT_ONCE`]).
     pub env: Vec<(&'static str, &'static str)>,
+    /// Run on a secured cluster (TLS, mutual TLS, maybe tokens). With
+    /// tokens the fault switch is off, so `kinds` must not hold cuts.
+    pub secure: Option<Secure>,
 }
 
 /// Starts a cluster for fault runs: fast anti-entropy on top of the
 /// harness's fast gossip, handoff and fault switch, plus `extra_env` for
 /// every node.
 pub async fn start_cluster(nodes: usize, extra_env: &[(&str, &str)]) -> Result<TestCluster> {
+    start_cluster_secured(nodes, extra_env, None).await
+}
+
+/// [`start_cluster`], secured as `secure` says.
+pub async fn start_cluster_secured(
+    nodes: usize,
+    extra_env: &[(&str, &str)],
+    secure: Option<Secure>,
+) -> Result<TestCluster> {
     let mut env = vec![("RINGKV__REPAIR__INTERVAL_MS", REPAIR_INTERVAL_MS)];
     env.extend_from_slice(extra_env);
-    TestCluster::start_with_env(nodes, &[], &env).await
+    match secure {
+        Some(secure) => TestCluster::start_secured(nodes, &[], &env, secure).await,
+        None => TestCluster::start_with_env(nodes, &[], &env).await,
+    }
 }
 
 /// Node settings under which every hint is dropped instead of delivered
@@ -143,7 +159,10 @@ pub async fn run(scenario: &Scenario, seed: u64) -> Result<Report> {
         scenario.env
     );
     let mut rng = Rng::new(seed);
-    let mut cluster = start_cluster(scenario.nodes, &scenario.env).await?;
+    if scenario.secure.is_some_and(|s| s.auth) && scenario.kinds.contains(&FaultKind::Cut) {
+        bail!("network cuts use the fault switch, which a node with auth enabled does not have");
+    }
+    let mut cluster = start_cluster_secured(scenario.nodes, &scenario.env, scenario.secure).await?;
     let started = Instant::now();
     let writers_deadline = started + scenario.max_run + WRITE_HARD_LIMIT;
     let workload = Workload::start(&cluster, scenario.writers, writers_deadline);

@@ -35,6 +35,7 @@ use ringkv_tests::rebalance::{
     cli_async, describe, layout_members, print_cli_transfers, wait_settled, wait_transition,
     PARTITIONS,
 };
+use ringkv_tests::secure::Secure;
 use ringkv_tests::TestCluster;
 
 mod plan;

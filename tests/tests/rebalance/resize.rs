@@ -300,3 +300,80 @@ async fn shrinking_from_five_to_three_with_leave_under_load_loses_no_write() {
     println!("[{:>5.1?}] done", started.elapsed());
     assert_no_problems(&cluster, &problems);
 }
+
+/// Grow 3 → 4 under load on a secured cluster: the new node gets its
+/// certificates, joins over mutual TLS, receives its partitions by
+/// transfers over mutual TLS, and the clients reach every node with TLS
+/// and a token. Nothing acknowledged is lost and placement is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secured_cluster_grows_under_load_and_loses_no_write() {
+    let _serial = SERIAL.lock().await;
+    let started = Instant::now();
+    let mut env = base_env();
+    env.push(("RINGKV__TRANSFER__MAX_RATE", CHANGE_RATE));
+    let mut cluster = TestCluster::start_secured(3, &[], &env, Secure::AUTH)
+        .await
+        .unwrap();
+    let before = cluster.client().layout().await.unwrap();
+    let preloaded = preload(
+        &cluster.client(),
+        "secure-pre",
+        PRELOAD_KEYS,
+        PRELOAD_VALUE_BYTES,
+        16,
+    )
+    .await
+    .unwrap();
+    let load = Load::start(
+        &cluster,
+        &load_spec("secure", 0),
+        Instant::now() + LOAD_DEADLINE,
+    );
+    tokio::time::sleep(LOAD_BEFORE).await;
+    let added = cluster.add_node(&[]).await.unwrap();
+    if wait_transition(&cluster, before.version, Duration::from_secs(30))
+        .await
+        .is_some()
+    {
+        load.set_in_transition(true);
+    }
+    let settled = match wait_settled(&cluster, before.version, 4, Some(&load), SETTLE_TIMEOUT).await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = load.stop().await;
+            assert_no_problems(&cluster, &[format!("{e:#}")]);
+            unreachable!()
+        }
+    };
+    println!(
+        "[{:>5.1?}] settled: {}",
+        started.elapsed(),
+        describe(&settled.layout)
+    );
+    tokio::time::sleep(LOAD_AFTER).await;
+    let report = load.stop().await.unwrap();
+    println!("{report}");
+    let mut problems = Vec::new();
+    let members: BTreeSet<String> = cluster.ids.iter().cloned().collect();
+    check_after_change(
+        &cluster,
+        &settled,
+        &members,
+        &report,
+        &preloaded,
+        HAND_OVER_READ_ERRORS,
+        &mut problems,
+    )
+    .await;
+    let received = cluster.nodes[added]
+        .client()
+        .transfers(0)
+        .await
+        .unwrap()
+        .bytes_received;
+    if received == 0 {
+        problems.push("the new node reports no transferred bytes".into());
+    }
+    assert_no_problems(&cluster, &problems);
+}

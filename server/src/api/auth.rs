@@ -1,0 +1,402 @@
+//! Who may call what, as two tower layers: bearer tokens on the client
+//! port ([`ClientAuthLayer`]) and certificate names on the peer port
+//! ([`PeerAuthLayer`]). Each decides before any handler runs, so no
+//! handler repeats it; the one check a layer cannot make, a token's key
+//! prefix, is made by the KV handler from the [`Principal`] the layer
+//! leaves in the request's extensions.
+//!
+//! Client port, always: the Internal service is refused with
+//! PERMISSION_DENIED (it is served to nodes on the peer port only). With
+//! `auth.enabled`: KV.Get needs the read scope, KV.Put and KV.Delete the
+//! write scope, every Admin call the admin scope; a missing, malformed,
+//! unknown, revoked or expired token is UNAUTHENTICATED, a valid token
+//! without the scope PERMISSION_DENIED. Health checks and reflection need
+//! no token, so probes and generic tools work.
+//!
+//! Peer port, with mutual TLS: the TLS handshake already proved the caller
+//! holds a certificate of the cluster CA. A call naming its sender
+//! (`x-ringkv-from`) is refused with PERMISSION_DENIED unless that member's
+//! name is among the certificate's DNS names, so the header is never
+//! trusted on its own. Gossip is checked by its handler instead, against
+//! the sender's own entry in the message (a member may have changed its
+//! name since this node last heard of it, and gossip is how it says so).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use tonic::Status;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::status;
+use crate::tls::dns_names;
+use crate::transport::FROM_HEADER;
+use ringkv_core::auth::{Principal, Scope};
+use ringkv_core::error::Error;
+use ringkv_core::version::NodeId;
+use ringkv_node::auth::Tokens;
+use ringkv_node::membership::Cluster;
+
+const INTERNAL_PREFIX: &str = "/ringkv.v1.Internal/";
+const GOSSIP_PATH: &str = "/ringkv.v1.Internal/Gossip";
+
+/// Distinct peer certificates whose names are remembered; past this the
+/// cache starts over (a cluster has as many certificates as nodes, times
+/// the rotations in flight).
+const MAX_CACHED_CERTIFICATES: usize = 1024;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// The scope a client-port call needs; `None`: none (health, reflection).
+fn scope_of(path: &str) -> Option<Scope> {
+    match path {
+        "/ringkv.v1.KV/Get" => Some(Scope::Read),
+        "/ringkv.v1.KV/Put" | "/ringkv.v1.KV/Delete" => Some(Scope::Write),
+        p if p.starts_with("/ringkv.v1.Admin/") => Some(Scope::Admin),
+        // Any other KV path is unknown: the router answers UNIMPLEMENTED,
+        // but not to a caller without a token.
+        p if p.starts_with("/ringkv.v1.KV/") => Some(Scope::Read),
+        _ => None,
+    }
+}
+
+/// The bearer token of a call, if it carries one.
+fn bearer<B>(request: &http::Request<B>) -> Result<Option<&str>, Error> {
+    let Some(value) = request.headers().get(http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| Error::Unauthenticated("the authorization header is not text".into()))?;
+    let (kind, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !kind.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(Error::Unauthenticated(
+            "the authorization header must read `Bearer <token>`".into(),
+        ));
+    }
+    Ok(Some(token.trim()))
+}
+
+/// Checks a client-port call; the principal to pass on, if any.
+fn check_client<B>(
+    tokens: &Tokens,
+    request: &http::Request<B>,
+) -> Result<Option<Principal>, Error> {
+    let path = request.uri().path();
+    if path.starts_with(INTERNAL_PREFIX) {
+        return Err(Error::PermissionDenied(
+            "the Internal service is served to nodes on the peer port only".into(),
+        ));
+    }
+    let Some(scope) = scope_of(path).filter(|_| tokens.enabled()) else {
+        return Ok(None);
+    };
+    let token = bearer(request)?.ok_or_else(|| {
+        Error::Unauthenticated(
+            "this node requires a token: pass --token or set RINGKV_TOKEN (header `authorization: Bearer <token>`)"
+                .into(),
+        )
+    })?;
+    let principal = tokens.authenticate(token)?;
+    principal.require(scope, path.rsplit('/').next().unwrap_or(path))?;
+    Ok(Some(principal))
+}
+
+/// Wraps the client port's services with [`ClientAuth`].
+#[derive(Clone)]
+pub struct ClientAuthLayer {
+    tokens: Arc<Tokens>,
+}
+
+impl ClientAuthLayer {
+    pub fn new(tokens: Arc<Tokens>) -> Self {
+        Self { tokens }
+    }
+}
+
+impl<S> Layer<S> for ClientAuthLayer {
+    type Service = ClientAuth<S>;
+
+    fn layer(&self, inner: S) -> ClientAuth<S> {
+        ClientAuth {
+            inner,
+            tokens: self.tokens.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ClientAuth<S> {
+    inner: S,
+    tokens: Arc<Tokens>,
+}
+
+impl<S, B, R> Service<http::Request<B>> for ClientAuth<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    R: Default + Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        match check_client(&self.tokens, &request) {
+            Ok(principal) => {
+                if let Some(principal) = principal {
+                    request.extensions_mut().insert(principal);
+                }
+                Box::pin(inner.call(request))
+            }
+            Err(refused) => {
+                let refused = status(refused);
+                Box::pin(async move { Ok(refused.into_http()) })
+            }
+        }
+    }
+}
+
+/// The DNS names of the certificate a peer-port call came with, for the
+/// gossip handler's check.
+#[derive(Clone, Debug)]
+pub struct PeerNames(pub Arc<[String]>);
+
+impl PeerNames {
+    /// Refuses gossip whose sender's own entry names a node the
+    /// certificate does not.
+    pub fn check(&self, claimed: &str) -> Result<(), Status> {
+        if self.0.iter().any(|n| n.eq_ignore_ascii_case(claimed)) {
+            return Ok(());
+        }
+        Err(status(Error::PermissionDenied(format!(
+            "the peer certificate names {:?}, but the caller claims to be node {claimed:?}",
+            self.0
+        ))))
+    }
+}
+
+/// Certificate names by certificate, so a connection's many calls parse
+/// its certificate once.
+#[derive(Default)]
+struct NameCache(Mutex<HashMap<Vec<u8>, Arc<[String]>>>);
+
+impl NameCache {
+    fn names(&self, der: &[u8]) -> Result<Arc<[String]>, Error> {
+        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(names) = cache.get(der) {
+            return Ok(names.clone());
+        }
+        let names: Arc<[String]> = dns_names(&der.into())
+            .map_err(|e| Error::PermissionDenied(format!("peer certificate: {e}")))?
+            .into();
+        if cache.len() >= MAX_CACHED_CERTIFICATES {
+            cache.clear();
+        }
+        cache.insert(der.to_vec(), names.clone());
+        Ok(names)
+    }
+}
+
+/// Wraps the peer port's services with [`PeerAuth`]; passes every call
+/// through when the peer port runs no TLS.
+#[derive(Clone)]
+pub struct PeerAuthLayer {
+    cluster: Arc<Cluster>,
+    cache: Arc<NameCache>,
+    mutual_tls: bool,
+}
+
+impl PeerAuthLayer {
+    pub fn new(cluster: Arc<Cluster>, mutual_tls: bool) -> Self {
+        Self {
+            cluster,
+            cache: Arc::new(NameCache::default()),
+            mutual_tls,
+        }
+    }
+
+    fn check<B>(&self, request: &http::Request<B>) -> Result<Option<PeerNames>, Error> {
+        if !self.mutual_tls {
+            return Ok(None);
+        }
+        let certs = request
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(|info| info.peer_certs());
+        let leaf = certs.as_ref().and_then(|c| c.first()).ok_or_else(|| {
+            Error::Unauthenticated("the peer port needs a peer certificate".into())
+        })?;
+        let names = PeerNames(self.cache.names(leaf.as_ref())?);
+        if request.uri().path() == GOSSIP_PATH {
+            return Ok(Some(names));
+        }
+        let from = request
+            .headers()
+            .get(FROM_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse::<NodeId>().ok());
+        if let Some(name) = from.and_then(|id| self.cluster.name_of(id)) {
+            names
+                .check(&name)
+                .map_err(|s| Error::PermissionDenied(s.message().into()))?;
+        }
+        Ok(Some(names))
+    }
+}
+
+impl<S> Layer<S> for PeerAuthLayer {
+    type Service = PeerAuth<S>;
+
+    fn layer(&self, inner: S) -> PeerAuth<S> {
+        PeerAuth {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct PeerAuth<S> {
+    inner: S,
+    layer: PeerAuthLayer,
+}
+
+impl<S, B, R> Service<http::Request<B>> for PeerAuth<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    R: Default + Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        match self.layer.check(&request) {
+            Ok(names) => {
+                if let Some(names) = names {
+                    request.extensions_mut().insert(names);
+                }
+                Box::pin(inner.call(request))
+            }
+            Err(refused) => {
+                let refused = status(refused);
+                Box::pin(async move { Ok(refused.into_http()) })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringkv_storage::MemoryEngine;
+    use tonic::Code;
+
+    fn call(path: &str, token: Option<&str>) -> http::Request<()> {
+        let mut b = http::Request::builder().uri(format!("http://n{path}"));
+        if let Some(t) = token {
+            b = b.header("authorization", t);
+        }
+        b.body(()).unwrap()
+    }
+
+    fn code(e: Error) -> Code {
+        status(e).code()
+    }
+
+    #[tokio::test]
+    async fn the_client_port_refuses_what_each_token_does_not_allow() {
+        let tokens = Tokens::open(Arc::new(MemoryEngine::new()), true).unwrap();
+        let spec = |scopes: &[Scope]| ringkv_core::auth::TokenSpec {
+            name: "t".into(),
+            scopes: ringkv_core::auth::Scopes::of(scopes),
+            prefix: None,
+            ttl_ms: None,
+        };
+        let (reader, _) = tokens.create(&spec(&[Scope::Read])).await.unwrap();
+        let (writer, _) = tokens.create(&spec(&[Scope::Write])).await.unwrap();
+        let bearer = |t: &str| format!("Bearer {t}");
+        let check = |path: &str, token: Option<String>| {
+            check_client(&tokens, &call(path, token.as_deref()))
+        };
+
+        assert!(check("/ringkv.v1.KV/Get", Some(bearer(&reader)))
+            .unwrap()
+            .is_some());
+        assert!(check("/ringkv.v1.KV/Put", Some(bearer(&writer))).is_ok());
+        assert!(check("/grpc.health.v1.Health/Check", None)
+            .unwrap()
+            .is_none());
+        let refusals = [
+            ("/ringkv.v1.KV/Get", None, Code::Unauthenticated),
+            (
+                "/ringkv.v1.KV/Get",
+                Some("Basic abc".to_string()),
+                Code::Unauthenticated,
+            ),
+            (
+                "/ringkv.v1.KV/Get",
+                Some("Bearer rkv_nonsense".to_string()),
+                Code::Unauthenticated,
+            ),
+            (
+                "/ringkv.v1.KV/Put",
+                Some(bearer(&reader)),
+                Code::PermissionDenied,
+            ),
+            (
+                "/ringkv.v1.Admin/Members",
+                Some(bearer(&writer)),
+                Code::PermissionDenied,
+            ),
+            (
+                "/ringkv.v1.Internal/Replicate",
+                Some(bearer(&writer)),
+                Code::PermissionDenied,
+            ),
+        ];
+        for (path, token, expected) in refusals {
+            let e = check(path, token.clone()).unwrap_err();
+            assert_eq!(code(e), expected, "{path} with {token:?}");
+        }
+    }
+
+    #[test]
+    fn without_auth_only_internal_is_refused_on_the_client_port() {
+        let tokens = Tokens::open(Arc::new(MemoryEngine::new()), false).unwrap();
+        assert!(check_client(&tokens, &call("/ringkv.v1.KV/Put", None)).is_ok());
+        assert!(check_client(&tokens, &call("/ringkv.v1.Admin/Members", None)).is_ok());
+        let e = check_client(&tokens, &call("/ringkv.v1.Internal/Gossip", None)).unwrap_err();
+        assert_eq!(code(e), Code::PermissionDenied);
+    }
+
+    #[test]
+    fn peer_names_must_include_the_claimed_member() {
+        let names = PeerNames(vec!["n1".to_string(), "host-a".to_string()].into());
+        assert!(names.check("N1").is_ok());
+        assert_eq!(
+            names.check("n2").unwrap_err().code(),
+            Code::PermissionDenied
+        );
+    }
+}
