@@ -26,9 +26,9 @@ use crate::membership::Cluster;
 use crate::worker::{Step, Worker, WorkerHandle};
 use ringkv_common::clock::wall_clock_ms;
 use ringkv_core::auth::{self, Principal, TokenRecord, TokenSpec, TokenTable};
-use ringkv_core::error::{Error, Result};
+use ringkv_core::error::{Code, Error, Result};
 use ringkv_core::version::NodeId;
-use ringkv_peer::{Request, Response};
+use ringkv_peer::{Failure, Request, Response};
 use ringkv_storage::{Cf, Engine, WriteBatch};
 
 /// Where the table is stored in the `meta` column family.
@@ -166,6 +166,9 @@ async fn exchange(cluster: &Cluster, tokens: &Tokens, to: NodeId) -> Result<()> 
             "token sync: {to} answered with {}",
             other.name()
         ))),
+        // A member that does not know its cluster yet (just joined)
+        // refuses; it is asked again in a later round.
+        Err(e) if e.failure == Failure::Refused(Code::FailedPrecondition) => Ok(()),
         Err(e) => Err(Error::Unreachable(format!("token sync with {to}: {e}"))),
     }
 }
@@ -228,6 +231,11 @@ impl SyncWorker {
 
 impl Worker for SyncWorker {
     async fn work(&mut self) -> Result<Step> {
+        // Tokens are exchanged within one cluster only: not before this
+        // node knows which.
+        if self.cluster.peers().identity.get().is_none() {
+            return Ok(Step::Idle);
+        }
         let me = self.cluster.me();
         let live: Vec<NodeId> = self
             .cluster

@@ -869,3 +869,46 @@ async fn python_grpcio_puts_and_gets_over_tls_with_a_token() -> Result<()> {
     );
     Ok(())
 }
+
+/// Tokens reach every node through the cluster: a node that was down when
+/// a token was created and another revoked learns both from the token-sync
+/// worker once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_was_down_learns_new_tokens_and_revocations_when_it_returns() -> Result<()> {
+    let mut cluster = TestCluster::start_secured(3, &[], &[], Secure::AUTH).await?;
+    let s = cluster.secured.clone().context("secured")?;
+    let ca = read(&s, "ca.crt");
+    let request = |name: &str| TokenRequest {
+        name: name.into(),
+        scopes: vec!["read".into(), "write".into()],
+        ..TokenRequest::default()
+    };
+    let old = cluster.client().create_token(request("old")).await?;
+    cluster.nodes[2].kill();
+    let root = Client::new(&cluster.endpoints()[..1])?.with_security(cluster.security())?;
+    let new = root.create_token(request("new")).await?.token;
+    ensure!(
+        root.revoke_token(&old.info.as_ref().context("info")?.id)
+            .await?
+    );
+    cluster.nodes[2].restart().await?;
+    let address = cluster.nodes[2].grpc.clone();
+    let name = ringkv_tests::secure::node_name(&address);
+    let mut kv = KvClient::new(tls_channel(&address, &ca, None, &name));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let new_works = kv.put(with_token(put("k"), Some(&new))).await.is_ok();
+        let old_refused = kv
+            .put(with_token(put("k"), Some(&old.token)))
+            .await
+            .is_err_and(|s| s.code() == Code::Unauthenticated);
+        if new_works && old_refused {
+            return Ok(());
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "node 2 did not learn the tokens: new accepted {new_works}, old refused {old_refused}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
