@@ -7,7 +7,9 @@
 #   (c) one ringkv node,
 #   (d) three ringkv nodes, N=3, R=W=QUORUM (routed; via one node;
 #       storage.sync = always for puts),
-#   (e) three etcd members (Debian's etcd-server, installed if missing),
+#   (e) one and three ringkv nodes secured: TLS to the clients, mutual TLS
+#       between the nodes, a token on every request,
+#   (f) three etcd members (Debian's etcd-server, installed if missing),
 #
 # all with the same key count, value size and concurrency, driven by the
 # same load generator (`ringkv-bench compare`). Every server is started on

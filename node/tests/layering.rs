@@ -22,6 +22,7 @@ const NODE_LAYERS: &[&str] = &[
     "coordinator",
     "repair",
     "rebalance",
+    "auth",
     "inbound",
     "assemble",
 ];

@@ -376,19 +376,33 @@ type Serving = std::pin::Pin<
 
 /// Warns when a port is reachable beyond this machine without TLS.
 fn warn_if_exposed(config: &Config) {
+    for warning in exposure_warnings(config) {
+        warn!("{warning}");
+    }
+}
+
+/// What [`warn_if_exposed`] says: one line per port that listens beyond
+/// loopback without (mutual) TLS.
+fn exposure_warnings(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
     if !config.node.listen.ip().is_loopback() && !config.tls.client_port_tls() {
-        warn!(
-            listen = %config.node.listen,
-            "the client port listens beyond loopback without TLS: anyone on the network can read the traffic{}; set tls.cert and tls.key (docs/security.md)",
-            if config.auth.enabled { ", tokens included" } else { " and, without auth.enabled, every key" }
-        );
+        out.push(format!(
+            "the client port {} listens beyond loopback without TLS: anyone on the network can read the traffic{}; set tls.cert and tls.key (docs/security.md)",
+            config.node.listen,
+            if config.auth.enabled {
+                ", tokens included"
+            } else {
+                " and, without auth.enabled, read and write every key"
+            }
+        ));
     }
     if !config.node.peer_listen.ip().is_loopback() && !config.tls.peer_tls() {
-        warn!(
-            peer_listen = %config.node.peer_listen,
-            "the peer port listens beyond loopback without mutual TLS: anyone who reaches it can replicate into, gossip to or read from this node; set tls.peer_ca, tls.peer_cert and tls.peer_key (docs/security.md)"
-        );
+        out.push(format!(
+            "the peer port {} listens beyond loopback without mutual TLS: anyone who reaches it can replicate into, gossip to or read from this node; set tls.peer_ca, tls.peer_cert and tls.peer_key (docs/security.md)",
+            config.node.peer_listen
+        ));
     }
+    out
 }
 
 /// Accepted connections with Nagle's algorithm off: small gRPC frames
@@ -453,5 +467,31 @@ async fn wait_for_signal() {
             warn!("cannot install signal handlers; stopping on ctrl-c only");
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_beyond_loopback_without_tls_is_warned_about() {
+        let mut config = Config::default();
+        assert!(
+            exposure_warnings(&config).is_empty(),
+            "a local node is quiet"
+        );
+        config.node.listen = "0.0.0.0:7379".parse().unwrap();
+        config.node.peer_listen = "10.0.0.1:7380".parse().unwrap();
+        let warnings = exposure_warnings(&config);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("client port 0.0.0.0:7379"));
+        assert!(warnings[1].contains("peer port 10.0.0.1:7380"));
+        config.tls.cert = Some("/c".into());
+        config.tls.key = Some("/k".into());
+        config.tls.peer_ca = Some("/ca".into());
+        config.tls.peer_cert = Some("/p".into());
+        config.tls.peer_key = Some("/pk".into());
+        assert!(exposure_warnings(&config).is_empty());
     }
 }
