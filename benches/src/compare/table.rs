@@ -45,7 +45,7 @@ pub(super) fn table(c: &Comparison) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<28} {:<5} {:>9} {:>7} {:>7} {:>6} {:>8} {:>7} {:>11} {:>11} {:>5}",
+        "{:<30} {:<5} {:>9} {:>7} {:>7} {:>6} {:>8} {:>7} {:>11} {:>11} {:>5}",
         "system",
         "op",
         "ops/s",
@@ -60,7 +60,7 @@ pub(super) fn table(c: &Comparison) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<28} {:<5} {:>9} {:>7} {:>7} {:>6} {:>8} {:>7} {:>11} {:>11} {:>5}",
+        "{:<30} {:<5} {:>9} {:>7} {:>7} {:>6} {:>8} {:>7} {:>11} {:>11} {:>5}",
         "", "", "", "", "", "", "", "", "s/1k ops", "s/1k ops", "avg"
     );
     let opt = |v: Option<f64>, precision: usize| {
@@ -74,12 +74,12 @@ pub(super) fn table(c: &Comparison) -> String {
         };
         if let Some(error) = &r.error {
             let first_line = error.lines().next().unwrap_or_default();
-            let _ = writeln!(out, "{:<28} {op:<5} failed: {first_line}", r.system);
+            let _ = writeln!(out, "{:<30} {op:<5} failed: {first_line}", r.system);
             continue;
         }
         let _ = writeln!(
             out,
-            "{:<28} {op:<5} {:>9} {:>7} {:>7} {:>6} {:>8} {:>7} {:>11} {:>11} {:>5}",
+            "{:<30} {op:<5} {:>9} {:>7} {:>7} {:>6} {:>8} {:>7} {:>11} {:>11} {:>5}",
             r.system,
             opt(r.ops_per_sec, 0),
             ms(r.p50_us),

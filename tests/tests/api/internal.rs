@@ -3,7 +3,8 @@
 use super::*;
 
 /// The node-to-node service is served on the peer port only: the client
-/// port answers UNIMPLEMENTED, while KV and Admin answer on both.
+/// port refuses it with PERMISSION_DENIED (DESIGN.md's code for a client
+/// calling Internal), while KV and Admin answer on both.
 #[tokio::test]
 async fn the_internal_service_is_never_served_on_the_client_port() {
     let node = start(&[]).await;
@@ -12,7 +13,8 @@ async fn the_internal_service_is_never_served_on_the_client_port() {
     };
     let mut on_client_port = InternalClient::new(connect(&node.server.grpc).await);
     let refused = on_client_port.local_read(read()).await.unwrap_err();
-    assert_eq!(refused.code(), Code::Unimplemented, "{refused:?}");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("peer port"), "{refused:?}");
     let mut on_peer_port = InternalClient::new(connect(&node.server.peer).await);
     assert!(on_peer_port.local_read(read()).await.is_ok());
     let status = AdminClient::new(connect(&node.server.grpc).await)
