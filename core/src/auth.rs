@@ -256,6 +256,11 @@ pub fn mint(spec: &TokenSpec, now_ms: u64, rng: &mut impl Rng) -> Result<(String
             spec.name.len()
         )));
     }
+    if spec.prefix.is_some() && spec.scopes.contains(Scope::Admin) {
+        return Err(Error::InvalidArgument(
+            "a key prefix cannot limit the admin scope (an admin token can read any node's copies and make new tokens): make a separate admin token".into(),
+        ));
+    }
     if spec.prefix.as_ref().is_some_and(|p| p.is_empty()) {
         return Err(Error::InvalidArgument(
             "an empty key prefix allows every key: leave the prefix out instead".into(),
@@ -317,6 +322,12 @@ impl TokenTable {
 
     /// Adds a new record (from [`mint`]).
     pub fn insert(&mut self, record: TokenRecord) -> Result<()> {
+        if self.records.contains_key(&record.id) {
+            return Err(Error::FailedPrecondition(format!(
+                "token id {} is taken; create the token again",
+                format_id(record.id)
+            )));
+        }
         if self.records.len() >= MAX_TOKENS {
             return Err(Error::Overloaded(format!(
                 "the cluster holds {MAX_TOKENS} tokens, the most it keeps"
@@ -360,10 +371,11 @@ impl TokenTable {
                 // Two tokens drawing the same id: keep one deterministically,
                 // so every node keeps the same.
                 let revoked = mine.revoked || record.revoked;
-                if record.hash < mine.hash {
+                let replaced = record.hash < mine.hash;
+                if replaced {
                     *mine = record;
                 }
-                let changed = mine.revoked != revoked;
+                let changed = replaced || mine.revoked != revoked;
                 mine.revoked = revoked;
                 changed
             }

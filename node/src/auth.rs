@@ -44,6 +44,9 @@ pub struct Tokens {
     root: RwLock<Option<[u8; 32]>>,
     /// Whether client calls need a token (`auth.enabled`).
     enabled: bool,
+    /// Held from reading the table to installing the change, so two
+    /// changes never store copies that each miss the other's edit.
+    changing: tokio::sync::Mutex<()>,
 }
 
 impl Tokens {
@@ -58,6 +61,7 @@ impl Tokens {
             table: RwLock::new(table),
             root: RwLock::new(None),
             enabled,
+            changing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -133,8 +137,9 @@ impl Tokens {
     /// Applies `edit` to a copy of the table, stores the copy when it
     /// changed, then installs it: a change is never visible before it is
     /// durable. Changes are rare (operators, and merges that bring news),
-    /// so serialising them on the write lock is fine.
+    /// so they run one at a time.
     async fn change(&self, edit: impl FnOnce(&mut TokenTable) -> Result<bool>) -> Result<bool> {
+        let _one_at_a_time = self.changing.lock().await;
         let mut next = self.table.read().unwrap_or_else(|p| p.into_inner()).clone();
         if !edit(&mut next)? {
             return Ok(false);
@@ -148,10 +153,7 @@ impl Tokens {
             engine.write(batch)
         })
         .await??;
-        // Another change may have landed meanwhile: merge, never replace,
-        // so neither is lost (merging is what the table is made for).
-        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
-        table.merge(&stored);
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = stored;
         Ok(true)
     }
 }

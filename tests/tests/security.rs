@@ -400,6 +400,49 @@ async fn the_peer_port_takes_only_cluster_members_who_are_who_they_claim() -> Re
             .await,
         Code::PermissionDenied,
     );
+    // No sender named; a sender this node does not know asking for data;
+    // an Admin call nodes never forward.
+    expect_code(
+        "an internal call naming no sender",
+        internal(Some(&node1))
+            .get_layout(pb::GetLayoutRequest {})
+            .await,
+        Code::PermissionDenied,
+    );
+    expect_code(
+        "a stranger reading a key",
+        internal(Some(&node1))
+            .local_read(stamped(
+                pb::LocalReadRequest {
+                    key: b"k".to_vec().into(),
+                },
+                "0123456789abcdef",
+                &cluster_id,
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+    let mut peer_admin = AdminClient::new(tls_channel(
+        &target.peer,
+        &peer_ca,
+        Some((node1.0.as_slice(), node1.1.as_slice())),
+        &target_name,
+    ));
+    expect_code(
+        "creating a token on the peer port",
+        peer_admin
+            .create_token(stamped(
+                pb::CreateTokenRequest {
+                    name: "sneaky".into(),
+                    scopes: vec!["admin".into()],
+                    ..Default::default()
+                },
+                &cluster.ids[1],
+                &cluster_id,
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
     // Gossip whose sender entry names someone the certificate does not.
     let stranger = "0123456789abcdef".to_string();
     let gossip = |name: &str| pb::GossipRequest {
@@ -593,6 +636,15 @@ async fn a_node_refuses_to_start_on_unusable_certificates_or_an_open_door() -> R
         &data(5),
         &[("RINGKV__AUTH__ENABLED", "true")],
         "root_token_file",
+    )?;
+    // Tokens with a peer port that takes anyone, even on loopback.
+    refuses_to_start(
+        &data(6),
+        &[
+            ("RINGKV__AUTH__ENABLED", "true"),
+            ("RINGKV__AUTH__ROOT_TOKEN_FILE", &root),
+        ],
+        "mutual TLS",
     )?;
     Ok(())
 }

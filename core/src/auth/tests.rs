@@ -98,12 +98,33 @@ fn bad_token_specs_are_refused() {
     s.prefix = None;
     s.name = "x".repeat(MAX_NAME_BYTES + 1);
     assert!(mint(&s, 0, &mut rng).is_err());
+    let mut admin = spec(&[Scope::Read, Scope::Admin]);
+    admin.prefix = Some(b"p/".to_vec());
+    let e = mint(&admin, 0, &mut rng).unwrap_err();
+    assert!(e.to_string().contains("admin"), "{e}");
+}
+
+#[test]
+fn a_taken_id_is_refused_and_a_same_id_merge_converges() {
+    let mut rng = StdRng::seed_from_u64(6);
+    let (_, a) = mint(&spec(&[Scope::Read]), 0, &mut rng).unwrap();
+    let mut table = table_with(std::slice::from_ref(&a));
+    assert!(table.insert(a.clone()).is_err());
+    // Another token that drew the same id: both sides keep the same one.
+    let mut b = a.clone();
+    b.hash = [0; 32];
+    let mut other = TokenTable::default();
+    other.merge_one(b.clone());
+    assert!(table.merge(&other), "taking the other record is a change");
+    assert_eq!(table.get(a.id), Some(&b));
+    assert!(!other.merge(&table_with(&[a])));
+    assert_eq!(other, table);
 }
 
 #[test]
 fn the_encoding_round_trips_and_garbage_is_an_error() {
     let mut rng = StdRng::seed_from_u64(5);
-    let mut s = spec(&[Scope::Read, Scope::Admin]);
+    let mut s = spec(&[Scope::Read, Scope::Write]);
     s.prefix = Some(b"p/".to_vec());
     s.ttl_ms = Some(5);
     let (_, a) = mint(&s, 9, &mut rng).unwrap();

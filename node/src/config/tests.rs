@@ -232,17 +232,15 @@ fn security_settings_come_in_whole_sets_and_leave_no_door_open() {
     );
 
     let auth = [("auth.enabled", "true"), ("auth.root_token_file", "/root")];
-    assert!(
-        load(&auth).is_ok(),
-        "auth on a loopback peer port needs no TLS"
+    // Auth needs mutual TLS on the peer port, loopback or not.
+    refused(&auth, "mutual TLS");
+    refused(
+        &with_peer(&[("auth.enabled", "true")]),
+        "auth.root_token_file",
     );
-    refused(&[("auth.enabled", "true")], "auth.root_token_file");
-    let mut with_faults = auth.to_vec();
+    let mut with_faults = with_peer(&auth);
     with_faults.push(("debug.fault_injection", "true"));
     refused(&with_faults, "exclude each other");
-    let mut exposed = auth.to_vec();
-    exposed.push(("node.peer_listen", "0.0.0.0:7380"));
-    refused(&exposed, "mutual TLS");
     let mut secured = with_peer(&auth);
     secured.push(("node.peer_listen", "0.0.0.0:7380"));
     assert!(load(&secured).is_ok());

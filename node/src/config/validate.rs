@@ -201,9 +201,11 @@ impl Config {
                     .to_string(),
             );
         }
-        if !t.peer_tls() && !self.node.peer_listen.ip().is_loopback() {
+        if !t.peer_tls() {
+            // Even on loopback: any local process could otherwise call the
+            // peer port, which takes no tokens.
             return fail(format!(
-                "auth.enabled protects the client port, but node.peer_listen = {} serves the other nodes to anyone who reaches it: set tls.peer_ca, tls.peer_cert and tls.peer_key (mutual TLS), or listen on loopback",
+                "auth.enabled protects the client port, but node.peer_listen = {} would serve the other nodes without authentication: set tls.peer_ca, tls.peer_cert and tls.peer_key (mutual TLS)",
                 self.node.peer_listen
             ));
         }

@@ -14,12 +14,14 @@
 //! no token, so probes and generic tools work.
 //!
 //! Peer port, with mutual TLS: the TLS handshake already proved the caller
-//! holds a certificate of the cluster CA. A call naming its sender
-//! (`x-ringkv-from`) is refused with PERMISSION_DENIED unless that member's
-//! name is among the certificate's DNS names, so the header is never
-//! trusted on its own. Gossip is checked by its handler instead, against
-//! the sender's own entry in the message (a member may have changed its
-//! name since this node last heard of it, and gossip is how it says so).
+//! holds a certificate of the cluster CA. Every call must name its sender
+//! (`x-ringkv-from`), and is refused with PERMISSION_DENIED unless that
+//! sender is a member whose name is among the certificate's DNS names, so
+//! the header is never trusted on its own. A sender this node does not
+//! know yet (a node joining) may only gossip and fetch the layout; its
+//! gossip must carry its own entry under a name the certificate carries
+//! (checked by the gossip handler). Of Admin, the peer port serves only
+//! the calls nodes forward to each other (leave, remove, plan, commit).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -28,7 +30,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-use tonic::Status;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -42,7 +43,23 @@ use ringkv_node::auth::Tokens;
 use ringkv_node::membership::Cluster;
 
 const INTERNAL_PREFIX: &str = "/ringkv.v1.Internal/";
-const GOSSIP_PATH: &str = "/ringkv.v1.Internal/Gossip";
+
+/// What a sender this node does not know yet may call on the peer port:
+/// how a node joins.
+const FOR_STRANGERS: &[&str] = &[
+    "/ringkv.v1.Internal/Gossip",
+    "/ringkv.v1.Internal/GetLayout",
+    "/grpc.health.v1.Health/Check",
+];
+
+/// The Admin calls nodes forward to each other (`api::cluster`): the only
+/// Admin the peer port serves under mutual TLS.
+const FORWARDED_ADMIN: &[&str] = &[
+    "/ringkv.v1.Admin/Leave",
+    "/ringkv.v1.Admin/Remove",
+    "/ringkv.v1.Admin/Plan",
+    "/ringkv.v1.Admin/Commit",
+];
 
 /// Distinct peer certificates whose names are remembered; past this the
 /// cache starts over (a cluster has as many certificates as nodes, times
@@ -174,16 +191,16 @@ where
 pub struct PeerNames(pub Arc<[String]>);
 
 impl PeerNames {
-    /// Refuses gossip whose sender's own entry names a node the
-    /// certificate does not.
-    pub fn check(&self, claimed: &str) -> Result<(), Status> {
+    /// Refuses a caller claiming to be a node the certificate does not
+    /// name.
+    pub fn check(&self, claimed: &str) -> Result<(), Error> {
         if self.0.iter().any(|n| n.eq_ignore_ascii_case(claimed)) {
             return Ok(());
         }
-        Err(status(Error::PermissionDenied(format!(
+        Err(Error::PermissionDenied(format!(
             "the peer certificate names {:?}, but the caller claims to be node {claimed:?}",
             self.0
-        ))))
+        )))
     }
 }
 
@@ -239,18 +256,31 @@ impl PeerAuthLayer {
             Error::Unauthenticated("the peer port needs a peer certificate".into())
         })?;
         let names = PeerNames(self.cache.names(leaf.as_ref())?);
-        if request.uri().path() == GOSSIP_PATH {
-            return Ok(Some(names));
+        let path = request.uri().path();
+        if path.starts_with("/ringkv.v1.Admin/") && !FORWARDED_ADMIN.contains(&path) {
+            return Err(Error::PermissionDenied(
+                "of Admin, the peer port serves only what nodes forward; call the client port"
+                    .into(),
+            ));
         }
         let from = request
             .headers()
             .get(FROM_HEADER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.parse::<NodeId>().ok());
-        if let Some(name) = from.and_then(|id| self.cluster.name_of(id)) {
-            names
-                .check(&name)
-                .map_err(|s| Error::PermissionDenied(s.message().into()))?;
+            .and_then(|s| s.parse::<NodeId>().ok())
+            .ok_or_else(|| {
+                Error::PermissionDenied(format!(
+                    "calls on the peer port must name their sender ({FROM_HEADER})"
+                ))
+            })?;
+        match self.cluster.name_of(from) {
+            Some(name) => names.check(&name)?,
+            None if FOR_STRANGERS.contains(&path) => {}
+            None => {
+                return Err(Error::PermissionDenied(format!(
+                    "{from} is not a member this node knows; a joining node may only gossip and fetch the layout"
+                )))
+            }
         }
         Ok(Some(names))
     }
@@ -394,9 +424,6 @@ mod tests {
     fn peer_names_must_include_the_claimed_member() {
         let names = PeerNames(vec!["n1".to_string(), "host-a".to_string()].into());
         assert!(names.check("N1").is_ok());
-        assert_eq!(
-            names.check("n2").unwrap_err().code(),
-            Code::PermissionDenied
-        );
+        assert_eq!(code(names.check("n2").unwrap_err()), Code::PermissionDenied);
     }
 }

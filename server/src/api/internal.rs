@@ -224,7 +224,7 @@ impl Internal for InternalService {
                         "gossip must carry its sender's own entry".into(),
                     ))
                 })?;
-            names.check(claimed)?;
+            names.check(claimed).map_err(status)?;
         }
         match self.handle(envelope, peer::Request::Gossip(gossip)).await? {
             peer::Response::Gossip(answer) => {

@@ -16,6 +16,7 @@ use ringkv_core::error::{Error, Result};
 use ringkv_node::auth::Tokens;
 
 /// The root token's file and where its hash goes.
+#[derive(Clone)]
 pub struct RootToken {
     file: Option<PathBuf>,
     tokens: Arc<Tokens>,
@@ -83,13 +84,21 @@ pub async fn watch(
             },
             "reloading certificates and the root token"
         );
-        if let Some(tls) = &tls {
-            if let Err(e) = tls.reload() {
-                warn!("TLS reload refused, the certificates in use stay: {e}");
+        // Reading files blocks: off the runtime (STYLE rule 9).
+        let (tls, root) = (tls.clone(), root.clone());
+        let reloaded = tokio::task::spawn_blocking(move || {
+            if let Some(tls) = &tls {
+                if let Err(e) = tls.reload() {
+                    warn!("TLS reload refused, the certificates in use stay: {e}");
+                }
             }
-        }
-        if let Err(e) = root.load() {
-            warn!("root token reload refused, the token in use stays: {e}");
+            if let Err(e) = root.load() {
+                warn!("root token reload refused, the token in use stays: {e}");
+            }
+        })
+        .await;
+        if let Err(e) = reloaded {
+            warn!("the reload task failed: {e}");
         }
     }
 }

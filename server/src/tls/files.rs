@@ -34,16 +34,34 @@ pub fn private_key(path: &Path, what: &str) -> Result<PrivateKeyDer<'static>> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| refused(what, path, e))
 }
 
-/// A CA bundle as trust roots; each CA must be valid now.
+/// A CA bundle as trust roots. A CA outside its validity window is left
+/// out with a warning (a bundle keeps the old CA beside the new one during
+/// a CA rotation, and the old one may expire first); a bundle with no
+/// valid CA is refused.
 pub fn roots(path: &Path, what: &str) -> Result<Arc<RootCertStore>> {
     let mut store = RootCertStore::empty();
+    let mut left_out = Vec::new();
     for cert in CertificateDer::pem_file_iter(path).map_err(|e| refused(what, path, e))? {
         let cert = cert.map_err(|e| refused(what, path, e))?;
-        check_validity(&cert, SystemTime::now()).map_err(|why| refused(what, path, why))?;
+        if let Err(why) = check_validity(&cert, SystemTime::now()) {
+            left_out.push(why);
+            continue;
+        }
         store.add(cert).map_err(|e| refused(what, path, e))?;
     }
     if store.is_empty() {
-        return Err(refused(what, path, "no PEM certificate in the file"));
+        let why = if left_out.is_empty() {
+            "no PEM certificate in the file".to_string()
+        } else {
+            format!("no CA in the file is valid now: {}", left_out.join("; "))
+        };
+        return Err(refused(what, path, why));
+    }
+    for why in left_out {
+        tracing::warn!(
+            "{what} = {}: a CA is left out of the bundle: {why}",
+            path.display()
+        );
     }
     Ok(Arc::new(store))
 }
