@@ -1,7 +1,7 @@
-//! Who may call what, as two tower layers: bearer tokens on the client
-//! port ([`ClientAuthLayer`]) and certificate names on the peer port
-//! ([`PeerAuthLayer`]). Each decides before any handler runs, so no
-//! handler repeats it; the one check a layer cannot make, a token's key
+//! Who may call what: one tower layer ([`AuthLayer`]) with a gatekeeper
+//! per port, bearer tokens on the client port ([`ClientAuth`]) and
+//! certificate names on the peer port ([`PeerAuth`]). Each decides before
+//! any handler runs, so no handler repeats it; the one check a layer cannot make, a token's key
 //! prefix, is made by the KV handler from the [`Principal`] the layer
 //! leaves in the request's extensions.
 //!
@@ -123,39 +123,70 @@ fn check_client<B>(
     Ok(Some(principal))
 }
 
-/// Wraps the client port's services with [`ClientAuth`].
+/// A check a listener runs on every call before any handler: it refuses
+/// the call, or passes it on with what it learned (the caller's identity),
+/// which handlers find in the request's extensions.
+pub trait Gatekeeper: Clone + Send + Sync + 'static {
+    type Pass: Clone + Send + Sync + 'static;
+
+    fn check<B>(&self, request: &http::Request<B>) -> Result<Option<Self::Pass>, Error>;
+}
+
+/// Bearer tokens on the client port (module doc).
 #[derive(Clone)]
-pub struct ClientAuthLayer {
+pub struct ClientAuth {
     tokens: Arc<Tokens>,
 }
 
-impl ClientAuthLayer {
+impl ClientAuth {
     pub fn new(tokens: Arc<Tokens>) -> Self {
         Self { tokens }
     }
 }
 
-impl<S> Layer<S> for ClientAuthLayer {
-    type Service = ClientAuth<S>;
+impl Gatekeeper for ClientAuth {
+    type Pass = Principal;
 
-    fn layer(&self, inner: S) -> ClientAuth<S> {
-        ClientAuth {
+    fn check<B>(&self, request: &http::Request<B>) -> Result<Option<Principal>, Error> {
+        check_client(&self.tokens, request)
+    }
+}
+
+/// Wraps a listener's services with a [`Gatekeeper`].
+#[derive(Clone)]
+pub struct AuthLayer<G> {
+    gate: G,
+}
+
+impl<G> AuthLayer<G> {
+    pub fn new(gate: G) -> Self {
+        Self { gate }
+    }
+}
+
+impl<S, G: Clone> Layer<S> for AuthLayer<G> {
+    type Service = Authed<S, G>;
+
+    fn layer(&self, inner: S) -> Authed<S, G> {
+        Authed {
             inner,
-            tokens: self.tokens.clone(),
+            gate: self.gate.clone(),
         }
     }
 }
 
+/// A service behind a [`Gatekeeper`].
 #[derive(Clone)]
-pub struct ClientAuth<S> {
+pub struct Authed<S, G> {
     inner: S,
-    tokens: Arc<Tokens>,
+    gate: G,
 }
 
-impl<S, B, R> Service<http::Request<B>> for ClientAuth<S>
+impl<S, G, B, R> Service<http::Request<B>> for Authed<S, G>
 where
     S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    G: Gatekeeper,
     R: Default + Send + 'static,
     B: Send + 'static,
 {
@@ -168,12 +199,13 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // The service polled ready takes the call (as in `layer.rs`).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        match check_client(&self.tokens, &request) {
-            Ok(principal) => {
-                if let Some(principal) = principal {
-                    request.extensions_mut().insert(principal);
+        match self.gate.check(&request) {
+            Ok(pass) => {
+                if let Some(pass) = pass {
+                    request.extensions_mut().insert(pass);
                 }
                 Box::pin(inner.call(request))
             }
@@ -226,16 +258,16 @@ impl NameCache {
     }
 }
 
-/// Wraps the peer port's services with [`PeerAuth`]; passes every call
+/// Certificate names on the peer port (module doc); passes every call
 /// through when the peer port runs no TLS.
 #[derive(Clone)]
-pub struct PeerAuthLayer {
+pub struct PeerAuth {
     cluster: Arc<Cluster>,
     cache: Arc<NameCache>,
     mutual_tls: bool,
 }
 
-impl PeerAuthLayer {
+impl PeerAuth {
     pub fn new(cluster: Arc<Cluster>, mutual_tls: bool) -> Self {
         Self {
             cluster,
@@ -243,6 +275,10 @@ impl PeerAuthLayer {
             mutual_tls,
         }
     }
+}
+
+impl Gatekeeper for PeerAuth {
+    type Pass = PeerNames;
 
     fn check<B>(&self, request: &http::Request<B>) -> Result<Option<PeerNames>, Error> {
         if !self.mutual_tls {
@@ -283,56 +319,6 @@ impl PeerAuthLayer {
             }
         }
         Ok(Some(names))
-    }
-}
-
-impl<S> Layer<S> for PeerAuthLayer {
-    type Service = PeerAuth<S>;
-
-    fn layer(&self, inner: S) -> PeerAuth<S> {
-        PeerAuth {
-            inner,
-            layer: self.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct PeerAuth<S> {
-    inner: S,
-    layer: PeerAuthLayer,
-}
-
-impl<S, B, R> Service<http::Request<B>> for PeerAuth<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    R: Default + Send + 'static,
-    B: Send + 'static,
-{
-    type Response = http::Response<R>;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        match self.layer.check(&request) {
-            Ok(names) => {
-                if let Some(names) = names {
-                    request.extensions_mut().insert(names);
-                }
-                Box::pin(inner.call(request))
-            }
-            Err(refused) => {
-                let refused = status(refused);
-                Box::pin(async move { Ok(refused.into_http()) })
-            }
-        }
     }
 }
 

@@ -21,7 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Code, Status};
 
 pub use admin::AdminService;
-pub use auth::{ClientAuthLayer, PeerAuthLayer};
+pub use auth::{AuthLayer, ClientAuth, PeerAuth};
 pub use internal::{item_request, InternalService};
 pub use kv::KvService;
 pub use layer::{GateLayer, LevelLabel};

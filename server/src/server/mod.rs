@@ -32,7 +32,7 @@ pub use shutdown::{channel as shutdown_channel, Shutdown, ShutdownTrigger};
 
 use crate::api::admin::AdminParts;
 use crate::api::{
-    AdminService, ClientAuthLayer, Gate, GateLayer, InternalService, KvService, PeerAuthLayer,
+    AdminService, AuthLayer, ClientAuth, Gate, GateLayer, InternalService, KvService, PeerAuth,
 };
 use crate::tls::{self, Port, Tls};
 use crate::transport::Transport;
@@ -222,17 +222,17 @@ impl Node {
         // inside it, each checks who calls (api::auth).
         let client_router = tonic::transport::Server::builder()
             .layer(GateLayer::new(gate.clone()))
-            .layer(ClientAuthLayer::new(tokens.clone()))
+            .layer(AuthLayer::new(ClientAuth::new(tokens.clone())))
             .add_service(kv.clone())
             .add_service(admin.clone())
             .add_service(health.clone())
             .add_service(reflection);
         let peer_router = tonic::transport::Server::builder()
             .layer(GateLayer::new(gate))
-            .layer(PeerAuthLayer::new(
+            .layer(AuthLayer::new(PeerAuth::new(
                 cluster.clone(),
                 tls.as_ref().is_some_and(|t| t.peer_port()),
-            ))
+            )))
             .add_service(internal)
             .add_service(kv)
             .add_service(admin)

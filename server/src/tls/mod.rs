@@ -7,7 +7,7 @@
 //! * **Peer port** (`tls.peer_ca`, `tls.peer_cert`, `tls.peer_key`):
 //!   mutual TLS. The node serves only clients presenting a certificate of
 //!   the cluster CA, and dials its peers presenting its own. Which node a
-//!   certificate stands for is its DNS names: `peer_auth` checks that a
+//!   certificate stands for is its DNS names: `api::auth` checks that a
 //!   call's claimed sender is a member whose `node.name` the certificate
 //!   names. Dialling, the node checks the chain only: it reaches members
 //!   by address, and a seed's name is not known before it answers.
