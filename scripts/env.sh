@@ -58,6 +58,37 @@ ringkv_install_verify_deps() {
     fi
 }
 
+# The container image and the compose tests need the Docker engine (it is
+# not installed here: it runs as a system service) and docker-compose.
+ringkv_install_docker_deps() {
+    if ! docker info >/dev/null 2>&1; then
+        echo "ringkv: the Docker engine is not reachable (docker info failed); the container tests need it" >&2
+        exit 1
+    fi
+    if ! command -v docker-compose >/dev/null 2>&1; then
+        echo "ringkv: installing docker-compose (needed by the compose tests)" >&2
+        local sudo=""
+        [ "$(id -u)" -ne 0 ] && sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq docker-compose >/dev/null
+    fi
+}
+
+# Puts `ringkv` and `ringkv-server` on the PATH: links in ~/.local/bin,
+# and the one line to add that directory when the shell does not have it.
+ringkv_link_binaries() {
+    local dir="$HOME/.local/bin"
+    mkdir -p "$dir"
+    for bin in ringkv ringkv-server; do
+        ln -sf "$RINGKV_BIN/$bin" "$dir/$bin"
+    done
+    case ":$PATH:" in
+        *":$dir:"*) echo "ringkv and ringkv-server are on your PATH (linked in $dir)" ;;
+        *) echo "ringkv and ringkv-server are linked in $dir; put them on your PATH with:"
+           echo "  export PATH=\"$dir:\$PATH\"" ;;
+    esac
+}
+
 ringkv_build() {
     (cd "$RINGKV_ROOT" && cargo build --release --locked --bins "$@")
 }

@@ -7,6 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 ringkv_install_deps
 echo "== building (the first build compiles RocksDB: about 25 minutes on 2 cores)"
 ringkv_build
+ringkv_link_binaries
 "$RINGKV_ROOT/deploy/local-cluster.sh" start 3
 
 ringkv="$RINGKV_BIN/ringkv"

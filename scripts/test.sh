@@ -5,6 +5,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 ringkv_install_deps
 ringkv_install_verify_deps
+ringkv_install_docker_deps
 cd "$RINGKV_ROOT"
 
 echo "== cargo fmt --check"
@@ -19,9 +20,15 @@ cargo clippy --release --locked --workspace --all-targets -- -D warnings
 echo "== build binaries"
 ringkv_build
 
-echo "== Python environment (the grpcio example and its test)"
+echo "== container image (deploy/docker/build.sh; the compose tests run it)"
+./deploy/docker/build.sh
+
+echo "== Python environment (grpcio, grpcio-reflection, kubernetes-validate)"
 RINGKV_PYTHON="$("$RINGKV_ROOT/scripts/python-env.sh")"
 export RINGKV_PYTHON
+
+echo "== Kubernetes manifests (offline schema validation)"
+./scripts/check-manifests.sh
 
 echo "== tests"
 cargo test --release --locked --workspace --all-targets

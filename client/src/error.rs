@@ -81,7 +81,7 @@ impl Error {
         };
         if from_transport {
             let detail = format!("connection failed: {}", root_cause(&status));
-            return if idempotent {
+            return if idempotent || never_sent(&status) {
                 Error::Unreachable(detail)
             } else {
                 Error::Indeterminate(format!("{detail}; the write may have been applied"))
@@ -100,6 +100,35 @@ impl Error {
             _ => Error::Internal(msg),
         }
     }
+}
+
+/// Whether a transport failure shows the request never reached the node:
+/// no connection could be opened (refused: the node is down or stopping),
+/// or the node refused the stream unprocessed (HTTP/2 REFUSED_STREAM, as a
+/// node sends while it shuts down). A write that failed so was not applied.
+pub(crate) fn never_sent(e: &(dyn StdError + 'static)) -> bool {
+    use std::io::ErrorKind;
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::AddrNotAvailable
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+            ) {
+                return true;
+            }
+        }
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// The innermost cause of an error, which is the one that says what
@@ -131,5 +160,38 @@ mod tests {
         assert!(e.is_indeterminate(), "{e:?}");
         let e = Error::from_status(tonic::Status::unknown("transport error"), true);
         assert!(!e.is_indeterminate(), "{e:?}");
+    }
+
+    /// A write that never reached the node (no connection, or a stream the
+    /// stopping node refused unprocessed) is `Unreachable`, which the
+    /// client sends on to the next node; one whose connection broke after
+    /// sending may have landed.
+    #[test]
+    fn a_write_that_never_reached_the_node_is_unreachable() {
+        use std::io::{Error as IoError, ErrorKind};
+        let transport = |e: Box<dyn StdError + Send + Sync>| tonic::Status::from_error(e);
+        let refused = transport(Box::new(IoError::new(
+            ErrorKind::ConnectionRefused,
+            "refused",
+        )));
+        assert!(matches!(
+            Error::from_status(refused, false),
+            Error::Unreachable(_)
+        ));
+        let unprocessed = transport(Box::new(h2::Error::from(h2::Reason::REFUSED_STREAM)));
+        assert!(matches!(
+            Error::from_status(unprocessed, false),
+            Error::Unreachable(_)
+        ));
+        let reset = transport(Box::new(IoError::new(ErrorKind::ConnectionReset, "reset")));
+        assert!(matches!(
+            Error::from_status(reset, false),
+            Error::Indeterminate(_)
+        ));
+        let cancelled = transport(Box::new(h2::Error::from(h2::Reason::CANCEL)));
+        assert!(matches!(
+            Error::from_status(cancelled, false),
+            Error::Indeterminate(_)
+        ));
     }
 }

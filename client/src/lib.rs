@@ -24,6 +24,7 @@ mod admin;
 mod error;
 mod kv;
 mod routing;
+mod suspects;
 mod types;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,6 +40,7 @@ pub use ringkv_common::{Level, NodeId, ReplyMeta};
 pub use types::{Context, GetResult, LocalCopy, PutOptions, PutResult, RequestOptions, Sibling};
 
 use routing::Routing;
+use suspects::Suspects;
 
 /// Default time allowed to open a connection to a node.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -119,6 +121,8 @@ pub struct Client {
     routing_fetched: Mutex<Option<std::time::Instant>>,
     /// A reply named a newer layout than the one held.
     routing_stale: std::sync::atomic::AtomicBool,
+    /// Nodes that failed a request, tried last until they are SERVING.
+    suspects: Suspects,
 }
 
 impl Client {
@@ -150,6 +154,7 @@ impl Client {
             routing: std::sync::RwLock::new(None),
             routing_fetched: Mutex::new(None),
             routing_stale: std::sync::atomic::AtomicBool::new(false),
+            suspects: Suspects::default(),
         })
     }
 
@@ -198,8 +203,10 @@ impl Client {
 
     /// Sends a request to one target after another until one answers:
     /// the key's replicas first (with routing), then the endpoints. Moves
-    /// on when a node cannot be reached, so nothing was sent; with
-    /// `idempotent`, also after any retryable error.
+    /// on when nothing was applied: the node could not be reached or
+    /// refused the request unprocessed (it is stopping), or it answered
+    /// UNAVAILABLE (too few replicas reachable from it, which another node
+    /// may not share); with `idempotent`, also after any retryable error.
     pub(crate) async fn with_failover<T, F, Fut>(
         &self,
         key: Option<&[u8]>,
@@ -212,7 +219,7 @@ impl Client {
         Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
         let mut last = None;
-        for address in self.targets(key) {
+        for address in self.suspects.order(self.targets(key)) {
             let ch = match self.channel(&address).await {
                 Ok(ch) => ch,
                 Err(e) => {
@@ -227,17 +234,50 @@ impl Client {
                     "no answer from {address} within {deadline:?}; a write may have been applied"
                 ))),
             };
+            if matches!(&result, Err(e) if e.is_retryable()) {
+                self.suspect(&address);
+            }
             match result {
                 Ok(resp) => return Ok(resp.into_inner()),
                 Err(e @ Error::Unreachable(_)) => {
                     self.routing_stale.store(true, Ordering::Relaxed);
                     last = Some(e)
                 }
+                Err(e @ Error::Unavailable(_)) => last = Some(e),
                 Err(e) if idempotent && e.is_retryable() => last = Some(e),
                 Err(e) => return Err(e),
             }
         }
         Err(last.unwrap_or_else(|| Error::Unreachable("no endpoints".into())))
+    }
+
+    /// Makes `address` a suspect (see [`suspects`]), probed over its own
+    /// connections so a probe never holds the request path's channel.
+    fn suspect(&self, address: &str) {
+        let endpoint = self.connect_to(address);
+        let credentials = self.credentials.clone();
+        self.suspects.suspect(address, move || {
+            let endpoint = endpoint.clone();
+            let credentials = credentials.clone();
+            async move {
+                let ch = endpoint.ok()?.connect().await.ok()?;
+                Some(InterceptedService::new(ch, credentials))
+            }
+        });
+    }
+
+    /// How to connect to `address`: its URI, the connect timeout and TLS.
+    fn connect_to(&self, address: &str) -> Result<Endpoint> {
+        let mut endpoint = Endpoint::from_shared(self.uri(address))
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| Error::InvalidArgument(format!("TLS settings: {e}")))?;
+        }
+        Ok(endpoint)
     }
 
     pub(crate) async fn channel(&self, address: &str) -> Result<Conn> {
@@ -250,16 +290,7 @@ impl Client {
         if let Some(ch) = cached {
             return Ok(InterceptedService::new(ch, self.credentials.clone()));
         }
-        let mut endpoint = Endpoint::from_shared(self.uri(address))
-            .map_err(|e| Error::InvalidArgument(e.to_string()))?
-            .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true);
-        if let Some(tls) = &self.tls {
-            endpoint = endpoint
-                .tls_config(tls.clone())
-                .map_err(|e| Error::InvalidArgument(format!("TLS settings: {e}")))?;
-        }
-        let ch = endpoint.connect().await.map_err(|e| {
+        let ch = self.connect_to(address)?.connect().await.map_err(|e| {
             Error::Unreachable(format!(
                 "cannot connect to {address}: {}; is ringkv-server running there{}?",
                 error::root_cause(&e),

@@ -175,6 +175,17 @@ impl NodeParts {
         })
     }
 
+    /// What delivers this node's hints: the hint-delivery worker, and the
+    /// last round a stopping node runs to hand its hints on.
+    pub fn delivery(&self) -> Delivery {
+        Delivery {
+            store: self.hints.clone(),
+            cluster: self.cluster.clone(),
+            config: self.config.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
     /// Starts the node's background workers: gossip, hint delivery,
     /// anti-entropy and rebalance. They stop when `trigger` fires.
     pub fn spawn_workers(&self, trigger: &ShutdownTrigger) {
@@ -183,12 +194,7 @@ impl NodeParts {
         workers.spawn("gossip", trigger.subscribe(), |handle| {
             membership::GossipWorker::new(cluster, handle)
         });
-        let delivery = Delivery {
-            store: self.hints.clone(),
-            cluster: self.cluster.clone(),
-            config: self.config.clone(),
-            metrics: self.metrics.clone(),
-        };
+        let delivery = self.delivery();
         workers.spawn("hint-delivery", trigger.subscribe(), |handle| {
             deliver::DeliveryWorker::new(delivery, handle)
         });

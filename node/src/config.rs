@@ -98,6 +98,11 @@ pub struct NodeConfig {
     pub zone: String,
     /// Relative share of partitions this node should hold.
     pub weight: u32,
+    /// At a stop, how long the node keeps its ports open reporting
+    /// NOT_SERVING and refusing data requests (UNAVAILABLE, nothing
+    /// applied) before it closes them, at least: clients and load
+    /// balancers learn it is going and send elsewhere.
+    pub stop_drain_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -111,6 +116,7 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from("./data"),
             zone: "default".to_string(),
             weight: 1,
+            stop_drain_ms: 1000,
         }
     }
 }

@@ -86,6 +86,60 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         client: Vec<String>,
     },
+    /// Ask this node's gRPC health service how it is, for container health
+    /// checks and exec probes. Reads the node's configuration (--config,
+    /// RINGKV__… variables) and calls its peer port on loopback. Exits 0
+    /// when the node is SERVING (with --live: when it answers at all), 1
+    /// when it answered otherwise, 2 when it could not be asked.
+    Health {
+        /// The node's TOML configuration file, if it has one.
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+        /// Liveness: succeed on any answer, NOT_SERVING included.
+        #[arg(long)]
+        live: bool,
+        /// Peer address to call instead of the configured peer port.
+        #[arg(long)]
+        address: Option<String>,
+        /// How long to wait for the answer, in milliseconds.
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u64,
+    },
+}
+
+fn health(
+    config: Option<&std::path::Path>,
+    live: bool,
+    address: Option<&str>,
+    timeout_ms: u64,
+) -> ExitCode {
+    use ringkv_server::probe::{self, Probe};
+    let config = match Config::load(config, &[]) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringkv-server health: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ringkv-server health: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let target = probe::target(&config, address);
+    let timeout = std::time::Duration::from_millis(timeout_ms);
+    let answer = runtime.block_on(probe::check(&config, &target, timeout));
+    let probe = if live { Probe::Live } else { Probe::Ready };
+    match &answer {
+        Ok(status) => println!("{target}: {}", status.as_str_name()),
+        Err(e) => eprintln!("ringkv-server health: {e}"),
+    }
+    ExitCode::from(probe::exit_code(probe, &answer))
 }
 
 fn cert(dir: &std::path::Path, nodes: &[String], hosts: &[String], clients: &[String]) -> ExitCode {
@@ -150,14 +204,20 @@ fn init_logging(config: &Config) {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(Command::Cert {
-        dir,
-        node,
-        host,
-        client,
-    }) = &args.command
-    {
-        return cert(dir, node, host, client);
+    match &args.command {
+        Some(Command::Cert {
+            dir,
+            node,
+            host,
+            client,
+        }) => return cert(dir, node, host, client),
+        Some(Command::Health {
+            config,
+            live,
+            address,
+            timeout_ms,
+        }) => return health(config.as_deref(), *live, address.as_deref(), *timeout_ms),
+        None => {}
     }
     let config = match Config::load(args.config.as_deref(), &args.overrides()) {
         Ok(c) => c,

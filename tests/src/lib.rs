@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use ringkv_client::{Client, Security};
 use secure::{Secure, Secured};
+pub mod compose;
 pub mod faults;
 pub mod metrics;
 pub mod process;

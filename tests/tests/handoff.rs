@@ -110,3 +110,48 @@ async fn sloppy_writes_use_fallbacks_and_strict_writes_refuse_them() {
         }
     }
 }
+
+/// A node told to stop hands its hints on before it exits: in a rolling
+/// restart, the node restarted just before must not stay behind until
+/// this one is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_node_hands_its_hints_on() {
+    // Delivery rounds an hour apart (the first runs at start, before any
+    // hint exists): only the hand-over at stop can deliver these hints.
+    let mut cluster =
+        TestCluster::start_with_env(3, &[], &[("RINGKV__HANDOFF__INTERVAL_MS", "3600000")])
+            .await
+            .unwrap();
+    cluster.nodes[2].kill();
+    let keys: Vec<String> = (0..300).map(|i| format!("hand-over-{i}")).collect();
+    let client = Arc::new(Client::new(&cluster.endpoints()[..2]).unwrap());
+    write_all(client, &keys, Level::Count(2)).await;
+    let held = cluster.hints_pending().await.unwrap();
+    assert!(held > 0, "no hints for the killed node");
+
+    cluster.nodes[2].restart().await.unwrap();
+    for observer in 0..2 {
+        cluster.wait_liveness(observer, 2, "alive").await.unwrap();
+    }
+    assert_eq!(
+        cluster.hints_pending().await.unwrap(),
+        held,
+        "hints were delivered before the stop: the test proves nothing"
+    );
+    for i in 0..2 {
+        let status = cluster.nodes[i].terminate().unwrap();
+        assert!(status.success(), "node {i} exited with {status}");
+        assert!(
+            cluster.nodes[i].log().contains("hints handed on"),
+            "node {i} logged no hand-over:\n{}",
+            cluster.nodes[i].log()
+        );
+    }
+    let missing = missing_on(&cluster, 2, &keys).await;
+    assert!(
+        missing.is_empty(),
+        "{} keys missing on node 2 after the others stopped, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(3)]
+    );
+}

@@ -77,6 +77,30 @@ impl Worker for DeliveryWorker {
     }
 }
 
+impl Delivery {
+    /// The last delivery round of a stopping node, after its workers
+    /// stopped: every live target gets its hints now, within `limit`, so
+    /// a rolling restart does not leave a replica behind until this node
+    /// is back. What cannot be delivered (the target is down, or time ran
+    /// out) stays on disk for the next start. Returns (delivered, left).
+    pub async fn hand_over(&self, limit: Duration) -> (u64, u64) {
+        let handle = WorkerHandle::new("hint-hand-over");
+        let round = async {
+            for (target, _) in self.store.queues() {
+                if let Err(e) = deliver_to(self, target, &handle).await {
+                    handle.error(format!("handing hints on to {target}: {e}"));
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, round).await;
+        let left = self.store.queues().iter().map(|(_, q)| q.keys).sum();
+        (
+            handle.counter("delivered") + handle.counter("readdressed"),
+            left,
+        )
+    }
+}
+
 /// Delivers (or expires) one target's hints, batch after batch, until the
 /// queue is empty or the target fails.
 async fn deliver_to(d: &Delivery, target: NodeId, handle: &WorkerHandle) -> crate::Result<()> {

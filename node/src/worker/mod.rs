@@ -127,7 +127,9 @@ pub struct WorkerHandle {
 }
 
 impl WorkerHandle {
-    fn new(name: &str) -> Self {
+    /// A handle for a worker's step run on its own (a stopping node's
+    /// hint hand-over); the runner makes the others.
+    pub(crate) fn new(name: &str) -> Self {
         Self {
             status: Mutex::new(WorkerStatus {
                 name: name.to_string(),

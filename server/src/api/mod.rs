@@ -14,6 +14,7 @@ mod kv;
 mod layer;
 mod tokens;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,8 +41,17 @@ pub fn status(err: Error) -> Status {
 #[derive(Clone)]
 pub struct Gate {
     permits: Arc<Semaphore>,
+    /// `limits.max_concurrent_requests`: all permits free = nothing in flight.
+    max_concurrent: usize,
+    /// Set when the node starts to stop: data requests are refused.
+    stopping: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 }
+
+/// What a stopping node refuses with UNAVAILABLE (nothing applied, so a
+/// client or coordinator sends it elsewhere): the requests that read or
+/// write data. Health, reflection, Admin and gossip are still answered.
+const REFUSED_WHILE_STOPPING: &[&str] = &["get", "put", "delete", "replicate", "local_read"];
 
 /// A request in flight: holds its concurrency permit and records its
 /// outcome when finished.
@@ -56,8 +66,26 @@ impl Gate {
     pub fn new(max_concurrent: usize, metrics: Arc<Metrics>) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(max_concurrent)),
+            max_concurrent,
+            stopping: Arc::new(AtomicBool::new(false)),
             metrics,
         }
+    }
+
+    /// From now on, refuses data requests with UNAVAILABLE: the node is
+    /// stopping, and keeps its ports open only so that callers hear so
+    /// (a closed port behind a container's port proxy looks like a
+    /// connection that broke after the request was sent).
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until no admitted request is in flight, at most `limit`;
+    /// false when time ran out.
+    pub async fn wait_idle(&self, limit: Duration) -> bool {
+        let all = u32::try_from(self.max_concurrent).unwrap_or(u32::MAX);
+        let idle = self.permits.acquire_many(all);
+        matches!(tokio::time::timeout(limit, idle).await, Ok(Ok(_)))
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -67,6 +95,13 @@ impl Gate {
     /// Admits a request or refuses it with RESOURCE_EXHAUSTED when the node
     /// already serves `limits.max_concurrent_requests`.
     pub fn admit(&self, op: &'static str) -> Result<Admitted, Status> {
+        if self.stopping.load(Ordering::SeqCst) && REFUSED_WHILE_STOPPING.contains(&op) {
+            self.metrics
+                .request(op, "", code_name(Code::Unavailable), Duration::ZERO);
+            return Err(Status::unavailable(
+                "this node is stopping; nothing was applied: send the request to another node",
+            ));
+        }
         match self.permits.clone().try_acquire_owned() {
             Ok(permit) => Ok(Admitted {
                 _permit: permit,
@@ -186,5 +221,23 @@ mod tests {
         );
         first.finish::<()>("one", Ok(())).unwrap();
         assert!(gate.admit("get").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_stopping_gate_refuses_data_requests_and_waits_for_those_in_flight() {
+        let gate = Gate::new(4, Metrics::new());
+        let in_flight = gate.admit("put").unwrap();
+        gate.stop();
+        for op in ["get", "put", "delete", "replicate", "local_read"] {
+            assert_eq!(
+                gate.admit(op).err().unwrap().code(),
+                Code::Unavailable,
+                "{op}"
+            );
+        }
+        assert!(gate.admit("node_status").is_ok());
+        assert!(!gate.wait_idle(Duration::from_millis(50)).await);
+        in_flight.finish::<()>("quorum", Ok(())).unwrap();
+        assert!(gate.wait_idle(Duration::from_millis(50)).await);
     }
 }

@@ -3,8 +3,10 @@
 //!
 //! [`Node::start`] opens storage, loads the node's identity, binds the gRPC
 //! and metrics listeners and spawns the servers; [`Node::stop`] (or a
-//! SIGINT/SIGTERM through [`run`]) shuts down in order: stop accepting,
-//! let in-flight requests finish, stop background tasks, flush storage.
+//! SIGINT/SIGTERM through [`run`]) shuts down in order: report NOT_SERVING
+//! on the health service, stop accepting, let in-flight requests finish,
+//! stop background tasks, hand hints on to their live targets, flush
+//! storage.
 //!
 //! When the storage fails (a WAL write or sync, see
 //! [`ringkv_storage::health`]), the node keeps running for reads and
@@ -63,15 +65,42 @@ pub struct Node {
     pub peer_addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
     trigger: ShutdownTrigger,
+    close: ShutdownTrigger,
+    gate: Gate,
+    /// `node.stop_drain_ms`.
+    stop_drain_ms: u64,
     grpc: JoinHandle<std::result::Result<(), tonic::transport::Error>>,
     metrics_task: Option<JoinHandle<()>>,
     workers: Arc<Workers>,
     replica: Arc<Replica>,
+    health: tonic_health::server::HealthReporter,
+    hints: ringkv_node::handoff::deliver::Delivery,
 }
 
 impl Node {
     pub async fn start(config: Config) -> Result<Node> {
         let config = Arc::new(config);
+        // The ports are bound before storage opens: a caller that connects
+        // while the node starts waits in the accept queue and is served once
+        // it is up, rather than meeting a closed port (behind a container's
+        // port proxy, a connection that breaks after the request was sent).
+        let listener = TcpListener::bind(config.node.listen)
+            .await
+            .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.node.listen)))?;
+        let grpc_addr = listener
+            .local_addr()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let peer_listener = TcpListener::bind(config.node.peer_listen)
+            .await
+            .map_err(|e| {
+                Error::Config(format!(
+                    "cannot listen on {} (node.peer_listen): {e}",
+                    config.node.peer_listen
+                ))
+            })?;
+        let peer_addr = peer_listener
+            .local_addr()
+            .map_err(|e| Error::Internal(e.to_string()))?;
         let engine = open_engine(&config)?;
         let node_id = match config.storage.engine {
             EngineKind::Rocksdb => identity::load_or_create_node_id(&config.node.data_dir)?,
@@ -129,24 +158,8 @@ impl Node {
         root_token.load()?;
         let gate = Gate::new(config.limits.max_concurrent_requests, metrics.clone());
         let (trigger, _) = shutdown::channel();
-
-        let listener = TcpListener::bind(config.node.listen)
-            .await
-            .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.node.listen)))?;
-        let grpc_addr = listener
-            .local_addr()
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let peer_listener = TcpListener::bind(config.node.peer_listen)
-            .await
-            .map_err(|e| {
-                Error::Config(format!(
-                    "cannot listen on {} (node.peer_listen): {e}",
-                    config.node.peer_listen
-                ))
-            })?;
-        let peer_addr = peer_listener
-            .local_addr()
-            .map_err(|e| Error::Internal(e.to_string()))?;
+        // Closes the ports: the last step of a stop (see `wait`).
+        let (close, _) = shutdown::channel();
 
         let (metrics_addr, metrics_task) = if config.metrics.enabled {
             let l = TcpListener::bind(config.metrics.listen)
@@ -203,16 +216,36 @@ impl Node {
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
         let (health_reporter, health) = tonic_health::server::health_reporter();
-        health_reporter.set_serving::<KvServer<KvService>>().await;
-        tokio::spawn(report_storage_failure(
+        health_reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        health_reporter
+            .set_not_serving::<KvServer<KvService>>()
+            .await;
+        tokio::spawn(report_ready(
+            cluster.clone(),
             engine.health().subscribe(),
-            health_reporter,
+            health_reporter.clone(),
             trigger.subscribe(),
         ));
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(ringkv_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        tokio::spawn(report_storage_failure(
+            engine.health().subscribe(),
+            health_reporter.clone(),
+            trigger.subscribe(),
+        ));
+        // Reflection in both versions: grpc.reflection.v1 for current
+        // tools, v1alpha for those that know only it (Python's
+        // grpcio-reflection, evans, older grpcurl).
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(ringkv_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection()
             .build_v1()
+            .map_err(|e| Error::Internal(format!("reflection service: {e}")))?;
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
             .map_err(|e| Error::Internal(format!("reflection service: {e}")))?;
 
         // The client port serves clients and operators; the peer port
@@ -226,9 +259,10 @@ impl Node {
             .add_service(kv.clone())
             .add_service(admin.clone())
             .add_service(health.clone())
-            .add_service(reflection);
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
         let peer_router = tonic::transport::Server::builder()
-            .layer(GateLayer::new(gate))
+            .layer(GateLayer::new(gate.clone()))
             .layer(AuthLayer::new(PeerAuth::new(
                 cluster.clone(),
                 tls.as_ref().is_some_and(|t| t.peer_port()),
@@ -240,11 +274,11 @@ impl Node {
         // A macro, not a closure: the two routers have different types.
         macro_rules! serve {
             ($router:expr, $listener:expr, $port:expr) => {{
-                let mut stop = trigger.subscribe();
+                let mut stop = close.subscribe();
                 let until = async move { stop.recv().await };
                 let serving: Serving = match tls.as_ref().filter(|t| t.serves($port)) {
                     Some(tls) => Box::pin($router.serve_with_incoming_shutdown(
-                        tls::incoming($listener, tls.clone(), $port, trigger.subscribe()),
+                        tls::incoming($listener, tls.clone(), $port, close.subscribe()),
                         until,
                     )),
                     None => Box::pin(
@@ -282,10 +316,15 @@ impl Node {
             peer_addr,
             metrics_addr,
             trigger,
+            close,
+            gate,
+            stop_drain_ms: config.node.stop_drain_ms,
             grpc,
             metrics_task,
             workers: workers.clone(),
             replica: replica.clone(),
+            health: health_reporter,
+            hints: parts.delivery(),
         })
     }
 
@@ -294,35 +333,50 @@ impl Node {
         self.trigger.clone()
     }
 
-    /// Runs until the shutdown signal fires, then stops in order: the gRPC
-    /// server stops accepting and drains in-flight requests (for at most
-    /// [`SHUTDOWN_DRAIN_TIMEOUT`], so a stuck client cannot hold the node
-    /// up), the metrics endpoint stops, and storage is flushed.
+    /// Runs until the shutdown signal fires, then stops in order:
+    ///
+    /// 1. the health service reports NOT_SERVING, and data requests are
+    ///    refused with UNAVAILABLE (nothing applied: callers go elsewhere);
+    /// 2. the requests in flight finish (at most [`SHUTDOWN_DRAIN_TIMEOUT`],
+    ///    so a stuck client cannot hold the node up);
+    /// 3. the metrics endpoint and the workers stop;
+    /// 4. the hints go to their live targets (at most
+    ///    [`SHUTDOWN_DRAIN_TIMEOUT`]; the rest stay on disk);
+    /// 5. storage is flushed;
+    /// 6. the ports close, `node.stop_drain_ms` after step 1 at the
+    ///    earliest.
+    ///
+    /// The ports stay open until the end so that callers hear the refusal
+    /// rather than find a closed port mid-request.
     pub async fn wait(self) -> Result<()> {
         let Node {
             trigger,
+            close,
+            gate,
+            stop_drain_ms,
             mut grpc,
             metrics_task,
             workers,
             replica,
+            health,
+            hints,
             ..
         } = self;
         let mut stop = trigger.subscribe();
-        let served = tokio::select! {
+        let failed = tokio::select! {
             served = &mut grpc => Some(served),
             _ = stop.recv() => None,
         };
-        let served = match served {
-            Some(served) => Some(served),
-            None => match tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, &mut grpc).await {
-                Ok(served) => Some(served),
-                Err(_) => {
-                    warn!("requests still open after {SHUTDOWN_DRAIN_TIMEOUT:?}; closing them");
-                    grpc.abort();
-                    None
-                }
-            },
-        };
+        gate.stop();
+        health.set_not_serving::<KvServer<KvService>>().await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        info!("stopping: health NOT_SERVING, data requests refused, finishing those in flight");
+        let drained = Instant::now() + Duration::from_millis(stop_drain_ms);
+        if !gate.wait_idle(SHUTDOWN_DRAIN_TIMEOUT).await {
+            warn!("requests still in flight after {SHUTDOWN_DRAIN_TIMEOUT:?}; stopping anyway");
+        }
         trigger.trigger();
         if let Some(task) = metrics_task {
             let _ = task.await;
@@ -333,12 +387,33 @@ impl Node {
         {
             warn!("background workers still running after {SHUTDOWN_DRAIN_TIMEOUT:?}; stopping anyway");
         }
+        let (handed, left) = hints.hand_over(SHUTDOWN_DRAIN_TIMEOUT).await;
+        if handed > 0 || left > 0 {
+            info!(
+                handed,
+                left, "hints handed on; those left stay on disk for the next start"
+            );
+        }
         replica.flush().await?;
-        info!("storage flushed; node stopped");
+        tokio::time::sleep_until(drained.into()).await;
+        info!("storage flushed; closing the ports");
+        close.trigger();
+        let served = match failed {
+            Some(served) => served,
+            None => match tokio::time::timeout(SHUTDOWN_DRAIN_TIMEOUT, &mut grpc).await {
+                Ok(served) => served,
+                Err(_) => {
+                    warn!("connections still open after {SHUTDOWN_DRAIN_TIMEOUT:?}; closing them");
+                    grpc.abort();
+                    Ok(Ok(()))
+                }
+            },
+        };
+        info!("node stopped");
         match served {
-            None | Some(Ok(Ok(()))) => Ok(()),
-            Some(Ok(Err(e))) => Err(Error::Internal(format!("gRPC server failed: {e}"))),
-            Some(Err(e)) => Err(Error::Internal(format!("gRPC server task failed: {e}"))),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::Internal(format!("gRPC server failed: {e}"))),
+            Err(e) => Err(Error::Internal(format!("gRPC server task failed: {e}"))),
         }
     }
 
@@ -347,6 +422,35 @@ impl Node {
         self.trigger.trigger();
         self.wait().await
     }
+}
+
+/// Turns the health service SERVING once the node holds a layout: before
+/// that (a fresh node waiting for its cluster to form or to be let in) it
+/// can answer nothing, and readiness probes should say so. A restarted
+/// node has its layout on disk and is ready at once.
+async fn report_ready(
+    cluster: Arc<ringkv_node::membership::Cluster>,
+    storage_failure: tokio::sync::watch::Receiver<Option<String>>,
+    reporter: tonic_health::server::HealthReporter,
+    mut stop: Shutdown,
+) {
+    let ready = async {
+        while cluster.layout().is_none() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::select! {
+        _ = ready => {}
+        _ = stop.recv() => return,
+    }
+    // A storage failure before this moment keeps the node NOT_SERVING.
+    if storage_failure.borrow().is_some() {
+        return;
+    }
+    reporter.set_serving::<KvServer<KvService>>().await;
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
 }
 
 /// Turns the health service NOT_SERVING once the storage fails; the

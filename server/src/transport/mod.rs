@@ -10,7 +10,7 @@
 
 mod batch;
 pub mod convert;
-mod dial;
+pub(crate) mod dial;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
