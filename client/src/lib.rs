@@ -271,7 +271,12 @@ impl Client {
         let mut endpoint = Endpoint::from_shared(self.uri(address))
             .map_err(|e| Error::InvalidArgument(e.to_string()))?
             .connect_timeout(self.connect_timeout)
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // A connection to a node that vanished (partitioned away, moved
+            // to a new address) is found dead within 10 s and replaced.
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .keep_alive_while_idle(true);
         if let Some(tls) = &self.tls {
             endpoint = endpoint
                 .tls_config(tls.clone())

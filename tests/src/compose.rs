@@ -263,6 +263,30 @@ impl Compose {
         Ok(total)
     }
 
+    /// Who holds hints for whom, and each node's hint-delivery worker's
+    /// last error: what a failure message needs.
+    pub async fn hints_report(&self) -> String {
+        let mut out = String::new();
+        for i in 0..self.ports.len() {
+            let Ok(node) = self.node(i) else { continue };
+            let queues = node.hints(0).await.map(|q| {
+                q.iter()
+                    .map(|q| format!("{}: {} keys", q.target, q.keys))
+                    .collect::<Vec<_>>()
+            });
+            let worker = node.workers(0).await.ok().and_then(|w| {
+                w.into_iter()
+                    .find(|w| w.name == "hint-delivery")
+                    .map(|w| w.last_error)
+            });
+            out.push_str(&format!(
+                "\nringkv-{}: hints {queues:?}, hint-delivery last error {worker:?}",
+                i + 1
+            ));
+        }
+        out
+    }
+
     /// Partitions whose replicas do not all report the same Merkle root.
     pub async fn partitions_differing(&self) -> Result<usize> {
         let ids = self.node_ids().await?;

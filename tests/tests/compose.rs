@@ -186,7 +186,10 @@ async fn settle(cluster: &Compose) -> Result<(Duration, Duration)> {
             break;
         }
         if started.elapsed() > SETTLE {
-            bail!("{pending} hints still pending {SETTLE:?} after the heal");
+            bail!(
+                "{pending} hints still pending {SETTLE:?} after the heal:{}",
+                cluster.hints_report().await
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -37,7 +37,7 @@ use crate::api::{
     AdminService, AuthLayer, ClientAuth, Gate, GateLayer, InternalService, KvService, PeerAuth,
 };
 use crate::tls::{self, Port, Tls};
-use crate::transport::Transport;
+use crate::transport::{Transport, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 use reload::RootToken;
 use ringkv_core::error::{Error, Result};
 use ringkv_core::version::NodeId;
@@ -252,8 +252,11 @@ impl Node {
         // serves the other nodes: the Internal service, and the KV and
         // Admin requests they forward. Internal is never on the client port.
         // Both listeners admit and meter calls in one layer (api::layer);
-        // inside it, each checks who calls (api::auth).
+        // inside it, each checks who calls (api::auth). Both ping their
+        // connections, so one whose caller vanished is closed.
         let client_router = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .layer(GateLayer::new(gate.clone()))
             .layer(AuthLayer::new(ClientAuth::new(tokens.clone())))
             .add_service(kv.clone())
@@ -262,6 +265,8 @@ impl Node {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha);
         let peer_router = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .layer(GateLayer::new(gate.clone()))
             .layer(AuthLayer::new(PeerAuth::new(
                 cluster.clone(),

@@ -51,6 +51,14 @@ pub const FORWARDED_HEADER: &str = "x-ringkv-forwarded";
 /// Time allowed to open a connection to a peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// HTTP/2 pings on every peer connection, idle or not, and how long an
+/// answer may take: a connection whose other end vanished without a word
+/// (a network partition, a container moved to a new address, a frozen
+/// host) is found dead and replaced within both, instead of swallowing
+/// every request until TCP gives up a quarter of an hour later.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How tonic's message starts for a call that failed on its own HTTP/2
 /// stream (a stream reset by either side, a body that failed to encode) or
 /// on the connection. tonic keeps no typed source for the stream-level
@@ -452,7 +460,10 @@ impl Transport {
         let endpoint = Endpoint::from_shared(uri)
             .map_err(|e| Error::InvalidArgument(format!("bad peer address {address:?}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
         Ok(match &self.tls {
             Some(tls) => endpoint
                 .connect_with_connector_lazy(dial::TlsDial::new(tls.clone(), CONNECT_TIMEOUT)),
