@@ -63,4 +63,4 @@ DOCKER_BUILDKIT=0 docker build --quiet \
     --label "org.opencontainers.image.revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
     -t "$IMAGE:$VERSION" -t "$IMAGE:latest" "$CONTEXT" >&2
 SIZE="$(docker image inspect -f '{{.Size}}' "$IMAGE:$VERSION")"
-echo "$IMAGE:$VERSION $((SIZE / 1000000)) MB"
+awk -v s="$SIZE" -v i="$IMAGE:$VERSION" 'BEGIN { printf "%s %.1f MB\n", i, s / 1e6 }'
