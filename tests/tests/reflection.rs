@@ -73,7 +73,8 @@ macro_rules! list_services {
     }};
 }
 
-/// Both reflection versions list the KV and health services.
+/// Both reflection versions list the KV and health services, and not the
+/// Internal service the client port refuses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_reflection_versions_list_the_kv_and_health_services() -> Result<()> {
     let cluster = TestCluster::start(1, &[]).await?;
@@ -89,6 +90,12 @@ async fn both_reflection_versions_list_the_kv_and_health_services() -> Result<()
                 "reflection {version} does not list {service}: {services:?}"
             );
         }
+        // Internal is served to nodes on the peer port only: the client
+        // port does not advertise it.
+        ensure!(
+            !services.iter().any(|s| s == "ringkv.v1.Internal"),
+            "reflection {version} on the client port lists ringkv.v1.Internal: {services:?}"
+        );
     }
     Ok(())
 }

@@ -235,11 +235,15 @@ impl Node {
         ));
         // Reflection in both versions: grpc.reflection.v1 for current
         // tools, v1alpha for those that know only it (Python's
-        // grpcio-reflection, evans, older grpcurl).
+        // grpcio-reflection, evans, older grpcurl). It lists what the client
+        // port serves, not Internal, which it refuses.
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(ringkv_proto::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .with_service_name("ringkv.v1.KV")
+                .with_service_name("ringkv.v1.Admin")
+                .with_service_name("grpc.health.v1.Health")
         };
         let reflection_v1 = reflection()
             .build_v1()
