@@ -237,6 +237,25 @@ impl Drop for ServerProcess {
     }
 }
 
+/// The Python interpreter with grpcio, grpcio-reflection and
+/// kubernetes-validate (`scripts/python-env.sh`, which the test script
+/// runs): `RINGKV_PYTHON`, or the virtualenv's default place.
+pub fn python() -> Result<PathBuf> {
+    let path = std::env::var_os("RINGKV_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ringkv/venv/bin/python"))
+        })
+        .context("no HOME")?;
+    if !path.exists() {
+        bail!(
+            "{} not found: run scripts/python-env.sh (scripts/test.sh does) or set RINGKV_PYTHON",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
 /// Runs the CLI with the given arguments against `endpoint`.
 pub fn cli(endpoint: &str, args: &[&str]) -> Output {
     Command::new(cli_binary())

@@ -139,6 +139,17 @@ async fn client_load(client: Client, stop: Arc<AtomicBool>, limit: Duration, max
     load
 }
 
+/// Stops the client load and prints what it saw.
+async fn stop_load(stop: Arc<AtomicBool>, load: tokio::task::JoinHandle<Load>) -> Result<Load> {
+    stop.store(true, Ordering::Relaxed);
+    let load = load.await?;
+    println!("client: {}", load.summary());
+    for f in &load.first_failures {
+        println!("  e.g. {f}");
+    }
+    Ok(load)
+}
+
 /// Starts the client load in its own task.
 fn start_load(
     client: Client,
@@ -231,12 +242,7 @@ async fn five_containers_survive_a_partition_a_kill_and_a_pause_at_once() -> Res
         healed.elapsed()
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::Relaxed);
-    let load = load.await?;
-    println!("client: {}", load.summary());
-    for f in &load.first_failures {
-        println!("  e.g. {f}");
-    }
+    let load = stop_load(stop, load).await?;
     if load.puts_ok < 100 {
         bail!("too few writes acknowledged to judge: {}", load.summary());
     }
@@ -294,12 +300,7 @@ async fn a_rolling_restart_fails_no_quorum_request() -> Result<()> {
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let load = load.await?;
-    println!("client: {}", load.summary());
-    for f in &load.first_failures {
-        println!("  e.g. {f}");
-    }
+    let load = stop_load(stop, load).await?;
     if load.puts_ok < 100 || load.gets_ok < 10 {
         bail!("too few requests to judge: {}", load.summary());
     }

@@ -10,11 +10,10 @@
 //! from the descriptors reflection returns and calls the methods by path,
 //! with no generated stubs.
 
-use std::path::PathBuf;
 use std::process::Output;
 
 use anyhow::{ensure, Context as _, Result};
-use ringkv_tests::TestCluster;
+use ringkv_tests::{python, TestCluster};
 use tonic::transport::Channel;
 
 /// Reflection versions the client port serves, as the example names them.
@@ -22,23 +21,6 @@ const VERSIONS: [&str; 2] = ["v1", "v1alpha"];
 
 /// Services every reflection version must list.
 const SERVICES: [&str; 2] = ["ringkv.v1.KV", "grpc.health.v1.Health"];
-
-/// The Python interpreter with grpcio: `RINGKV_PYTHON`, else the virtualenv
-/// scripts/python-env.sh makes. The same lookup as security.rs.
-fn python() -> Result<PathBuf> {
-    let path = std::env::var_os("RINGKV_PYTHON")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ringkv/venv/bin/python"))
-        })
-        .context("no HOME")?;
-    ensure!(
-        path.exists(),
-        "{} not found: run scripts/python-env.sh (scripts/test.sh does) or set RINGKV_PYTHON",
-        path.display()
-    );
-    Ok(path)
-}
 
 async fn channel(address: &str) -> Result<Channel> {
     Ok(Channel::from_shared(format!("http://{address}"))?

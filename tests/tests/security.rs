@@ -20,7 +20,7 @@ use ringkv_proto::v1::internal_client::InternalClient;
 use ringkv_proto::v1::kv_client::KvClient;
 use ringkv_server::certs::{Leaf, Usage};
 use ringkv_tests::secure::{Secure, Secured};
-use ringkv_tests::{cli_binary, free_port, ServerProcess, TestCluster};
+use ringkv_tests::{cli_binary, free_port, python, ServerProcess, TestCluster};
 use time::OffsetDateTime;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -855,24 +855,6 @@ async fn certificates_rotate_under_load_without_a_failed_request() -> Result<()>
     }
     println!("rotation under load: {total} put+get pairs, 0 failed");
     Ok(())
-}
-
-/// The interpreter with grpcio (`scripts/python-env.sh`, which the test
-/// script runs): `RINGKV_PYTHON`, or the environment's default place.
-fn python() -> Result<std::path::PathBuf> {
-    let path = std::env::var_os("RINGKV_PYTHON")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| std::path::PathBuf::from(h).join(".cache/ringkv/venv/bin/python"))
-        })
-        .context("no HOME")?;
-    ensure!(
-        path.exists(),
-        "{} not found: run scripts/python-env.sh (scripts/test.sh does) or set RINGKV_PYTHON",
-        path.display()
-    );
-    Ok(path)
 }
 
 /// A secured three-node cluster serves a Python grpcio client over TLS
