@@ -17,6 +17,15 @@ use ringkv_client::{Client, Context, Level, PutOptions, RequestOptions};
 use ringkv_tests::compose::Compose;
 use ringkv_tests::put_opts;
 
+/// Prints a line to the test's stderr uncaptured, so the counts appear in
+/// the log of a passing run too (libtest captures only the print macros).
+macro_rules! report {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// One test at a time.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -143,9 +152,9 @@ async fn client_load(client: Client, stop: Arc<AtomicBool>, limit: Duration, max
 async fn stop_load(stop: Arc<AtomicBool>, load: tokio::task::JoinHandle<Load>) -> Result<Load> {
     stop.store(true, Ordering::Relaxed);
     let load = load.await?;
-    println!("client: {}", load.summary());
+    report!("client: {}", load.summary());
     for f in &load.first_failures {
-        println!("  e.g. {f}");
+        report!("  e.g. {f}");
     }
     Ok(load)
 }
@@ -229,15 +238,15 @@ async fn five_containers_survive_a_partition_a_kill_and_a_pause_at_once() -> Res
     cluster.disconnect(1)?;
     cluster.kill(2)?;
     cluster.pause(3)?;
-    println!("faults: ringkv-2 disconnected, ringkv-3 killed, ringkv-4 paused");
+    report!("faults: ringkv-2 disconnected, ringkv-3 killed, ringkv-4 paused");
     tokio::time::sleep(Duration::from_secs(10)).await;
     cluster.reconnect(1)?;
     cluster.start(2)?;
     cluster.unpause(3)?;
     let healed = Instant::now();
-    println!("healed");
+    report!("healed");
     cluster.wait_formed(Duration::from_secs(90)).await?;
-    println!(
+    report!(
         "every node alive in every view {:?} after the heal",
         healed.elapsed()
     );
@@ -250,7 +259,7 @@ async fn five_containers_survive_a_partition_a_kill_and_a_pause_at_once() -> Res
     let (drained, agreed) = settle(&cluster).await?;
     let client = cluster.client()?;
     let (checked, lost) = check_acknowledged(&client, &load).await?;
-    println!(
+    report!(
         "acknowledged writes checked at R=ALL: {checked}, lost {}; hints drained {drained:?} and replicas agreed {agreed:?} later",
         lost.len()
     );
@@ -293,7 +302,7 @@ async fn a_rolling_restart_fails_no_quorum_request() -> Result<()> {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         cluster.wait_formed(Duration::from_secs(90)).await?;
-        println!(
+        report!(
             "ringkv-{} restarted in {restarted:?}, healthy and seen alive by all {:?} after",
             i + 1,
             started.elapsed()
@@ -313,7 +322,7 @@ async fn a_rolling_restart_fails_no_quorum_request() -> Result<()> {
     }
     let (drained, agreed) = settle(&cluster).await?;
     let (checked, lost) = check_acknowledged(&cluster.client()?, &load).await?;
-    println!(
+    report!(
         "acknowledged writes checked at R=ALL: {checked}, lost {}; hints drained {drained:?} and replicas agreed {agreed:?} later",
         lost.len()
     );
