@@ -196,6 +196,24 @@ async fn check_acknowledged(client: &Client, load: &Load) -> Result<(usize, Vec<
     Ok((load.acked.len() + load.hot.len(), lost))
 }
 
+/// Once the faults are over: hints drained, replicas agreeing, and every
+/// acknowledged write read back at R = ALL; prints the counts.
+async fn settle_and_check(cluster: &Compose, load: &Load) -> Result<()> {
+    let (drained, agreed) = settle(cluster).await?;
+    let (checked, lost) = check_acknowledged(&cluster.client()?, load).await?;
+    report!(
+        "acknowledged writes checked at R=ALL: {checked}, lost {}; hints drained {drained:?} and replicas agreed {agreed:?} later",
+        lost.len()
+    );
+    if !lost.is_empty() {
+        bail!(
+            "acknowledged writes lost: {:?}",
+            &lost[..lost.len().min(20)]
+        );
+    }
+    Ok(())
+}
+
 /// Waits until no node holds hints, then until every partition's
 /// replicas report equal Merkle roots; returns how long each took.
 async fn settle(cluster: &Compose) -> Result<(Duration, Duration)> {
@@ -256,19 +274,7 @@ async fn five_containers_survive_a_partition_a_kill_and_a_pause_at_once() -> Res
         bail!("too few writes acknowledged to judge: {}", load.summary());
     }
 
-    let (drained, agreed) = settle(&cluster).await?;
-    let client = cluster.client()?;
-    let (checked, lost) = check_acknowledged(&client, &load).await?;
-    report!(
-        "acknowledged writes checked at R=ALL: {checked}, lost {}; hints drained {drained:?} and replicas agreed {agreed:?} later",
-        lost.len()
-    );
-    if !lost.is_empty() {
-        bail!(
-            "acknowledged writes lost: {:?}",
-            &lost[..lost.len().min(20)]
-        );
-    }
+    settle_and_check(&cluster, &load).await?;
     // Reads repaired nothing that mattered: the replicas still agree, and
     // every node still sees every other alive (a node whose connections
     // died in the partition would see its peers dead by now).
@@ -320,17 +326,6 @@ async fn a_rolling_restart_fails_no_quorum_request() -> Result<()> {
             load.first_failures
         );
     }
-    let (drained, agreed) = settle(&cluster).await?;
-    let (checked, lost) = check_acknowledged(&cluster.client()?, &load).await?;
-    report!(
-        "acknowledged writes checked at R=ALL: {checked}, lost {}; hints drained {drained:?} and replicas agreed {agreed:?} later",
-        lost.len()
-    );
-    if !lost.is_empty() {
-        bail!(
-            "acknowledged writes lost: {:?}",
-            &lost[..lost.len().min(20)]
-        );
-    }
+    settle_and_check(&cluster, &load).await?;
     Ok(())
 }
