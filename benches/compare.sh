@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
-# Measures ringkv beside its limits and beside etcd in one run on this
-# machine, and prints one table (see docs/benchmarks.md):
+# Measures ringkv beside its limits and beside etcd on this machine, and
+# prints one table per concurrency (see docs/benchmarks.md):
 #
-#   (a) the raw tonic unary round trip on loopback (an echo server),
+#   (a) the raw tonic unary round trip on loopback: one echo server, and
+#       three with the requests spread over them,
 #   (b) ringkv's RocksDB engine in process,
 #   (c) one ringkv node,
-#   (d) three ringkv nodes, N=3, R=W=QUORUM (routed; via one node;
-#       storage.sync = always for puts),
+#   (d) three ringkv nodes, N=3, R=W=QUORUM (routed; gets at R=ONE; via
+#       one node; storage.sync = always for puts),
 #   (e) one and three ringkv nodes secured: TLS to the clients, mutual TLS
 #       between the nodes, a token on every request,
-#   (f) three etcd members (Debian's etcd-server, installed if missing),
+#   (f) three etcd members (Debian's etcd-server, installed if missing):
+#       round robin, serializable gets, and leader only,
 #
 # all with the same key count, value size and concurrency, driven by the
-# same load generator (`ringkv-bench compare`). Every server is started on
-# free loopback ports with a temporary data directory and stopped by its
-# PID afterwards. Arguments are passed to `ringkv-bench compare`, e.g.
+# same load generator (`ringkv-bench compare`), repeated --reps times (5)
+# with the systems in a random order in each repetition; the table gives
+# the median and range (min-max) of each figure. Every server is started
+# on free loopback ports with a temporary data directory and stopped by
+# its PID afterwards. Arguments are passed to `ringkv-bench compare`, e.g.
 #
 #   benches/compare.sh --duration 10s --keys 50000 --output json
-#   benches/compare.sh --only echo,cluster,etcd
+#   benches/compare.sh --only echo,cluster,etcd --reps 3
+#   benches/compare.sh --sweep 1,8,32,128
 #
-# Takes about 3 minutes with the defaults (5 s measured per row), plus the
-# release build.
+# Takes about 4 minutes per repetition with the defaults (5 s measured per
+# row), so about 20 minutes for 5 repetitions, and that again for each
+# concurrency of a sweep; plus the release build.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -15,10 +15,11 @@
 //! - `ringkv-bench [options]`: one load run. It starts nothing; point it at
 //!   nodes with `--endpoints` (or at etcd, an echo server or the in-process
 //!   storage engine with `--target`, see [`target`]).
-//! - `ringkv-bench compare`: one run on this machine of the RPC ceiling,
-//!   the storage ceiling, a single ringkv node, a 3-node ringkv cluster
-//!   and a 3-member etcd cluster, all started by the tool, printed as one
-//!   table of ratios ([`compare`]). `benches/compare.sh` builds and calls it.
+//! - `ringkv-bench compare`: the RPC ceiling, the storage ceiling, a
+//!   single ringkv node, a 3-node ringkv cluster and a 3-member etcd
+//!   cluster, all started by the tool, repeated (`--reps`, 5) in random
+//!   order and printed as medians and ranges of ratios taken within each
+//!   repetition ([`compare`]). `benches/compare.sh` builds and calls it.
 //! - `ringkv-bench scale`: gossip and layout at up to 1,000 nodes, by
 //!   simulation with the server's own membership and layout code
 //!   ([`scale`]).
@@ -68,7 +69,8 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Measure the RPC and storage ceilings, ringkv (1 and 3 nodes) and a
-    /// 3-member etcd cluster in one run, and print one table.
+    /// 3-member etcd cluster, repeated in random order, and print the
+    /// medians and ranges.
     Compare(compare::CompareArgs),
     /// Simulate gossip and compute layouts at 10 to 1,000 nodes, with the
     /// server's own membership and layout code, and print the figures.

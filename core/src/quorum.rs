@@ -8,6 +8,7 @@
 //! ([`Answers::pending`]) so a read can keep listening for them and repair
 //! the replicas that turn out to be behind.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -100,6 +101,26 @@ impl<N: PartialEq> Need<N> {
     }
 }
 
+/// Calls held in reserve (speculative reads): not started with the others,
+/// but one `after` the start if the needs are not met by then, and one for
+/// every call that fails. Those never started when the needs are met are
+/// dropped, never sent.
+pub struct Spares<N, T> {
+    /// (replica, call), in the order they may start.
+    pub calls: VecDeque<(N, Call<N, T>)>,
+    pub after: Duration,
+}
+
+impl<N, T> Spares<N, T> {
+    /// No spares.
+    pub fn none() -> Self {
+        Self {
+            calls: VecDeque::new(),
+            after: Duration::ZERO,
+        }
+    }
+}
+
 /// Runs `calls` (to `targets`, in the same order; only needed for
 /// [`Need::Among`]) until every need is met: a request while its partition
 /// moves needs its quorum among the old replicas and among the new ones. Fails with
@@ -117,7 +138,40 @@ where
     N: Clone + PartialEq + Send + 'static,
     T: Send + 'static,
 {
+    quorum_with_spares(
+        calls,
+        targets,
+        Spares::none(),
+        needs,
+        already,
+        timeout,
+        label,
+    )
+    .await
+}
+
+/// [`quorum_of`] with calls in reserve ([`Spares`]): a read asks R
+/// replicas, and another only when one of them is slow or fails.
+pub async fn quorum_with_spares<N, T>(
+    calls: Vec<Call<N, T>>,
+    targets: Vec<N>,
+    spares: Spares<N, T>,
+    needs: Vec<Need<N>>,
+    already: Vec<N>,
+    timeout: Duration,
+    label: Label<'_, N>,
+) -> Result<Answers<N, T>>
+where
+    N: Clone + PartialEq + Send + 'static,
+    T: Send + 'static,
+{
+    let Spares {
+        calls: mut reserve,
+        after,
+    } = spares;
+    // Spare replicas count as outstanding: they may still be asked.
     let mut outstanding = targets;
+    outstanding.extend(reserve.iter().map(|(node, _)| node.clone()));
     let mut pending: Pending<N, T> = calls.into_iter().collect();
     let mut answers = Answers {
         ok: Vec::new(),
@@ -150,19 +204,26 @@ where
         acked: labels(&acked),
         failed,
     };
-    if let Some(need) = hopeless(&already, &outstanding, pending.len()) {
+    if let Some(need) = hopeless(&already, &outstanding, pending.len() + reserve.len()) {
         return Err(unavailable(need, already.clone(), Vec::new()));
     }
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
+    let speculate = tokio::time::sleep(after);
+    tokio::pin!(speculate);
+    let mut speculated = false;
     loop {
         let so_far = acked(&answers);
         let Some(need) = unmet(&so_far) else { break };
+        if pending.is_empty() {
+            match reserve.pop_front() {
+                Some((_, spare)) => pending.push(spare),
+                None => return Err(unavailable(need, so_far, answers.failed)),
+            }
+        }
         tokio::select! {
             next = pending.next() => {
-                let Some((node, result)) = next else {
-                    return Err(unavailable(need, so_far, answers.failed));
-                };
+                let Some((node, result)) = next else { continue };
                 if let Some(i) = outstanding.iter().position(|l| *l == node) {
                     outstanding.swap_remove(i);
                 }
@@ -170,10 +231,20 @@ where
                     Ok(value) => answers.ok.push((node, value)),
                     Err(e) => {
                         answers.failed.push(ReplicaError { node: label(&node), error: e.to_string() });
-                        if let Some(need) = hopeless(&so_far, &outstanding, pending.len()) {
+                        // A failed call is replaced at once by a spare.
+                        if let Some((_, spare)) = reserve.pop_front() {
+                            pending.push(spare);
+                        }
+                        if let Some(need) = hopeless(&so_far, &outstanding, pending.len() + reserve.len()) {
                             return Err(unavailable(need, so_far, answers.failed));
                         }
                     }
+                }
+            }
+            _ = &mut speculate, if !speculated && !reserve.is_empty() => {
+                speculated = true;
+                if let Some((_, spare)) = reserve.pop_front() {
+                    pending.push(spare);
                 }
             }
             _ = &mut deadline => {
@@ -336,5 +407,107 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    fn spares(
+        after_ms: u64,
+        calls: Vec<Call<&'static str, u32>>,
+        names: &[&'static str],
+    ) -> Spares<&'static str, u32> {
+        Spares {
+            calls: names.iter().copied().zip(calls).collect(),
+            after: Duration::from_millis(after_ms),
+        }
+    }
+
+    fn any(required: usize) -> Vec<Need<&'static str>> {
+        vec![Need::Any(required)]
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spare_starts_when_a_call_is_slow() {
+        let started = tokio::time::Instant::now();
+        let answers = quorum_with_spares(
+            vec![ok("a", 1), ok("b", 500)],
+            vec!["a", "b"],
+            spares(10, vec![ok("c", 1)], &["c"]),
+            any(2),
+            vec![],
+            Duration::from_secs(1),
+            &name,
+        )
+        .await
+        .unwrap();
+        let names: Vec<_> = answers.ok.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, vec!["a", "c"]);
+        assert_eq!(started.elapsed(), Duration::from_millis(11));
+        // The slow call is handed back for read repair.
+        assert_eq!(answers.pending.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spare_not_needed_is_never_sent() {
+        let sent = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = sent.clone();
+        let spare = call("c", async move {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(1)
+        });
+        let answers = quorum_with_spares(
+            vec![ok("a", 1), ok("b", 2)],
+            vec!["a", "b"],
+            spares(10, vec![spare], &["c"]),
+            any(2),
+            vec![],
+            Duration::from_secs(1),
+            &name,
+        )
+        .await
+        .unwrap();
+        assert_eq!(answers.ok.len(), 2);
+        assert!(answers.pending.is_empty());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!sent.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_call_starts_a_spare_at_once() {
+        let started = tokio::time::Instant::now();
+        let answers = quorum_with_spares(
+            vec![fail("a"), ok("b", 1)],
+            vec!["a", "b"],
+            spares(900, vec![ok("c", 1)], &["c"]),
+            vec![Need::Among(vec!["a", "b", "c"], 2)],
+            vec![],
+            Duration::from_secs(1),
+            &name,
+        )
+        .await
+        .unwrap();
+        let mut names: Vec<_> = answers.ok.iter().map(|(n, _)| *n).collect();
+        names.sort();
+        assert_eq!(names, vec!["b", "c"]);
+        assert!(started.elapsed() < Duration::from_millis(10));
+        assert_eq!(answers.failed.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fails_once_spares_cannot_make_the_quorum() {
+        let err = quorum_with_spares(
+            vec![fail("a"), fail("b")],
+            vec!["a", "b"],
+            spares(900, vec![ok("c", 1)], &["c"]),
+            any(2),
+            vec![],
+            Duration::from_secs(1),
+            &name,
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(
+            matches!(err, Error::Unavailable { needed: 2, .. }),
+            "{err:?}"
+        );
     }
 }

@@ -145,6 +145,11 @@ pub struct ClusterConfig {
     /// auto-bootstrap). `false`: it waits for `ringkv cluster join`, then
     /// `plan` and `commit`.
     pub auto_join: bool,
+    /// A read asks R replicas (this node first when it is one); when they
+    /// have not all answered after this long, it asks one more, as it does
+    /// at once for every replica that fails. 0: every read asks every
+    /// replica at once.
+    pub speculative_read_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -158,6 +163,7 @@ impl Default for ClusterConfig {
             seeds: Vec::new(),
             bootstrap_expect: 1,
             auto_join: true,
+            speculative_read_ms: 10,
         }
     }
 }

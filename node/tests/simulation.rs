@@ -4,9 +4,12 @@
 
 mod sim;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ringkv_node::coordinator::Level;
+use ringkv_storage::MemoryEngine;
+use sim::gate::GatedEngine;
 use sim::{base_config, Sim};
 
 /// The scenario's seed: fixed, unless `RINGKV_SIM_SEED` names another.
@@ -364,5 +367,72 @@ async fn a_change_ends_only_once_every_member_holds_it() {
         vec!["during-the-change".to_string()],
         "seed {seed}: {key} after the change"
     );
+    sim.stop().await;
+}
+
+/// The coordinator sends a write to the other replicas while its own write
+/// is still going to storage (under `storage.sync = always` its fsync and
+/// theirs then overlap), and counts itself toward W only once that write
+/// is stored: a W = ALL put is not acknowledged while it waits.
+///
+/// Real time, not the paused clock: the held write blocks a thread of the
+/// blocking pool, and tokio does not advance a paused clock while one runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_replicates_while_its_own_write_is_stored() {
+    let seed = seed(24);
+    let gate = Arc::new(GatedEngine::default());
+    let held = gate.clone();
+    let sim = Sim::start_with(3, seed, base_config(3), move |i| {
+        if i == 0 {
+            held.clone()
+        } else {
+            Arc::new(MemoryEngine::new())
+        }
+    })
+    .await;
+    let key = "overlapped";
+    let held = gate.hold();
+    let reply = {
+        let put = sim.put(0, key, "v1", Level::All, false);
+        tokio::pin!(put);
+        let started = std::time::Instant::now();
+        loop {
+            tokio::select! {
+                reply = &mut put => panic!(
+                    "seed {seed}: the put returned while the coordinator's own write was held: {reply:?}"
+                ),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+            if sim.local_values(1, key).await == ["v1"] && sim.local_values(2, key).await == ["v1"]
+            {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "seed {seed}: the other replicas did not get the write while the coordinator's own was held"
+            );
+        }
+        assert_eq!(
+            gate.waiting(),
+            1,
+            "seed {seed}: the coordinator's write is not the one held"
+        );
+        assert!(sim.local_values(0, key).await.is_empty(), "seed {seed}");
+        drop(held);
+        put.await
+            .unwrap_or_else(|e| panic!("seed {seed}: put: {e}"))
+    };
+    assert_eq!(
+        reply.meta.replicas.len(),
+        3,
+        "seed {seed}: {:?}",
+        reply.meta
+    );
+    assert_eq!(
+        reply.meta.replicas[0],
+        sim.nodes[0].id.to_string(),
+        "seed {seed}"
+    );
+    assert_eq!(sim.local_values(0, key).await, ["v1"], "seed {seed}");
     sim.stop().await;
 }

@@ -1,53 +1,69 @@
 //! `ringkv-bench compare`: ringkv beside its physical limits and beside
-//! etcd, measured in one run on one machine.
+//! etcd, measured on one machine, repeatedly, in a random order.
 //!
 //! Absolute figures from a shared virtual machine mean little: the same
-//! command gives results up to 2× apart minutes later. A ratio between two
-//! figures taken minutes apart on the same machine, with the same load
-//! generator, key count, value size and concurrency, is far steadier. So
-//! this mode measures, one after the other:
+//! command gives results up to 2× apart minutes later. So every figure is
+//! measured several times (`--reps`, 5 by default), and every ratio is
+//! taken between two figures of the same repetition, minutes apart, with
+//! the same load generator, key count, value size and concurrency. Each
+//! repetition runs every selected system once, in a random order drawn
+//! from the printed seed ([`schedule`]), so a slow period of the machine
+//! does not always fall on the same system. The table gives, per row, the
+//! median over repetitions and the range (min–max); the JSON output keeps
+//! every repetition's figures.
 //!
-//! 1. **the RPC ceiling**: a tonic echo server in its own process
-//!    ([`crate::echo`]): a unary round trip carrying the same bytes as a
-//!    put or get and doing nothing else;
+//! The systems:
+//!
+//! 1. **the RPC ceiling**: tonic echo servers in their own processes
+//!    ([`crate::echo`]), a unary round trip carrying the same bytes as a
+//!    put or get and doing nothing else: one server, and three servers
+//!    with the generator spreading requests over them in turn (the ceiling
+//!    of a three-node cluster, whose client spreads requests over three
+//!    nodes);
 //! 2. **the storage ceiling**: ringkv's RocksDB engine in this process,
 //!    put and get through the `Engine` trait from the blocking pool
 //!    (`sync = periodic`, and `always` for puts);
 //! 3. **one ringkv node** (`ringkv-server`, RocksDB, `sync = periodic`);
 //! 4. **three ringkv nodes**, N = 3, R = W = QUORUM: with partition-aware
-//!    routing (the client sends each request to a replica), then through
-//!    one node only (no routing: that node coordinates every request, or
-//!    forwards it when it holds no replica of the key), then a fresh
-//!    cluster with `storage.sync = always` for puts;
+//!    routing, gets also with R = ONE, then through one node only (no
+//!    routing: that node coordinates every request), then a fresh cluster
+//!    with `storage.sync = always` for puts;
 //! 5. **secured ringkv**, one node and three nodes as in 3 and 4, with TLS
 //!    on the client port, mutual TLS between the nodes and a bearer token
-//!    on every request (docs/security.md), puts and gets: the cost of
-//!    security, read against rows 3 and 4 of the same run;
-//! 6. **three etcd members** (Debian's `etcd-server`), linearizable ranges
-//!    and puts, which etcd always fsyncs on a majority.
+//!    on every request (docs/security.md);
+//! 6. **three etcd members** (Debian's `etcd-server`): linearizable ranges
+//!    and puts spread over the members; serializable ranges (a member
+//!    answers from its own state, the counterpart of R = ONE); and every
+//!    request sent to the leader, found with the `Maintenance.Status` call.
 //!
 //! With `--half-load`, one node and the routed three-node cluster also run
-//! YCSB workloads A and C closed-loop (their maximum throughput here), then
-//! open-loop at half that rate: the p99 a client sees when the system is
-//! half busy, with latency timed from each request's scheduled start.
+//! YCSB workloads A and C closed-loop, then open-loop at half that rate.
+//! With `--sweep`, the whole comparison (all its repetitions) runs at each
+//! listed concurrency, and a last table gives each row's best throughput
+//! and where it was reached.
 //!
 //! Each system starts fresh, on free loopback ports, with its data under a
 //! temporary directory, and is stopped before the next one starts, so
-//! they never compete with each other for the CPUs. For each: every key is written once
-//! (not measured), then a put run (100% blind overwrites) and a get run
-//! (100% reads), each after its own warm-up. The table gives ops/s, p50
-//! and p99, throughput as a ratio to the echo ceiling and to etcd for the
-//! same operation, and CPU seconds per 1 000 operations summed over the
-//! system's server processes (for the in-process engine: this whole
-//! process, generator included), plus the generator's own CPU.
+//! they never compete with each other for the CPUs. For each: every key is
+//! written once (not measured), then a put run (100% blind overwrites) and
+//! a get run (100% reads), each after its own warm-up. Around each
+//! measured phase three CPU counters are read ([`runner`]): the system's
+//! server processes, the whole machine (kernel work such as loopback
+//! networking included), and this process, the load generator.
 
+mod etcd;
+mod machine;
 mod procs;
+mod row;
 mod runner;
+mod schedule;
 mod setup;
+mod stats;
 mod systems;
 mod table;
 
-use std::path::{Path, PathBuf};
+use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -57,35 +73,44 @@ use ringkv_client::Level;
 use serde::Serialize;
 
 use crate::config::{
-    Config, Distribution, Mix, Output, StorageSync, Target as TargetKind, Workload,
-    DEFAULT_ZIPF_THETA,
+    Config, Distribution, Output, StorageSync, Target as TargetKind, Workload, DEFAULT_ZIPF_THETA,
 };
-use crate::report::Report;
-use procs::load_average;
-use table::{fill_ratios, table};
+use row::{Op, Row};
+use stats::{Best, Summary};
 
-/// Nodes of the ringkv cluster and members of the etcd cluster.
+/// Nodes of the ringkv cluster, members of the etcd cluster and servers of
+/// the three-server echo ceiling.
 const CLUSTER_SIZE: usize = 3;
 
 /// Prefix of the benchmark's keys in every system.
 const KEY_PREFIX: &str = "ringkv-bench/";
 
-/// The systems `compare` can run, in the order it runs them.
+/// The systems `compare` can run; a repetition runs them in a random order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum System {
-    /// tonic echo server: the RPC ceiling.
+    /// tonic echo servers (one, then three): the RPC ceiling.
     Echo,
     /// ringkv's RocksDB engine in process: the storage ceiling.
     Storage,
     /// One ringkv node.
     Single,
-    /// Three ringkv nodes, N=3, R=W=QUORUM (periodic, via one node, always).
+    /// Three ringkv nodes, N=3, R=W=QUORUM (routed, R=ONE, via one node,
+    /// always).
     Cluster,
     /// One and three ringkv nodes with TLS, mutual TLS and tokens.
     Secure,
-    /// Three etcd members.
+    /// Three etcd members (round robin, serializable reads, leader only).
     Etcd,
+}
+
+impl System {
+    /// The name `--only` takes.
+    fn name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
 }
 
 const ALL_SYSTEMS: [System; 6] = [
@@ -109,13 +134,23 @@ pub struct CompareArgs {
     /// Requests in flight (closed-loop clients), the same for every system.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Run the whole comparison at each of these concurrencies, e.g.
+    /// 1,8,32,128 (each with its own repetitions), instead of at
+    /// --concurrency.
+    #[arg(long, value_delimiter = ',', conflicts_with = "concurrency")]
+    sweep: Vec<usize>,
+    /// Repetitions: each runs every selected system once, in a random
+    /// order; the table gives the median and range over them.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    reps: u32,
     /// Measured time of each put or get run.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     duration: Duration,
     /// Unrecorded load before each measured run.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     warmup: Duration,
-    /// Seed of keys and values [default: random].
+    /// Seed of the order of systems in each repetition, and of keys and
+    /// values [default: random, printed].
     #[arg(long)]
     seed: Option<u64>,
     /// Systems to run, comma separated [default: all].
@@ -143,134 +178,56 @@ pub struct CompareArgs {
     half_load: bool,
 }
 
-/// What a row measures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-enum Op {
-    /// 100% blind overwrites of preloaded keys.
-    Put,
-    /// 100% reads of preloaded keys.
-    Get,
-    /// YCSB workload A (50% reads, 50% updates), latency over both.
-    A,
-    /// YCSB workload C (100% reads).
-    C,
-}
-
-impl Op {
-    fn mix(self) -> Mix {
-        match self {
-            Op::Put => Mix::reads(0.0),
-            Op::Get | Op::C => Mix::reads(1.0),
-            Op::A => Mix::reads(0.5),
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Op::Put => "put",
-            Op::Get => "get",
-            Op::A => "A",
-            Op::C => "C",
-        }
-    }
-}
-
-/// One measured run of the comparison.
-struct Spec {
-    /// The row's label.
-    system: &'static str,
-    op: Op,
-    kind: TargetKind,
-    /// Write every key once first.
-    preload: bool,
-    /// Open loop at this rate; `None` for closed loop.
-    target_rate: Option<f64>,
-}
-
-/// One line of the table.
+/// Every repetition at one concurrency.
 #[derive(Serialize)]
-struct Row {
-    system: &'static str,
-    op: Op,
-    /// Open-loop rate of the run (`--half-load` rows); `null` for closed loop.
-    target_rate: Option<f64>,
-    /// `null` when the run failed; see `error`.
-    ops_per_sec: Option<f64>,
-    p50_us: Option<u64>,
-    p99_us: Option<u64>,
-    errors: u64,
-    /// ops/s ÷ the echo server's ops/s for the same operation.
-    vs_tonic: Option<f64>,
-    /// ops/s ÷ etcd's ops/s for the same operation.
-    vs_etcd: Option<f64>,
-    /// CPU seconds of the system's server processes per 1 000 operations.
-    server_cpu_s_per_1k: Option<f64>,
-    /// CPU seconds of this process (the load generator) per 1 000 operations.
-    client_cpu_s_per_1k: Option<f64>,
-    /// The machine's 1-minute load average when the measured run ended:
-    /// how much else was competing for the CPUs.
-    load_average: Option<f64>,
-    /// Why the row has no figures.
-    error: Option<String>,
-    /// The full report of the run.
-    report: Option<Report>,
-}
-
-impl Row {
-    fn failed(system: &'static str, op: Op, error: &anyhow::Error) -> Row {
-        Row {
-            system,
-            op,
-            target_rate: None,
-            ops_per_sec: None,
-            p50_us: None,
-            p99_us: None,
-            errors: 0,
-            vs_tonic: None,
-            vs_etcd: None,
-            server_cpu_s_per_1k: None,
-            client_cpu_s_per_1k: None,
-            load_average: None,
-            error: Some(format!("{error:#}")),
-            report: None,
-        }
-    }
+struct Run {
+    concurrency: usize,
+    /// The order of the systems in each repetition.
+    orders: Vec<Vec<System>>,
+    /// 1-minute load average before and after.
+    load_average: (Option<f64>, Option<f64>),
+    elapsed_s: f64,
+    /// The table: median and range over repetitions.
+    rows: Vec<Summary>,
+    /// Every repetition's own rows, with ratios and full reports.
+    reps: Vec<Vec<Row>>,
 }
 
 /// The whole comparison; its JSON form is what `--output json` prints.
 #[derive(Serialize)]
 struct Comparison {
+    /// The source tree's commit (`git rev-parse --short HEAD`), if known.
+    commit: Option<String>,
+    cpus: usize,
+    /// 1-, 5- and 15-minute load averages at the start and at the end.
+    load_average_start: Option<[f64; 3]>,
+    load_average_end: Option<[f64; 3]>,
     keys: u64,
     value_size: usize,
-    concurrency: usize,
     duration_s: f64,
     warmup_s: f64,
+    reps: usize,
     seed: u64,
-    cpus: usize,
-    /// 1-minute load average before and after the run.
-    load_average: (Option<f64>, Option<f64>),
+    systems: Vec<System>,
+    concurrencies: Vec<usize>,
+    runs: Vec<Run>,
+    /// Each closed-loop row's best median throughput over `concurrencies`.
+    best: Vec<Best>,
     elapsed_s: f64,
-    rows: Vec<Row>,
 }
-
-/// Labels of the rows, also the keys of the ratio columns.
-const ECHO: &str = "tonic echo (RPC ceiling)";
-const STORAGE: &str = "RocksDB in process, periodic";
-const STORAGE_ALWAYS: &str = "RocksDB in process, always";
-const SINGLE: &str = "ringkv 1 node";
-const CLUSTER: &str = "ringkv 3 nodes";
-const CLUSTER_ONE_NODE: &str = "ringkv 3 nodes, via 1 node";
-const CLUSTER_ALWAYS: &str = "ringkv 3 nodes, always";
-const SECURE_SINGLE: &str = "ringkv 1 node, TLS+mTLS+token";
-const SECURE_CLUSTER: &str = "ringkv 3 nodes, TLS+mTLS+token";
-const ETCD: &str = "etcd 3 members";
 
 /// Runs the comparison and prints it.
 pub async fn run(args: CompareArgs) -> Result<ExitCode> {
     let seed = args.seed.unwrap_or_else(rand::random);
+    let concurrencies = if args.sweep.is_empty() {
+        vec![args.concurrency]
+    } else {
+        args.sweep.clone()
+    };
     // Validate the shared settings the way a load run would.
-    base_config(&args, seed, TargetKind::Echo, Op::Put).validate()?;
+    for &concurrency in &concurrencies {
+        base_config(&args, seed, concurrency, TargetKind::Echo, Op::Put).validate()?;
+    }
     let systems: Vec<System> = if args.only.is_empty() {
         ALL_SYSTEMS.to_vec()
     } else {
@@ -290,17 +247,42 @@ pub async fn run(args: CompareArgs) -> Result<ExitCode> {
     }
     .context("creating the work directory")?;
     let started = Instant::now();
-    let load_before = load_average();
-    let mut rows = Vec::new();
+    let reps = args.reps as usize;
+    let mut comparison = Comparison {
+        commit: machine::git_commit(),
+        cpus: machine::cpus(),
+        load_average_start: machine::load_averages(),
+        load_average_end: None,
+        keys: args.keys,
+        value_size: args.value_size,
+        duration_s: args.duration.as_secs_f64(),
+        warmup_s: args.warmup.as_secs_f64(),
+        reps,
+        seed,
+        systems: systems.clone(),
+        concurrencies: concurrencies.clone(),
+        runs: Vec::new(),
+        best: Vec::new(),
+        elapsed_s: 0.0,
+    };
+    let text = args.output == Output::Text;
+    // The header goes out before the first run, so it describes the
+    // machine as the run found it; with JSON, stdout is the JSON only.
+    if text {
+        print!("{}", table::header(&comparison));
+        std::io::stdout().flush()?;
+    } else {
+        eprint!("{}", table::header(&comparison));
+    }
+    let orders = schedule::schedule(&systems, reps * concurrencies.len(), seed);
     let runs = async {
-        for system in systems {
-            let mut runner = Runner {
-                args: &args,
-                seed,
-                work: work.path(),
-                rows: &mut rows,
-            };
-            runner.system(system).await;
+        for (&concurrency, orders) in concurrencies.iter().zip(orders.chunks(reps)) {
+            let run = runner::repetitions(&args, seed, concurrency, orders, work.path()).await;
+            if text {
+                print!("{}", table::table(&run, reps));
+                let _ = std::io::stdout().flush();
+            }
+            comparison.runs.push(run);
         }
     };
     // On SIGINT or SIGTERM the runs are dropped, and with them every
@@ -312,26 +294,23 @@ pub async fn run(args: CompareArgs) -> Result<ExitCode> {
         _ = tokio::signal::ctrl_c() => bail!("interrupted; stopped the servers this run started"),
         _ = terminate.recv() => bail!("terminated; stopped the servers this run started"),
     }
-    fill_ratios(&mut rows);
-    let comparison = Comparison {
-        keys: args.keys,
-        value_size: args.value_size,
-        concurrency: args.concurrency,
-        duration_s: args.duration.as_secs_f64(),
-        warmup_s: args.warmup.as_secs_f64(),
-        seed,
-        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
-        load_average: (load_before, load_average()),
-        elapsed_s: started.elapsed().as_secs_f64(),
-        rows,
-    };
-    match args.output {
-        Output::Text => print!("{}", table(&comparison)),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&comparison)?),
+    comparison.best = stats::best(
+        comparison
+            .runs
+            .iter()
+            .map(|r| (r.concurrency, r.rows.as_slice())),
+    );
+    comparison.load_average_end = machine::load_averages();
+    comparison.elapsed_s = started.elapsed().as_secs_f64();
+    if text {
+        print!("{}", table::footer(&comparison));
+    } else {
+        println!("{}", serde_json::to_string_pretty(&comparison)?);
     }
     let clean = comparison
-        .rows
+        .runs
         .iter()
+        .flat_map(|r| r.reps.iter().flatten())
         .all(|r| r.error.is_none() && r.errors == 0);
     Ok(if clean {
         ExitCode::SUCCESS
@@ -341,7 +320,13 @@ pub async fn run(args: CompareArgs) -> Result<ExitCode> {
 }
 
 /// The settings every measured run of the comparison shares.
-fn base_config(args: &CompareArgs, seed: u64, target: TargetKind, op: Op) -> Config {
+fn base_config(
+    args: &CompareArgs,
+    seed: u64,
+    concurrency: usize,
+    target: TargetKind,
+    op: Op,
+) -> Config {
     let mix = op.mix();
     // ringkv runs name their levels: N=3, R=W=QUORUM (one node caps N at 1).
     let level = (target == TargetKind::Ringkv).then_some(Level::Quorum);
@@ -351,7 +336,7 @@ fn base_config(args: &CompareArgs, seed: u64, target: TargetKind, op: Op) -> Con
         routing: true,
         data_dir: None,
         sync: StorageSync::Periodic,
-        concurrency: args.concurrency,
+        concurrency,
         keys: args.keys,
         value_size: args.value_size,
         read_ratio: mix.read,
@@ -378,13 +363,4 @@ fn base_config(args: &CompareArgs, seed: u64, target: TargetKind, op: Op) -> Con
         output: args.output,
         progress: args.progress || std::io::IsTerminal::is_terminal(&std::io::stderr()),
     }
-}
-
-/// Runs the systems one by one, appending rows.
-struct Runner<'a> {
-    args: &'a CompareArgs,
-    seed: u64,
-    /// The run's work directory; each system gets a subdirectory.
-    work: &'a Path,
-    rows: &'a mut Vec<Row>,
 }

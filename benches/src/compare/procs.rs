@@ -10,7 +10,7 @@
 //!
 //! CPU time comes from `/proc/PID/stat` (user + system time of all the
 //! process's threads, in clock ticks), read before and after a measured
-//! phase.
+//! phase. The whole machine's CPU time is read in [`super::machine`].
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -83,7 +83,7 @@ fn stat_cpu_ticks(stat: &str) -> Result<u64> {
 }
 
 /// Clock ticks per second of `/proc` times (`getconf CLK_TCK`).
-fn clock_ticks() -> f64 {
+pub fn clock_ticks() -> f64 {
     static TICKS: OnceLock<f64> = OnceLock::new();
     *TICKS.get_or_init(|| {
         Command::new("getconf")
@@ -95,16 +95,6 @@ fn clock_ticks() -> f64 {
             .filter(|&t| t > 0.0)
             .unwrap_or(DEFAULT_CLOCK_TICKS)
     })
-}
-
-/// The 1-minute load average, to record how busy the shared machine was.
-pub fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// `program` as given when it holds a `/`, else found in `PATH`.

@@ -48,9 +48,15 @@ impl Started {
         wait_ringkv(&mut self.nodes, &endpoints, &self.security).await
     }
 
-    /// A QUORUM target over `endpoints` (a subset of the nodes).
-    pub(super) fn target(&self, endpoints: &[String], routing: bool) -> Result<Target> {
-        ringkv_target(endpoints, routing, &self.security)
+    /// A target over `endpoints` (a subset of the nodes) that writes at
+    /// QUORUM and reads at `read`.
+    pub(super) fn target(
+        &self,
+        endpoints: &[String],
+        routing: bool,
+        read: Level,
+    ) -> Result<Target> {
+        ringkv_target(endpoints, routing, read, &self.security)
     }
 }
 
@@ -187,14 +193,18 @@ async fn wait_ringkv(nodes: &mut [Node], endpoints: &[String], security: &Securi
     .await
 }
 
-fn ringkv_target(endpoints: &[String], routing: bool, security: &Security) -> Result<Target> {
-    let level = RequestOptions::level(Level::Quorum);
+fn ringkv_target(
+    endpoints: &[String],
+    routing: bool,
+    read: Level,
+    security: &Security,
+) -> Result<Target> {
     Ok(Target::Ringkv {
         client: Client::new(endpoints)?
             .with_security(security.clone())?
             .with_routing(routing),
-        read: level,
-        write: level,
+        read: RequestOptions::level(read),
+        write: RequestOptions::level(Level::Quorum),
     })
 }
 

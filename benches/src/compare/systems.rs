@@ -1,71 +1,83 @@
-//! The systems `compare` measures, one method of the [`Runner`] each:
-//! the echo server, RocksDB in process, one ringkv node, three ringkv
-//! nodes and three etcd members, each started, measured and stopped.
+//! The systems `compare` measures, one method of the [`Runner`] each: the
+//! echo servers, RocksDB in process, one ringkv node, three ringkv nodes
+//! and secured ringkv, each started, measured and stopped (etcd is in
+//! [`super::etcd`]).
 
 use std::sync::Arc;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
+use ringkv_client::Level;
 use ringkv_tests::Process;
 
-use super::procs::{find_program, free_port, spawn};
-use super::setup::{start_ringkv, wait_until};
-use super::{
-    Op, Runner, Spec, CLUSTER, CLUSTER_ALWAYS, CLUSTER_ONE_NODE, CLUSTER_SIZE, ECHO, ETCD,
+use super::procs::{free_port, spawn};
+use super::row::{
+    Op, Spec, CLUSTER, CLUSTER_ALWAYS, CLUSTER_ONE_NODE, CLUSTER_READ_ONE, ECHO, ECHO_3,
     SECURE_CLUSTER, SECURE_SINGLE, SINGLE, STORAGE, STORAGE_ALWAYS,
 };
+use super::runner::Runner;
+use super::setup::{start_ringkv, wait_until};
+use super::CLUSTER_SIZE;
 use crate::config::{StorageSync, Target as TargetKind};
 use crate::echo::EchoClient;
-use crate::etcd::EtcdKv;
 use crate::target::{StorageTarget, Target};
 
 impl Runner<'_> {
+    /// One echo server, then three with the requests spread over them in
+    /// turn, as the ringkv client spreads its requests over three nodes.
     pub(super) async fn echo(&mut self) -> Result<()> {
-        let dir = self.dir("echo")?;
+        for (label, servers) in [(ECHO, 1), (ECHO_3, CLUSTER_SIZE)] {
+            self.begin(label);
+            self.echo_servers(label, servers).await?;
+        }
+        Ok(())
+    }
+
+    async fn echo_servers(&mut self, label: &'static str, servers: usize) -> Result<()> {
+        let dir = self.dir(&format!("echo-{servers}"))?;
         let exe = std::env::current_exe().context("finding ringkv-bench's own path")?;
-        let address = format!("127.0.0.1:{}", free_port()?);
-        self.note(&format!("starting the echo server on {address}"));
-        let mut server = spawn(
-            "echo server",
-            &exe,
-            &["echo-server".into(), "--listen".into(), address.clone()],
-            &dir.join("echo.log"),
-        )?;
-        let client = EchoClient::new(std::slice::from_ref(&address), self.args.value_size)?;
-        wait_until(&mut [&mut server], "the echo server", || async {
-            client
-                .get(bytes::Bytes::from_static(b"probe"))
-                .await
-                .is_ok()
+        let mut procs = Vec::with_capacity(servers);
+        let mut addresses = Vec::with_capacity(servers);
+        for i in 1..=servers {
+            let address = format!("127.0.0.1:{}", free_port()?);
+            procs.push(spawn(
+                &format!("echo server {i}"),
+                &exe,
+                &["echo-server".into(), "--listen".into(), address.clone()],
+                &dir.join(format!("echo{i}.log")),
+            )?);
+            addresses.push(address);
+        }
+        self.note(&format!(
+            "started {servers} echo server(s) on {}",
+            addresses.join(",")
+        ));
+        // Ready when each server answers on its own.
+        let probes: Vec<EchoClient> = addresses
+            .iter()
+            .map(|a| EchoClient::new(std::slice::from_ref(a), self.args.value_size))
+            .collect::<Result<_>>()?;
+        let probes = &probes;
+        let mut refs: Vec<&mut Process> = procs.iter_mut().collect();
+        wait_until(&mut refs, "the echo servers", move || async move {
+            for probe in probes {
+                if probe
+                    .get(bytes::Bytes::from_static(b"probe"))
+                    .await
+                    .is_err()
+                {
+                    return false;
+                }
+            }
+            true
         })
         .await?;
+        let client = EchoClient::new(&addresses, self.args.value_size)?;
         let target = Arc::new(Target::Echo(client));
-        let pids: Vec<u32> = server.pid().into_iter().collect();
-        // Nothing to preload: the echo server stores nothing.
-        self.measure(
-            Spec {
-                system: ECHO,
-                op: Op::Put,
-                kind: TargetKind::Echo,
-                preload: false,
-                target_rate: None,
-            },
-            &target,
-            &pids,
-        )
-        .await?;
-        self.measure(
-            Spec {
-                system: ECHO,
-                op: Op::Get,
-                kind: TargetKind::Echo,
-                preload: false,
-                target_rate: None,
-            },
-            &target,
-            &pids,
-        )
-        .await?;
-        Ok(())
+        let pids: Vec<u32> = procs.iter().filter_map(Process::pid).collect();
+        // Nothing to preload: the echo servers store nothing.
+        let ops = [Op::Put, Op::Get];
+        self.measure_ops(label, TargetKind::Echo, &ops, false, &target, &pids)
+            .await
     }
 
     pub(super) async fn storage(&mut self) -> Result<()> {
@@ -74,39 +86,21 @@ impl Runner<'_> {
             (STORAGE, StorageSync::Periodic),
             (STORAGE_ALWAYS, StorageSync::Always),
         ] {
+            self.begin(label);
             self.note(&format!("opening RocksDB in process, sync {sync:?}"));
             let dir = self.dir(&format!("rocksdb-{sync:?}").to_lowercase())?;
             let target = Arc::new(Target::Storage(StorageTarget::open(
                 Some(&dir),
                 sync.mode(),
             )?));
-            self.measure(
-                Spec {
-                    system: label,
-                    op: Op::Put,
-                    kind: TargetKind::Storage,
-                    preload: true,
-                    target_rate: None,
-                },
-                &target,
-                &me,
-            )
-            .await?;
             // Sync changes only writes; reads are measured once.
-            if sync == StorageSync::Periodic {
-                self.measure(
-                    Spec {
-                        system: label,
-                        op: Op::Get,
-                        kind: TargetKind::Storage,
-                        preload: false,
-                        target_rate: None,
-                    },
-                    &target,
-                    &me,
-                )
+            let ops: &[Op] = if sync == StorageSync::Periodic {
+                &[Op::Put, Op::Get]
+            } else {
+                &[Op::Put]
+            };
+            self.measure_ops(label, TargetKind::Storage, ops, true, &target, &me)
                 .await?;
-            }
         }
         Ok(())
     }
@@ -115,34 +109,12 @@ impl Runner<'_> {
         let dir = self.dir("single")?;
         let mut nodes = start_ringkv(self.args, &dir, 1, "periodic", false)?;
         nodes.wait().await?;
-        let target = Arc::new(nodes.target(&nodes.endpoints(), true)?);
+        let target = Arc::new(nodes.target(&nodes.endpoints(), true, Level::Quorum)?);
         let pids = nodes.pids();
-        self.measure(
-            Spec {
-                system: SINGLE,
-                op: Op::Put,
-                kind: TargetKind::Ringkv,
-                preload: true,
-                target_rate: None,
-            },
-            &target,
-            &pids,
-        )
-        .await?;
-        self.measure(
-            Spec {
-                system: SINGLE,
-                op: Op::Get,
-                kind: TargetKind::Ringkv,
-                preload: false,
-                target_rate: None,
-            },
-            &target,
-            &pids,
-        )
-        .await?;
-        self.half_load(SINGLE, &target, &pids).await?;
-        Ok(())
+        let ops = [Op::Put, Op::Get];
+        self.measure_ops(SINGLE, TargetKind::Ringkv, &ops, true, &target, &pids)
+            .await?;
+        self.half_load(SINGLE, &target, &pids).await
     }
 
     pub(super) async fn cluster(&mut self) -> Result<()> {
@@ -152,70 +124,37 @@ impl Runner<'_> {
             nodes.wait().await?;
             let endpoints = nodes.endpoints();
             let pids = nodes.pids();
-            let routed = Arc::new(nodes.target(&endpoints, true)?);
-            self.measure(
-                Spec {
-                    system: CLUSTER,
-                    op: Op::Put,
-                    kind: TargetKind::Ringkv,
-                    preload: true,
-                    target_rate: None,
-                },
-                &routed,
-                &pids,
-            )
-            .await?;
-            self.measure(
-                Spec {
-                    system: CLUSTER,
-                    op: Op::Get,
-                    kind: TargetKind::Ringkv,
-                    preload: false,
-                    target_rate: None,
-                },
-                &routed,
-                &pids,
-            )
-            .await?;
+            let routed = Arc::new(nodes.target(&endpoints, true, Level::Quorum)?);
+            let ops = [Op::Put, Op::Get];
+            self.measure_ops(CLUSTER, TargetKind::Ringkv, &ops, true, &routed, &pids)
+                .await?;
+            // Reads from the first replica that answers, the counterpart
+            // of etcd's serializable reads.
+            let read_one = Arc::new(nodes.target(&endpoints, true, Level::One)?);
+            let spec = Spec {
+                read_level: Some(Level::One),
+                ..Spec::new(CLUSTER_READ_ONE, Op::Get, TargetKind::Ringkv)
+            };
+            self.measure(spec, &read_one, &pids).await?;
             self.half_load(CLUSTER, &routed, &pids).await?;
             // The same cluster with every request sent to node 1, which
             // coordinates or forwards it.
-            let via_one = Arc::new(nodes.target(&endpoints[..1], false)?);
-            for op in [Op::Put, Op::Get] {
-                self.measure(
-                    Spec {
-                        system: CLUSTER_ONE_NODE,
-                        op,
-                        kind: TargetKind::Ringkv,
-                        preload: false,
-                        target_rate: None,
-                    },
-                    &via_one,
-                    &pids,
-                )
+            let via_one = Arc::new(nodes.target(&endpoints[..1], false, Level::Quorum)?);
+            let kind = TargetKind::Ringkv;
+            self.measure_ops(CLUSTER_ONE_NODE, kind, &ops, false, &via_one, &pids)
                 .await?;
-            }
         }
         // A fresh cluster whose replicas fsync before acknowledging, the
         // counterpart of etcd's puts.
+        self.begin(CLUSTER_ALWAYS);
         let dir = self.dir("cluster-always")?;
         let mut nodes = start_ringkv(self.args, &dir, CLUSTER_SIZE, "always", false)?;
         nodes.wait().await?;
         let pids = nodes.pids();
-        let target = Arc::new(nodes.target(&nodes.endpoints(), true)?);
-        self.measure(
-            Spec {
-                system: CLUSTER_ALWAYS,
-                op: Op::Put,
-                kind: TargetKind::Ringkv,
-                preload: true,
-                target_rate: None,
-            },
-            &target,
-            &pids,
-        )
-        .await?;
-        Ok(())
+        let target = Arc::new(nodes.target(&nodes.endpoints(), true, Level::Quorum)?);
+        let kind = TargetKind::Ringkv;
+        self.measure_ops(CLUSTER_ALWAYS, kind, &[Op::Put], true, &target, &pids)
+            .await
     }
 
     /// One node and three nodes as [`Runner::single`] and
@@ -224,6 +163,7 @@ impl Runner<'_> {
     /// request.
     pub(super) async fn secure(&mut self) -> Result<()> {
         for (label, n) in [(SECURE_SINGLE, 1), (SECURE_CLUSTER, CLUSTER_SIZE)] {
+            self.begin(label);
             let dir = self.dir(if n == 1 {
                 "secure-single"
             } else {
@@ -232,122 +172,11 @@ impl Runner<'_> {
             let mut nodes = start_ringkv(self.args, &dir, n, "periodic", true)?;
             nodes.wait().await?;
             let pids = nodes.pids();
-            let target = Arc::new(nodes.target(&nodes.endpoints(), true)?);
-            for (op, preload) in [(Op::Put, true), (Op::Get, false)] {
-                self.measure(
-                    Spec {
-                        system: label,
-                        op,
-                        kind: TargetKind::Ringkv,
-                        preload,
-                        target_rate: None,
-                    },
-                    &target,
-                    &pids,
-                )
+            let target = Arc::new(nodes.target(&nodes.endpoints(), true, Level::Quorum)?);
+            let ops = [Op::Put, Op::Get];
+            self.measure_ops(label, TargetKind::Ringkv, &ops, true, &target, &pids)
                 .await?;
-            }
         }
-        Ok(())
-    }
-
-    pub(super) async fn etcd(&mut self) -> Result<()> {
-        let Some(etcd) = find_program(&self.args.etcd_bin) else {
-            bail!(
-                "{} not found: install Debian's etcd-server (benches/compare.sh does) or pass --etcd-bin",
-                self.args.etcd_bin.display()
-            );
-        };
-        let dir = self.dir("etcd")?;
-        let members: Vec<(String, u16, u16)> = (0..CLUSTER_SIZE)
-            .map(|i| Ok((format!("m{i}"), free_port()?, free_port()?)))
-            .collect::<Result<_>>()?;
-        let initial_cluster = members
-            .iter()
-            .map(|(name, _, peer)| format!("{name}=http://127.0.0.1:{peer}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut procs = Vec::new();
-        for (name, client, peer) in &members {
-            let client_url = format!("http://127.0.0.1:{client}");
-            let peer_url = format!("http://127.0.0.1:{peer}");
-            let args: Vec<String> = [
-                "--name",
-                name,
-                "--data-dir",
-                &dir.join(name).display().to_string(),
-                "--listen-client-urls",
-                &client_url,
-                "--advertise-client-urls",
-                &client_url,
-                "--listen-peer-urls",
-                &peer_url,
-                "--initial-advertise-peer-urls",
-                &peer_url,
-                "--initial-cluster",
-                &initial_cluster,
-                "--initial-cluster-state",
-                "new",
-                "--initial-cluster-token",
-                "ringkv-bench",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            procs.push(spawn(
-                &format!("etcd {name}"),
-                &etcd,
-                &args,
-                &dir.join(format!("{name}.log")),
-            )?);
-        }
-        self.note(&format!("started {} etcd members", procs.len()));
-        let endpoints: Vec<String> = members
-            .iter()
-            .map(|(_, client, _)| format!("127.0.0.1:{client}"))
-            .collect();
-        let kv = EtcdKv::new(&endpoints)?;
-        let mut refs: Vec<&mut Process> = procs.iter_mut().collect();
-        let (members, probe_kv) = (endpoints.len(), &kv);
-        wait_until(&mut refs, "the etcd cluster", move || async move {
-            for i in 0..members {
-                let probe = crate::etcd::pb::RangeRequest {
-                    key: bytes::Bytes::from_static(b"ringkv-bench-probe"),
-                    ..Default::default()
-                };
-                if probe_kv.member(i).range(probe).await.is_err() {
-                    return false;
-                }
-            }
-            true
-        })
-        .await?;
-        let pids: Vec<u32> = procs.iter().filter_map(Process::pid).collect();
-        let target = Arc::new(Target::Etcd(kv));
-        self.measure(
-            Spec {
-                system: ETCD,
-                op: Op::Put,
-                kind: TargetKind::Etcd,
-                preload: true,
-                target_rate: None,
-            },
-            &target,
-            &pids,
-        )
-        .await?;
-        self.measure(
-            Spec {
-                system: ETCD,
-                op: Op::Get,
-                kind: TargetKind::Etcd,
-                preload: false,
-                target_rate: None,
-            },
-            &target,
-            &pids,
-        )
-        .await?;
         Ok(())
     }
 }

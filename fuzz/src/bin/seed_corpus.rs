@@ -267,6 +267,7 @@ fn internal_request(root: &Path) {
             },
             pb::BatchItem { op: None },
         ],
+        id: 0,
     };
     s.put("batch", batch.encode_to_vec());
     let chunk = pb::FetchPartitionResponse {

@@ -8,11 +8,14 @@ impl Coordinator {
     pub async fn get(&self, cmd: GetCommand) -> Result<GetReply> {
         self.check_key(&cmd.key)?;
         let plan = self.plan(&cmd.key, cmd.consistency, Op::Read)?;
-        let calls = plan
-            .replicas
-            .iter()
-            .map(|node| self.read_call(*node, plan.key.clone(), plan.consistency.timeout))
-            .collect();
+        let (asked, reserve) = self.read_targets(&plan);
+        let call =
+            |node: &NodeId| self.read_call(*node, plan.key.clone(), plan.consistency.timeout);
+        let calls = asked.iter().map(call).collect();
+        let spares = quorum::Spares {
+            calls: reserve.iter().map(|node| (*node, call(node))).collect(),
+            after: Duration::from_millis(self.config.cluster.speculative_read_ms),
+        };
         // R in every set of the plan (both while the partition moves). The
         // injected bug `read_from_one_replica` (tests of the verification
         // harness only) waits for one answer whatever R is; the reply meta
@@ -26,9 +29,10 @@ impl Coordinator {
                 .collect(),
         };
         let label = |n: &NodeId| self.label(*n);
-        let answers = quorum::quorum_of(
+        let answers = quorum::quorum_with_spares(
             calls,
-            plan.replicas.clone(),
+            asked,
+            spares,
             needs,
             Vec::new(),
             plan.consistency.timeout,
@@ -66,6 +70,42 @@ impl Coordinator {
             context: merged.context().clone(),
             meta,
         })
+    }
+
+    /// The replicas a read asks at once, and those it keeps in reserve
+    /// (asked one `cluster.speculative_read_ms` after the start if the
+    /// quorum is not met by then, and one for every replica that fails).
+    ///
+    /// A read asks R replicas: this node first when it is one (a local read
+    /// costs no message), then the others alive, in an order that depends
+    /// on the key's partition so reads spread over the replicas while each
+    /// key's reads find the same warm cache. While the key's partition
+    /// moves, and with `cluster.speculative_read_ms = 0`, it asks every
+    /// replica at once.
+    fn read_targets(&self, plan: &Plan) -> (Vec<NodeId>, Vec<NodeId>) {
+        let spread = self.config.cluster.speculative_read_ms > 0;
+        let [(_, required)] = plan.quorum_sets.as_slice() else {
+            return (plan.replicas.clone(), Vec::new());
+        };
+        if !spread {
+            return (plan.replicas.clone(), Vec::new());
+        }
+        let me = self.node_id();
+        let mut others: Vec<NodeId> = plan.replicas.iter().copied().filter(|n| *n != me).collect();
+        if !others.is_empty() {
+            let turn = self.replica.partition_of(&plan.key) as usize % others.len();
+            others.rotate_left(turn);
+        }
+        let (alive, down): (Vec<NodeId>, Vec<NodeId>) =
+            others.into_iter().partition(|n| self.cluster.is_alive(*n));
+        let mut order = Vec::with_capacity(plan.replicas.len());
+        if plan.replicas.contains(&me) {
+            order.push(me);
+        }
+        order.extend(alive);
+        order.extend(down);
+        let reserve = order.split_off((*required).min(order.len()));
+        (order, reserve)
     }
 
     /// Keeps a read's merged state within the key state limit, by the rule

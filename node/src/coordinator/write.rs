@@ -2,31 +2,87 @@
 //! replication to the plan's other replicas until W (and, during a change,
 //! both sets' quorums) have answered.
 
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::sync::oneshot;
+
 use super::*;
 
+/// The coordinator's own write to storage, still running.
+type LocalStore = Pin<Box<dyn Future<Output = Result<Applied>> + std::marker::Send>>;
+
 impl Coordinator {
-    /// Applies a write locally, then waits for W acknowledgements in all.
+    /// Applies a write locally and sends it to the other replicas, then
+    /// waits for W acknowledgements in all, its own among them.
+    ///
+    /// The other replicas get the new state as soon as it is computed,
+    /// while the local write is still going to storage: under `storage.sync
+    /// = always` the coordinator's fsync and the replicas' run at once, not
+    /// one after the other. The coordinator counts toward W only once its
+    /// own write is stored, so nothing is acknowledged before W replicas
+    /// hold it as `storage.sync` promises.
     pub(super) async fn write(
         &self,
         write: LocalWrite,
         plan: Plan,
     ) -> Result<(Applied, ReplyMeta)> {
-        let me = self.node_id();
         self.check_reachable(&plan)?;
-        let applied = self.replica.apply_write(write).await?;
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let replica = self.replica.clone();
+        let mut local: LocalStore = Box::pin(async move {
+            replica
+                .apply_write_then(write, move |applied, encoded| {
+                    let _ = ready_tx.send((applied.clone(), Bytes::copy_from_slice(encoded)));
+                })
+                .await
+        });
+        // Nothing was sent anywhere until the state is ready: a write
+        // refused before that is the client's plain error.
+        let (applied, encoded) = tokio::select! {
+            biased;
+            ready = ready_rx => match ready {
+                Ok(ready) => ready,
+                Err(_) => {
+                    local.await?;
+                    return Err(Error::Internal(
+                        "the local write ended without its state".into(),
+                    ));
+                }
+            },
+            stored = &mut local => {
+                let applied = stored?;
+                let encoded = Bytes::from(applied.state.encode());
+                return self.replicate(applied, encoded, plan, None).await;
+            }
+        };
+        self.replicate(applied, encoded, plan, Some(local)).await
+    }
+
+    /// Sends a write's new state (`encoded`) to the plan's other replicas
+    /// and waits for W acknowledgements, the coordinator's own always
+    /// among them: counted once `local` (its write to storage) completes,
+    /// or at once when it already has (`None`).
+    async fn replicate(
+        &self,
+        applied: Applied,
+        encoded: Bytes,
+        plan: Plan,
+        local: Option<LocalStore>,
+    ) -> Result<(Applied, ReplyMeta)> {
+        let me = self.node_id();
         if applied.outcome.collapsed > 0 {
             self.metrics.siblings_collapsed(applied.outcome.collapsed);
         }
         // The other replicas receive the whole resulting version set and
         // merge it, so they converge on exactly the coordinator's state.
         let state = Arc::new(applied.state.clone());
-        // Encoded once for every replica and fallback it goes to.
-        let encoded = Bytes::from(applied.state.encode());
         let fallbacks = Arc::new(Mutex::new(
             plan.fallbacks.iter().copied().collect::<VecDeque<_>>(),
         ));
         let others: Vec<NodeId> = plan.replicas.iter().copied().filter(|n| *n != me).collect();
-        let calls: Vec<quorum::Call<NodeId, Ack>> = others
+        let mut targets = others.clone();
+        let mut calls: Vec<quorum::Call<NodeId, Ack>> = others
             .iter()
             .map(|node| {
                 let send = Send {
@@ -44,23 +100,38 @@ impl Coordinator {
                 quorum::call(*node, send.run())
             })
             .collect();
+        let mut already = Vec::new();
+        match local {
+            Some(local) => {
+                targets.push(me);
+                calls.push(quorum::call(me, async move {
+                    local.await.map(|_| Ack::Replica)
+                }));
+            }
+            None => already.push(me),
+        }
+        // W in every set, and always the coordinator's own write among
+        // them: a write acknowledged is then on this node, as before the
+        // replicas were sent to early, so a read through it (R = ONE asks
+        // this node first) sees the write it just acknowledged.
         let needs = plan
             .quorum_sets
             .iter()
             .map(|(set, need)| quorum::Need::Among(set.clone(), *need))
+            .chain(std::iter::once(quorum::Need::Among(vec![me], 1)))
             .collect();
         let label = |n: &NodeId| self.label(*n);
         let answers = quorum::quorum_of(
             calls,
-            others,
+            targets,
             needs,
-            vec![me],
+            already.clone(),
             plan.consistency.timeout,
             &label,
         )
         .await
         .map_err(Error::after_apply)?;
-        let mut acked = vec![me];
+        let mut acked = already;
         let mut used = Vec::new();
         for (node, ack) in answers.ok {
             match ack {
@@ -75,6 +146,11 @@ impl Coordinator {
         let mut pending = answers.pending;
         if !pending.is_empty() {
             tokio::spawn(async move { while pending.next().await.is_some() {} });
+        }
+        // The coordinator first when it is among them, as the reply meta
+        // always listed it.
+        if let Some(i) = acked.iter().position(|n| *n == me) {
+            acked[..=i].rotate_right(1);
         }
         let mut meta = self.meta(&plan, &acked);
         meta.fallbacks = used;

@@ -3,6 +3,8 @@
 //! only when every task waits). Every random choice follows the run's
 //! seed, which each scenario prints, so a failure replays from its seed.
 
+pub mod gate;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,6 +76,16 @@ impl Sim {
     /// Starts `n` nodes configured by `config` and waits until they agree
     /// on a layout and see each other alive.
     pub async fn start(n: usize, seed: u64, config: Config) -> Sim {
+        Self::start_with(n, seed, config, |_| Arc::new(MemoryEngine::new())).await
+    }
+
+    /// [`Self::start`], with node `i`'s storage made by `engine(i)`.
+    pub async fn start_with(
+        n: usize,
+        seed: u64,
+        config: Config,
+        engine: impl Fn(usize) -> Arc<dyn Engine>,
+    ) -> Sim {
         println!("simulation seed {seed} ({n} nodes)");
         let mut sim = Sim {
             seed,
@@ -82,8 +94,7 @@ impl Sim {
             config,
         };
         for i in 0..n {
-            let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
-            let node = sim.boot(i, NodeId(i as u64 + 1), engine, 1);
+            let node = sim.boot(i, NodeId(i as u64 + 1), engine(i), 1);
             sim.nodes.push(node);
         }
         sim.wait_converged().await;

@@ -5,9 +5,12 @@
 
 use std::sync::Arc;
 
+use ringkv_common::shutdown::Shutdown;
 use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::internal_server::Internal;
-use tonic::{Request, Response, Status};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
 
 use super::auth::PeerNames;
 use super::{status, Gate};
@@ -18,6 +21,11 @@ use ringkv_node::config::LimitsConfig;
 use ringkv_node::inbound::Inbound;
 use ringkv_peer::{self as peer, ClusterIdentity, Envelope, Handler};
 
+/// Batches of one peer's stream answered at once (see
+/// [`InternalService::batch_stream`]).
+pub const STREAM_BATCHES_IN_FLIGHT: usize = 8;
+
+#[derive(Clone)]
 pub struct InternalService {
     inbound: Arc<Inbound>,
     identity: Arc<ClusterIdentity>,
@@ -25,6 +33,8 @@ pub struct InternalService {
     /// Answers of a batch past this many bytes are sent back to be asked
     /// again alone, so a batch response stays within the message limit.
     max_batch_answer_bytes: usize,
+    /// Fires when the node closes its ports: batch streams end then.
+    close: Shutdown,
 }
 
 impl InternalService {
@@ -33,6 +43,7 @@ impl InternalService {
         identity: Arc<ClusterIdentity>,
         gate: Gate,
         limits: &LimitsConfig,
+        close: Shutdown,
     ) -> Self {
         Self {
             inbound,
@@ -40,6 +51,7 @@ impl InternalService {
             gate,
             // Half the limit leaves room for the items' framing.
             max_batch_answer_bytes: limits.max_message_bytes() / 2,
+            close,
         }
     }
 
@@ -53,6 +65,45 @@ impl InternalService {
 
     fn envelope<T>(&self, request: &Request<T>) -> Result<Envelope, Status> {
         transport::envelope(request.metadata())
+    }
+
+    /// Answers one batch: each item admitted and recorded as its unary call
+    /// would be, the admitted ones handed to the node together (one group
+    /// commit, one lookup), reads past the answer budget bounced.
+    async fn answer_batch(
+        &self,
+        envelope: Envelope,
+        items: Vec<pb::BatchItem>,
+    ) -> Vec<pb::BatchResult> {
+        self.gate.metrics().batch_received(items.len());
+        let mut results = vec![pb::BatchResult::default(); items.len()];
+        // Each item is admitted and recorded as its unary call would be;
+        // the node answers the admitted ones together.
+        let mut admitted = Vec::new();
+        let mut requests = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let request = match item_request(item) {
+                Ok(request) => request,
+                Err(refused) => {
+                    results[i] = failed(refused);
+                    continue;
+                }
+            };
+            match self.gate.admit(request.name()) {
+                Ok(a) => {
+                    admitted.push((i, a));
+                    requests.push(request);
+                }
+                Err(refused) => results[i] = failed(refused),
+            }
+        }
+        let answers = self.inbound.handle_batch(envelope, requests).await;
+        for ((i, admitted), answer) in admitted.into_iter().zip(answers) {
+            let answer = answer.map_err(|e| self.refusal(e));
+            results[i] = item_result(admitted.finish("", answer));
+        }
+        bounce_overflow(&mut results, self.max_batch_answer_bytes);
+        results
     }
 
     /// Hands one request to the node.
@@ -172,36 +223,58 @@ impl Internal for InternalService {
         request: Request<pb::BatchRequest>,
     ) -> Result<Response<pb::BatchResponse>, Status> {
         let envelope = self.envelope(&request)?;
-        let items = request.into_inner().items;
-        self.gate.metrics().batch_received(items.len());
-        let mut results = vec![pb::BatchResult::default(); items.len()];
-        // Each item is admitted and recorded as its unary call would be;
-        // the node answers the admitted ones together.
-        let mut admitted = Vec::new();
-        let mut requests = Vec::new();
-        for (i, item) in items.into_iter().enumerate() {
-            let request = match item_request(item) {
-                Ok(request) => request,
-                Err(refused) => {
-                    results[i] = failed(refused);
-                    continue;
-                }
-            };
-            match self.gate.admit(request.name()) {
-                Ok(a) => {
-                    admitted.push((i, a));
-                    requests.push(request);
-                }
-                Err(refused) => results[i] = failed(refused),
+        let results = self
+            .answer_batch(envelope, request.into_inner().items)
+            .await;
+        Ok(Response::new(pb::BatchResponse { results, id: 0 }))
+    }
+
+    type BatchStreamStream = ReceiverStream<Result<pb::BatchResponse, Status>>;
+
+    /// Answers each batch of the stream as [`Self::batch`] would, up to
+    /// [`STREAM_BATCHES_IN_FLIGHT`] at once (a replica's merges wait on its
+    /// WAL; batches arriving meanwhile join the next group commit), each
+    /// answer tagged with its batch's id. The stream ends when the sender
+    /// ends it, or when this node closes its ports (every batch read by
+    /// then is answered first), so a stop is never held up by a peer.
+    async fn batch_stream(
+        &self,
+        request: Request<Streaming<pb::BatchRequest>>,
+    ) -> Result<Response<Self::BatchStreamStream>, Status> {
+        let envelope = self.envelope(&request)?;
+        let mut batches = request.into_inner();
+        let (answers, stream) = mpsc::channel(STREAM_BATCHES_IN_FLIGHT);
+        let service = self.clone();
+        let mut closed = self.close.clone();
+        tokio::spawn(async move {
+            let slots = Arc::new(Semaphore::new(STREAM_BATCHES_IN_FLIGHT));
+            loop {
+                let batch = tokio::select! {
+                    next = batches.message() => match next {
+                        Ok(Some(batch)) => batch,
+                        // The sender ended the stream, or it broke: nobody
+                        // is left to answer.
+                        Ok(None) | Err(_) => break,
+                    },
+                    _ = closed.recv() => break,
+                };
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    break;
+                };
+                let service = service.clone();
+                let answers = answers.clone();
+                tokio::spawn(async move {
+                    let results = service.answer_batch(envelope, batch.items).await;
+                    let answer = pb::BatchResponse {
+                        results,
+                        id: batch.id,
+                    };
+                    let _ = answers.send(Ok(answer)).await;
+                    drop(slot);
+                });
             }
-        }
-        let answers = self.inbound.handle_batch(envelope, requests).await;
-        for ((i, admitted), answer) in admitted.into_iter().zip(answers) {
-            let answer = answer.map_err(|e| self.refusal(e));
-            results[i] = item_result(admitted.finish("", answer));
-        }
-        bounce_overflow(&mut results, self.max_batch_answer_bytes);
-        Ok(Response::new(pb::BatchResponse { results }))
+        });
+        Ok(Response::new(ReceiverStream::new(stream)))
     }
 
     async fn gossip(

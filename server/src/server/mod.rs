@@ -212,6 +212,7 @@ impl Node {
             identity,
             gate.clone(),
             &config.limits,
+            close.subscribe(),
         ))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);

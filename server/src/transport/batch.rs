@@ -1,37 +1,48 @@
-//! Coalescing the replica operations sent to one peer.
+//! Coalescing the replica operations sent to one peer, on one long-lived
+//! stream.
 //!
 //! Every replicate, hint and local read for a peer goes through that peer's
 //! [`Batcher`]: a queue drained by one task, which sends what has queued as
-//! one `Internal.Batch` call. At most [`MAX_IN_FLIGHT`] batch calls to a peer
-//! are outstanding. An operation that arrives while fewer are in flight
-//! leaves at once, alone: nothing waits for a batch to fill, so a quiet
-//! cluster sees no added latency. Operations that arrive while the limit is
-//! reached queue up and leave together in the next call. Under load one
-//! HTTP/2 stream, one set of headers and one task wake-up on each side then
-//! carry many operations instead of one each, and those per-message costs
-//! are most of what a replica operation costs (see `docs/benchmarks.md`).
+//! one batch on the peer's `Internal.BatchStream` ([`Link`]): one HTTP/2
+//! stream, opened once and kept, carrying batches each way tagged with ids.
+//! At most [`MAX_IN_FLIGHT`] batches to a peer are outstanding. An
+//! operation that arrives while fewer are in flight leaves at once, alone:
+//! nothing waits for a batch to fill, so a quiet cluster sees no added
+//! latency. Operations that arrive while the limit is reached queue up and
+//! leave together in the next batch. Under load one message, one task
+//! wake-up on each side and one group commit on the replica then carry many
+//! operations instead of one each; and unlike a unary call per batch, a
+//! batch on the stream pays no HTTP/2 stream, headers or trailers of its
+//! own (see `docs/benchmarks.md`).
 //!
 //! Each operation keeps its own outcome: the receiver answers every item
 //! with its own status, and a caller that stops waiting (its deadline
-//! passed) is skipped when the next batch is built.
+//! passed) is skipped when the next batch is built. When the stream breaks
+//! or the peer ends it (it is stopping), every batch still unanswered fails
+//! with that error (the operations may or may not have been applied: lost,
+//! never "not sent"), and the next batch opens a new stream; a stream that
+//! cannot be opened fails its batch as not sent.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::internal_client::InternalClient;
 use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
+use tonic::{Code, Request, Status, Streaming};
 
-/// Batch calls to one peer that may be in flight at once. Two keeps the
-/// link busy while the next batch gathers (one would leave the peer idle
-/// during every round trip) without spreading the queue thin over many
-/// small calls.
+/// Batches to one peer that may be in flight at once. Two keeps the link
+/// busy while the next batch gathers (one would leave the peer idle during
+/// every round trip) without spreading the queue thin over many small
+/// batches.
 pub const MAX_IN_FLIGHT: usize = 2;
 
-/// Most operations in one batch call.
+/// Most operations in one batch.
 pub const MAX_ITEMS: usize = 256;
 
 /// Operations that may wait for a peer before senders are held back.
@@ -42,8 +53,8 @@ pub struct Batcher {
     queue: mpsc::Sender<Queued>,
     /// Largest operation (key and versions) one message can carry; a larger
     /// one fails alone before it is queued. Sent, it would fail to encode,
-    /// and that would reset the call's HTTP/2 stream and fail every other
-    /// operation of its batch with it.
+    /// and that would break the stream and fail every other operation in
+    /// flight with it.
     max_item_bytes: usize,
 }
 
@@ -57,11 +68,12 @@ struct Queued {
 }
 
 impl Batcher {
-    /// Starts the sending task for one peer. `headers` go on every batch
-    /// call (sender and recipient ids); `max_bytes` bounds the payload of a
-    /// batch, except that an operation larger than that travels alone, and
-    /// one larger than `max_item_bytes` is refused without being sent.
-    /// The task ends when the last handle to the batcher is dropped.
+    /// Starts the sending task for one peer. `headers` open its stream
+    /// (sender and recipient ids, cluster id); `max_bytes` bounds the
+    /// payload of a batch, except that an operation larger than that
+    /// travels alone, and one larger than `max_item_bytes` is refused
+    /// without being sent. The task, and the stream with it, ends when the
+    /// last handle to the batcher is dropped.
     pub fn start(
         client: InternalClient<Channel>,
         headers: MetadataMap,
@@ -121,15 +133,18 @@ fn too_large(bytes: usize, max_item_bytes: usize) -> Status {
 }
 
 /// The sending task: takes the first waiting operation, waits for a free
-/// slot, then adds whatever else is already queued, up to the limits.
+/// slot, then adds whatever else is already queued, up to the limits, and
+/// sends the batch on the peer's stream (opened first when there is none
+/// or it ended).
 async fn run(
     mut queue: mpsc::Receiver<Queued>,
-    client: InternalClient<Channel>,
+    mut client: InternalClient<Channel>,
     headers: MetadataMap,
     max_bytes: usize,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut carried: Option<Queued> = None;
+    let mut link: Option<Link> = None;
     loop {
         let first = match carried.take() {
             Some(op) => op,
@@ -161,19 +176,30 @@ async fn run(
         if batch.is_empty() {
             continue;
         }
-        let client = client.clone();
-        let headers = headers.clone();
+        if !link.as_ref().is_some_and(Link::is_open) {
+            match Link::open(&mut client, &headers).await {
+                Ok(opened) => link = Some(opened),
+                Err(status) => {
+                    link = None;
+                    for op in batch {
+                        let _ = op.reply.send(Err(status.clone()));
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some(link) = link.clone() else { continue };
         tokio::spawn(async move {
-            send(client, headers, batch).await;
+            send(link, batch).await;
             drop(slot);
         });
     }
 }
 
-/// One batch call; every operation in it gets its own answer, or the
-/// call's error when the call as a whole failed. Reads whose answers did
-/// not fit in the response are asked again, each alone.
-async fn send(mut client: InternalClient<Channel>, headers: MetadataMap, batch: Vec<Queued>) {
+/// One batch on the stream; every operation in it gets its own answer, or
+/// the batch's error when the batch as a whole failed. Reads whose answers
+/// did not fit in the response are asked again, each alone.
+async fn send(link: Link, batch: Vec<Queued>) {
     let timeout = batch.iter().map(|op| op.timeout).max().unwrap_or_default();
     let (items, replies): (Vec<_>, Vec<_>) =
         batch.into_iter().map(|op| (op.item, op.reply)).unzip();
@@ -182,7 +208,7 @@ async fn send(mut client: InternalClient<Channel>, headers: MetadataMap, batch: 
         .iter()
         .map(|item| matches!(item.op, Some(pb::batch_item::Op::Read(_))).then(|| item.clone()))
         .collect();
-    let results = match call(&mut client, &headers, items, timeout).await {
+    let results = match link.call(items, timeout).await {
         Ok(results) => results,
         Err(status) => {
             for reply in replies {
@@ -206,7 +232,8 @@ async fn send(mut client: InternalClient<Channel>, headers: MetadataMap, batch: 
         }
     }
     for (read, reply) in bounced {
-        let answer = call(&mut client, &headers, vec![read], timeout)
+        let answer = link
+            .call(vec![read], timeout)
             .await
             .and_then(|mut results| {
                 results
@@ -218,26 +245,127 @@ async fn send(mut client: InternalClient<Channel>, headers: MetadataMap, batch: 
     }
 }
 
-/// One `Internal.Batch` call; its results, one per item.
-async fn call(
-    client: &mut InternalClient<Channel>,
-    headers: &MetadataMap,
-    items: Vec<pb::BatchItem>,
-    timeout: Duration,
-) -> Result<Vec<pb::BatchResult>, Status> {
-    let sent = items.len();
-    let mut request = Request::new(pb::BatchRequest { items });
-    *request.metadata_mut() = headers.clone();
-    request.set_timeout(timeout);
-    let results = client.batch(request).await?.into_inner().results;
-    if results.len() != sent {
-        return Err(Status::internal(format!(
-            "the peer answered {} of {sent} batched operations",
-            results.len()
-        )));
-    }
-    Ok(results)
+/// One open `Internal.BatchStream` to the peer. Clones share the stream;
+/// it ends (the request side closes) when the last clone is dropped.
+#[derive(Clone)]
+struct Link {
+    batches: mpsc::Sender<pb::BatchRequest>,
+    state: Arc<LinkState>,
 }
+
+/// What the task reading a stream's answers shares with the senders. It
+/// holds no sender of batches, so dropping the [`Link`] ends the stream.
+#[derive(Default)]
+struct LinkState {
+    next_id: AtomicU64,
+    /// Batches sent and not yet answered, by id.
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Vec<pb::BatchResult>>>>,
+    /// Why the stream ended, once it has.
+    ended: Mutex<Option<Status>>,
+}
+
+impl Link {
+    /// Opens a stream to the peer and starts the task reading its answers.
+    async fn open(
+        client: &mut InternalClient<Channel>,
+        headers: &MetadataMap,
+    ) -> Result<Link, Status> {
+        let (batches, outgoing) = mpsc::channel(MAX_IN_FLIGHT * 2);
+        let mut request = Request::new(ReceiverStream::new(outgoing));
+        *request.metadata_mut() = headers.clone();
+        let answers = client.batch_stream(request).await?.into_inner();
+        let state = Arc::new(LinkState::default());
+        tokio::spawn(read_answers(state.clone(), answers));
+        Ok(Link { batches, state })
+    }
+
+    fn is_open(&self) -> bool {
+        lock(&self.state.ended).is_none() && !self.batches.is_closed()
+    }
+
+    /// Why the stream ended, as every batch it left unanswered fails.
+    fn ended(&self) -> Status {
+        lock(&self.state.ended).clone().unwrap_or_else(|| {
+            Status::cancelled("the batch stream to the peer ended with the batch unanswered")
+        })
+    }
+
+    /// Sends one batch and waits at most `timeout` for its results, one
+    /// per item.
+    async fn call(
+        &self,
+        items: Vec<pb::BatchItem>,
+        timeout: Duration,
+    ) -> Result<Vec<pb::BatchResult>, Status> {
+        let id = self.state.next_id.fetch_add(1, Ordering::Relaxed);
+        let sent = items.len();
+        let (tx, answer) = oneshot::channel();
+        lock(&self.state.waiting).insert(id, tx);
+        let forget = || lock(&self.state.waiting).remove(&id);
+        // The reader records the end before it drops the waiters: a batch
+        // registered after that would wait for nothing.
+        if lock(&self.state.ended).is_some() {
+            forget();
+            return Err(self.ended());
+        }
+        if self
+            .batches
+            .send(pb::BatchRequest { items, id })
+            .await
+            .is_err()
+        {
+            forget();
+            return Err(self.ended());
+        }
+        let results = match tokio::time::timeout(timeout, answer).await {
+            Ok(Ok(results)) => results,
+            Ok(Err(_)) => return Err(self.ended()),
+            Err(_) => {
+                forget();
+                return Err(Status::deadline_exceeded(format!(
+                    "no answer within {timeout:?}"
+                )));
+            }
+        };
+        if results.len() != sent {
+            return Err(Status::internal(format!(
+                "the peer answered {} of {sent} batched operations",
+                results.len()
+            )));
+        }
+        Ok(results)
+    }
+}
+
+/// Hands each answer of a stream to the batch it answers; when the stream
+/// ends, records why and fails every batch still waiting.
+async fn read_answers(state: Arc<LinkState>, mut answers: Streaming<pb::BatchResponse>) {
+    let why = loop {
+        match answers.message().await {
+            Ok(Some(answer)) => {
+                if let Some(waiter) = lock(&state.waiting).remove(&answer.id) {
+                    let _ = waiter.send(answer.results);
+                }
+            }
+            Ok(None) => {
+                break Status::cancelled(
+                    "the peer ended the batch stream (it is stopping); the operation may or may not have been applied",
+                )
+            }
+            Err(status) => break status,
+        }
+    };
+    *lock(&state.ended) = Some(why);
+    // Dropping the waiters fails their batches with `why`.
+    lock(&state.waiting).clear();
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod stream_tests;
 
 #[cfg(test)]
 mod tests {

@@ -121,7 +121,7 @@ async fn batch_answers_each_item_on_its_own() {
     let results = node
         .internal
         .clone()
-        .batch(pb::BatchRequest { items })
+        .batch(pb::BatchRequest { items, id: 0 })
         .await
         .unwrap()
         .into_inner()
