@@ -44,6 +44,8 @@ pub struct Answers<N, T> {
     pub failed: Vec<ReplicaError>,
     /// Replica calls still running.
     pub pending: Pending<N, T>,
+    /// Spares started (see [`Spares`]).
+    pub spares_started: usize,
 }
 
 /// Runs `calls` until `required` of them succeed.
@@ -177,6 +179,7 @@ where
         ok: Vec::new(),
         failed: Vec::new(),
         pending: FuturesUnordered::new(),
+        spares_started: 0,
     };
     let acked = |answers: &Answers<N, T>| -> Vec<N> {
         already
@@ -217,7 +220,10 @@ where
         let Some(need) = unmet(&so_far) else { break };
         if pending.is_empty() {
             match reserve.pop_front() {
-                Some((_, spare)) => pending.push(spare),
+                Some((_, spare)) => {
+                    pending.push(spare);
+                    answers.spares_started += 1;
+                }
                 None => return Err(unavailable(need, so_far, answers.failed)),
             }
         }
@@ -234,6 +240,7 @@ where
                         // A failed call is replaced at once by a spare.
                         if let Some((_, spare)) = reserve.pop_front() {
                             pending.push(spare);
+                            answers.spares_started += 1;
                         }
                         if let Some(need) = hopeless(&so_far, &outstanding, pending.len() + reserve.len()) {
                             return Err(unavailable(need, so_far, answers.failed));
@@ -245,6 +252,7 @@ where
                 speculated = true;
                 if let Some((_, spare)) = reserve.pop_front() {
                     pending.push(spare);
+                    answers.spares_started += 1;
                 }
             }
             _ = &mut deadline => {
@@ -441,6 +449,7 @@ mod tests {
         let names: Vec<_> = answers.ok.iter().map(|(n, _)| *n).collect();
         assert_eq!(names, vec!["a", "c"]);
         assert_eq!(started.elapsed(), Duration::from_millis(11));
+        assert_eq!(answers.spares_started, 1);
         // The slow call is handed back for read repair.
         assert_eq!(answers.pending.len(), 1);
     }
@@ -465,6 +474,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(answers.ok.len(), 2);
+        assert_eq!(answers.spares_started, 0);
         assert!(answers.pending.is_empty());
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!sent.load(std::sync::atomic::Ordering::SeqCst));

@@ -39,6 +39,9 @@ impl Coordinator {
             &label,
         )
         .await?;
+        if answers.spares_started > 0 {
+            self.metrics.speculative_reads(answers.spares_started);
+        }
         let mut merged = VersionSet::new();
         for (_, state) in &answers.ok {
             if let Some(state) = state {

@@ -70,6 +70,7 @@ pub struct Metrics {
     siblings_collapsed: Counter,
     /// Replicas sent the merged state by read repair.
     read_repairs: Counter,
+    speculative_reads: Counter,
     /// Hints stored by this node as a fallback.
     hints_stored: Counter,
     /// Hints delivered to their target and deleted.
@@ -212,6 +213,11 @@ impl Metrics {
         self.read_repairs.inc_by(n as u64);
     }
 
+    /// Records replicas a read asked beyond R (one was slow or failed).
+    pub fn speculative_reads(&self, n: usize) {
+        self.speculative_reads.inc_by(n as u64);
+    }
+
     pub fn siblings_collapsed(&self, n: usize) {
         self.siblings_collapsed.inc_by(n as u64);
     }
@@ -261,6 +267,7 @@ impl Default for Metrics {
             overloaded: Counter::default(),
             siblings_collapsed: Counter::default(),
             read_repairs: Counter::default(),
+            speculative_reads: Counter::default(),
             hints_stored: Counter::default(),
             hints_delivered: Counter::default(),
             hints_dropped: Counter::default(),
@@ -325,6 +332,11 @@ impl Metrics {
                 "ringkv_read_repairs",
                 "Replicas sent the merged state by read repair",
                 &self.read_repairs,
+            ),
+            (
+                "ringkv_speculative_reads",
+                "Replicas a read asked beyond R because one it asked was slow (cluster.speculative_read_ms) or failed",
+                &self.speculative_reads,
             ),
             (
                 "ringkv_internal_batches",

@@ -24,6 +24,8 @@ const EXPECTED_DESCRIPTORS: &str = "\
 # TYPE ringkv_siblings_collapsed_total counter
 # HELP ringkv_read_repairs_total Replicas sent the merged state by read repair.
 # TYPE ringkv_read_repairs_total counter
+# HELP ringkv_speculative_reads_total Replicas a read asked beyond R because one it asked was slow (cluster.speculative_read_ms) or failed.
+# TYPE ringkv_speculative_reads_total counter
 # HELP ringkv_internal_batches_total Batch calls of replica operations received from peers.
 # TYPE ringkv_internal_batches_total counter
 # HELP ringkv_internal_batch_items_total Replica operations (replicate, hint, local read) carried by those batch calls.
