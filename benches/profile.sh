@@ -50,15 +50,17 @@ measure() {
     }
     trap cleanup EXIT
 
+    # Per node three ports: client, peer (what seeds name), metrics.
     seeds="" endpoints=""
     for i in $(seq 1 "$NODES"); do
-        seeds="${seeds:+$seeds,}127.0.0.1:$((BASE_PORT + 2 * i))"
+        endpoints="${endpoints:+$endpoints,}127.0.0.1:$((BASE_PORT + 3 * i))"
+        seeds="${seeds:+$seeds,}127.0.0.1:$((BASE_PORT + 3 * i + 1))"
     done
-    endpoints="$seeds"
     for i in $(seq 1 "$NODES"); do
         valgrind --tool=callgrind --callgrind-out-file="$OUT/cg.node$i.out" \
-            "$SERVER" --name "node$i" --listen "127.0.0.1:$((BASE_PORT + 2 * i))" \
-            --metrics-listen "127.0.0.1:$((BASE_PORT + 2 * i + 1))" \
+            "$SERVER" --name "node$i" --listen "127.0.0.1:$((BASE_PORT + 3 * i))" \
+            --peer-listen "127.0.0.1:$((BASE_PORT + 3 * i + 1))" \
+            --metrics-listen "127.0.0.1:$((BASE_PORT + 3 * i + 2))" \
             --data-dir "$OUT/data$i" --seeds "$seeds" --bootstrap-expect "$NODES" \
             --log-level warn >"$OUT/node$i.log" 2>&1 &
         PIDS+=("$!")
@@ -99,7 +101,7 @@ measure() {
     # Batch calls received and the operations they carried, all nodes so
     # far (absent from servers without batching).
     for i in $(seq 1 "$NODES"); do
-        curl -s "127.0.0.1:$((BASE_PORT + 2 * i + 1))/metrics" || true
+        curl -s "127.0.0.1:$((BASE_PORT + 3 * i + 2))/metrics" || true
     done | awk -v phase="$name" '
         /^ringkv_internal_batches_total/ { b += $2 }
         /^ringkv_internal_batch_items_total/ { n += $2 }
