@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use super::*;
 
 /// The coordinator's own write to storage, still running.
-type LocalStore = Pin<Box<dyn Future<Output = Result<Applied>> + std::marker::Send>>;
+type LocalStore = Pin<Box<dyn Future<Output = Result<()>> + std::marker::Send>>;
 
 impl Coordinator {
     /// Applies a write locally and sends it to the other replicas, then
@@ -28,12 +28,19 @@ impl Coordinator {
         plan: Plan,
     ) -> Result<(Applied, ReplyMeta)> {
         self.check_reachable(&plan)?;
-        let (ready_tx, ready_rx) = oneshot::channel();
+        let me = self.node_id();
+        if plan.replicas.iter().all(|n| *n == me) && plan.fallbacks.is_empty() {
+            // Nobody else to send to: nothing to overlap.
+            let applied = self.replica.apply_write(write).await?;
+            let encoded = Bytes::from(applied.state.encode());
+            return self.replicate(applied, encoded, plan, None).await;
+        }
+        let (ready_tx, mut ready_rx) = oneshot::channel();
         let replica = self.replica.clone();
         let mut local: LocalStore = Box::pin(async move {
             replica
                 .apply_write_then(write, move |applied, encoded| {
-                    let _ = ready_tx.send((applied.clone(), Bytes::copy_from_slice(encoded)));
+                    let _ = ready_tx.send((applied, Bytes::copy_from_slice(encoded)));
                 })
                 .await
         });
@@ -41,7 +48,7 @@ impl Coordinator {
         // refused before that is the client's plain error.
         let (applied, encoded) = tokio::select! {
             biased;
-            ready = ready_rx => match ready {
+            ready = &mut ready_rx => match ready {
                 Ok(ready) => ready,
                 Err(_) => {
                     local.await?;
@@ -51,8 +58,12 @@ impl Coordinator {
                 }
             },
             stored = &mut local => {
-                let applied = stored?;
-                let encoded = Bytes::from(applied.state.encode());
+                // Stored (or failed) before this task saw the state: the
+                // state is waiting in the channel.
+                stored?;
+                let (applied, encoded) = ready_rx.await.map_err(|_| {
+                    Error::Internal("the local write ended without its state".into())
+                })?;
                 return self.replicate(applied, encoded, plan, None).await;
             }
         };

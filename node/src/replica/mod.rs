@@ -246,10 +246,17 @@ impl Replica {
     /// Applies a write coordinated by this node: a new dot from this node,
     /// superseding what the context covers.
     pub async fn apply_write(&self, write: LocalWrite) -> Result<Applied> {
-        self.apply_write_then(write, |_, _| {}).await
+        let (tx, applied) = tokio::sync::oneshot::channel();
+        self.apply_write_then(write, move |done, _| {
+            let _ = tx.send(done);
+        })
+        .await?;
+        applied
+            .await
+            .map_err(|_| Error::Internal("a stored write left no state".into()))
     }
 
-    /// [`Self::apply_write`], calling `ready` with the new state and its
+    /// [`Self::apply_write`], handing `ready` the new state and its
     /// encoding as soon as they are computed, before they go to storage
     /// (under `storage.sync = always`, before the fsync). The coordinator
     /// sends them to the other replicas from there, so its own sync and
@@ -257,9 +264,9 @@ impl Replica {
     /// held until the write is stored, so no other write of the key comes
     /// between. `ready` is not called when the write is refused before
     /// that (a context from the future, a key state over the limit).
-    pub async fn apply_write_then<F>(&self, write: LocalWrite, ready: F) -> Result<Applied>
+    pub async fn apply_write_then<F>(&self, write: LocalWrite, ready: F) -> Result<()>
     where
-        F: FnOnce(&Applied, &[u8]) + Send + 'static,
+        F: FnOnce(Applied, &[u8]) + Send + 'static,
     {
         let stored_key = data_key(self.partition_of(&write.key), &write.key);
         let engine = self.engine.clone();
@@ -313,12 +320,10 @@ impl Replica {
                     limit: max_state,
                 });
             }
-            let applied = Applied { state, outcome };
-            ready(&applied, &encoded);
+            ready(Applied { state, outcome }, &encoded);
             let mut batch = WriteBatch::new();
             batch.put(Cf::Data, stored_key, encoded);
-            engine.write(batch)?;
-            Ok(applied)
+            engine.write(batch)
         })
         .await?
     }
