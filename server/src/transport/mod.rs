@@ -154,7 +154,15 @@ impl Transport {
                 return Ok(batcher.clone());
             }
         }
-        let client = self.internal(&Peer::Node(node))?;
+        // The batch stream gets a connection of its own: its long-lived
+        // stream never shares an HTTP/2 connection (and its flow control
+        // and failure) with gossip, forwards and the other unary calls.
+        let channel = self
+            .lazy_channel(&address)
+            .map_err(|e| PeerError::new(Failure::NotSent, e.to_string()))?;
+        let client = InternalClient::new(channel)
+            .max_decoding_message_size(self.max_message_bytes)
+            .max_encoding_message_size(self.max_message_bytes);
         // Half the message limit leaves room for the items' framing.
         let batcher = Arc::new(Batcher::start(
             client,
