@@ -29,12 +29,6 @@ impl Coordinator {
     ) -> Result<(Applied, ReplyMeta)> {
         self.check_reachable(&plan)?;
         let me = self.node_id();
-        if plan.replicas.iter().all(|n| *n == me) && plan.fallbacks.is_empty() {
-            // Nobody else to send to: nothing to overlap.
-            let applied = self.replica.apply_write(write).await?;
-            let encoded = Bytes::from(applied.state.encode());
-            return self.replicate(applied, encoded, plan, None).await;
-        }
         let (ready_tx, mut ready_rx) = oneshot::channel();
         let replica = self.replica.clone();
         let mut local: LocalStore = Box::pin(async move {
@@ -44,6 +38,13 @@ impl Coordinator {
                 })
                 .await
         });
+        let no_state = || Error::Internal("the local write ended without its state".into());
+        if plan.replicas.iter().all(|n| *n == me) {
+            // Nobody else to send to: nothing to overlap.
+            local.await?;
+            let (applied, encoded) = ready_rx.await.map_err(|_| no_state())?;
+            return self.replicate(applied, encoded, plan, None).await;
+        }
         // Nothing was sent anywhere until the state is ready: a write
         // refused before that is the client's plain error.
         let (applied, encoded) = tokio::select! {
@@ -52,18 +53,14 @@ impl Coordinator {
                 Ok(ready) => ready,
                 Err(_) => {
                     local.await?;
-                    return Err(Error::Internal(
-                        "the local write ended without its state".into(),
-                    ));
+                    return Err(no_state());
                 }
             },
             stored = &mut local => {
                 // Stored (or failed) before this task saw the state: the
                 // state is waiting in the channel.
                 stored?;
-                let (applied, encoded) = ready_rx.await.map_err(|_| {
-                    Error::Internal("the local write ended without its state".into())
-                })?;
+                let (applied, encoded) = ready_rx.await.map_err(|_| no_state())?;
                 return self.replicate(applied, encoded, plan, None).await;
             }
         };
