@@ -104,7 +104,9 @@ impl Error {
 
 /// Whether a transport failure shows the request never reached the node:
 /// no connection could be opened (refused: the node is down or stopping),
-/// or the node refused the stream unprocessed (HTTP/2 REFUSED_STREAM, as a
+/// the open connection closed while the request still waited in hyper's
+/// queue (hyper hands it back canceled: the node died just before), or
+/// the node refused the stream unprocessed (HTTP/2 REFUSED_STREAM, as a
 /// node sends while it shuts down). A write that failed so was not applied.
 pub(crate) fn never_sent(e: &(dyn StdError + 'static)) -> bool {
     use std::io::ErrorKind;
@@ -125,6 +127,12 @@ pub(crate) fn never_sent(e: &(dyn StdError + 'static)) -> bool {
             if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
                 return true;
             }
+        }
+        if err
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return true;
         }
         cur = err.source();
     }
@@ -192,6 +200,31 @@ mod tests {
         assert!(matches!(
             Error::from_status(cancelled, false),
             Error::Indeterminate(_)
+        ));
+    }
+
+    /// A node killed just before a write on its open connection: hyper
+    /// hands the request back unsent, so the write is `Unreachable` (the
+    /// client tries the next node), not indeterminate.
+    #[tokio::test]
+    async fn a_write_still_queued_when_the_connection_closed_is_unreachable() {
+        let (io, _peer) = tokio::io::duplex(1 << 16);
+        let (mut send, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(io),
+        )
+        .await
+        .expect("an HTTP/2 handshake over an in-memory pipe");
+        drop(connection);
+        let canceled = send
+            .send_request(http::Request::new(tonic::body::Body::empty()))
+            .await
+            .expect_err("a request on a connection that is gone");
+        assert!(canceled.is_canceled(), "{canceled:?}");
+        let status = tonic::Status::from_error(Box::new(canceled));
+        assert!(matches!(
+            Error::from_status(status, false),
+            Error::Unreachable(_)
         ));
     }
 }

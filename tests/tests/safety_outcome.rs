@@ -154,7 +154,8 @@ async fn a_forward_broken_after_sending_is_indeterminate_and_a_refused_one_is_no
 
     // Back to a whole cluster; then kill the coordinator outright. The
     // forwarder still believes it alive for a moment, so the next forward
-    // is refused at connect (or, once the forwarder has noticed, not
+    // is refused at connect, or handed back unsent by the connection that
+    // was closing as it queued (or, once the forwarder has noticed, not
     // attempted): nothing was sent, so UNAVAILABLE, and the key must be on
     // no node.
     cluster.nodes[coordinator].restart().await.unwrap();

@@ -496,7 +496,9 @@ pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 ///   side, or the batcher's own refusal).
 /// * Not sent: the connection could not be opened (refused, timed out,
 ///   unresolvable), so not one byte of the request was sent; tonic marks
-///   that with [`tonic::ConnectError`] in the error's chain.
+///   that with [`tonic::ConnectError`] in the error's chain. Or the open
+///   connection closed before the request left hyper's queue (a canceled
+///   [`hyper::Error`]).
 /// * A failure of the call's own HTTP/2 stream, which tonic reports as
 ///   "h2 protocol error" with the code of the stream's reset reason: the
 ///   connection carried it, so the peer is there; it fails this call only.
@@ -531,10 +533,21 @@ pub fn peer_error(status: Status) -> PeerError {
     }
 }
 
+/// Whether the failure shows that not one byte of the request left: the
+/// connection could not be opened, or the HTTP/2 connection closed while
+/// the request still waited in its queue (hyper hands such a request back
+/// "canceled": "connection closed" or "connection was not ready"). The
+/// second happens when a peer dies just before a call on its established
+/// connection: the write never reached it, so it was not applied.
 fn never_sent(status: &Status) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     while let Some(e) = cur {
         if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
             return true;
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {

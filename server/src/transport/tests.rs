@@ -69,3 +69,33 @@ fn every_code_survives_the_trip_through_grpc() {
         assert_eq!(code_from_grpc(code_to_grpc(code)), code);
     }
 }
+
+/// A request hyper handed back unsent: its HTTP/2 connection was gone
+/// before the request left the queue (the connection task was dropped).
+async fn a_request_hyper_never_sent() -> hyper::Error {
+    let (io, _peer) = tokio::io::duplex(1 << 16);
+    let (mut send, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(io),
+    )
+    .await
+    .expect("an HTTP/2 handshake over an in-memory pipe");
+    drop(connection);
+    send.send_request(http::Request::new(tonic::body::Body::empty()))
+        .await
+        .expect_err("a request on a connection that is gone")
+}
+
+/// A peer killed just before a call on its open connection: hyper never
+/// sent the request, so it was not applied and a forwarded write is
+/// UNAVAILABLE rather than indeterminate (a forward to a just-killed
+/// coordinator came back indeterminate about once in three before).
+#[tokio::test]
+async fn a_request_still_queued_when_the_connection_closed_was_never_sent() {
+    let canceled = a_request_hyper_never_sent().await;
+    assert!(canceled.is_canceled(), "{canceled:?}");
+    let status = Status::from_error(Box::new(canceled));
+    assert!(peer_error(status).never_sent());
+    let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+    assert!(!peer_error(Status::from_error(Box::new(reset))).never_sent());
+}
