@@ -50,6 +50,11 @@ const TOPICS: &[(&str, &str, &str)] = &[
     ("hints pending", "hints pending", "ringkv_hints_pending"),
     ("read repairs", "read repair", "ringkv_read_repairs_total"),
     (
+        "speculative reads",
+        "speculative",
+        "ringkv_speculative_reads_total",
+    ),
+    (
         "anti-entropy",
         "anti-entropy",
         "ringkv_anti_entropy_keys_repaired_total",
