@@ -28,10 +28,13 @@
 //!    routing, gets also with R = ONE, then through one node only (no
 //!    routing: that node coordinates every request), then a fresh cluster
 //!    with `storage.sync = always` for puts;
-//! 5. **secured ringkv**, one node and three nodes as in 3 and 4, with TLS
+//! 5. **six ringkv nodes**, N = 3, R = W = QUORUM: routed, then every
+//!    request through one node, which holds only half the keys and
+//!    forwards the rest (the routing comparison: `--only six`);
+//! 6. **secured ringkv**, one node and three nodes as in 3 and 4, with TLS
 //!    on the client port, mutual TLS between the nodes and a bearer token
 //!    on every request (docs/security.md);
-//! 6. **three etcd members** (Debian's `etcd-server`): linearizable ranges
+//! 7. **three etcd members** (Debian's `etcd-server`): linearizable ranges
 //!    and puts spread over the members; serializable ranges (a member
 //!    answers from its own state, the counterpart of R = ONE); and every
 //!    request sent to the leader, found with the `Maintenance.Status` call.
@@ -82,6 +85,10 @@ use stats::{Best, Summary};
 /// the three-server echo ceiling.
 const CLUSTER_SIZE: usize = 3;
 
+/// Nodes of the routing row: N = 3 on twice as many nodes, so a node that
+/// takes every request is a replica of only half the keys.
+const ROUTING_SIZE: usize = 6;
+
 /// Prefix of the benchmark's keys in every system.
 const KEY_PREFIX: &str = "ringkv-bench/";
 
@@ -98,6 +105,9 @@ pub enum System {
     /// Three ringkv nodes, N=3, R=W=QUORUM (routed, R=ONE, via one node,
     /// always).
     Cluster,
+    /// Six ringkv nodes, N=3, R=W=QUORUM: routed, then every request
+    /// through one node (which is a replica of half the keys).
+    Six,
     /// One and three ringkv nodes with TLS, mutual TLS and tokens.
     Secure,
     /// Three etcd members (round robin, serializable reads, leader only).
@@ -113,11 +123,12 @@ impl System {
     }
 }
 
-const ALL_SYSTEMS: [System; 6] = [
+const ALL_SYSTEMS: [System; 7] = [
     System::Echo,
     System::Storage,
     System::Single,
     System::Cluster,
+    System::Six,
     System::Secure,
     System::Etcd,
 ];

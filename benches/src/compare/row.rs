@@ -19,6 +19,8 @@ pub(super) const CLUSTER: &str = "ringkv 3 nodes";
 pub(super) const CLUSTER_READ_ONE: &str = "ringkv 3 nodes, get R=ONE";
 pub(super) const CLUSTER_ONE_NODE: &str = "ringkv 3 nodes, via 1 node";
 pub(super) const CLUSTER_ALWAYS: &str = "ringkv 3 nodes, always";
+pub(super) const SIX: &str = "ringkv 6 nodes";
+pub(super) const SIX_ONE_NODE: &str = "ringkv 6 nodes, via 1 node";
 pub(super) const SECURE_SINGLE: &str = "ringkv 1 node, TLS+mTLS+token";
 pub(super) const SECURE_CLUSTER: &str = "ringkv 3 nodes, TLS+mTLS+token";
 pub(super) const ETCD: &str = "etcd 3 members";
@@ -40,7 +42,7 @@ pub(super) enum Durability {
 }
 
 /// Every row label, in the order the table lists them.
-const LABELS: [(&str, Durability); 14] = [
+const LABELS: [(&str, Durability); 16] = [
     (ECHO, Durability::NoData),
     (ECHO_3, Durability::NoData),
     (STORAGE, Durability::NotDurable),
@@ -50,6 +52,8 @@ const LABELS: [(&str, Durability); 14] = [
     (CLUSTER_READ_ONE, Durability::NotDurable),
     (CLUSTER_ONE_NODE, Durability::NotDurable),
     (CLUSTER_ALWAYS, Durability::Durable),
+    (SIX, Durability::NotDurable),
+    (SIX_ONE_NODE, Durability::NotDurable),
     (SECURE_SINGLE, Durability::NotDurable),
     (SECURE_CLUSTER, Durability::NotDurable),
     (ETCD, Durability::Durable),

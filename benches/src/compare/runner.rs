@@ -11,7 +11,9 @@ use anyhow::{bail, Context as _, Result};
 
 use super::machine::{load_average, MachineTicks};
 use super::procs::cpu_seconds;
-use super::row::{durability, Op, Row, Spec, CLUSTER, ECHO, ETCD, SECURE_SINGLE, SINGLE, STORAGE};
+use super::row::{
+    durability, Op, Row, Spec, CLUSTER, ECHO, ETCD, SECURE_SINGLE, SINGLE, SIX, STORAGE,
+};
 use super::stats::{fill_ratios, summarize};
 use super::{base_config, CompareArgs, Run, System};
 use crate::config::Target as TargetKind;
@@ -113,6 +115,7 @@ impl Runner<'_> {
             System::Storage => STORAGE,
             System::Single => SINGLE,
             System::Cluster => CLUSTER,
+            System::Six => SIX,
             System::Secure => SECURE_SINGLE,
             System::Etcd => ETCD,
         });
@@ -121,6 +124,7 @@ impl Runner<'_> {
             System::Storage => self.storage().await,
             System::Single => self.single().await,
             System::Cluster => self.cluster().await,
+            System::Six => self.six().await,
             System::Secure => self.secure().await,
             System::Etcd => self.etcd().await,
         };

@@ -1,6 +1,6 @@
 //! The systems `compare` measures, one method of the [`Runner`] each: the
-//! echo servers, RocksDB in process, one ringkv node, three ringkv nodes
-//! and secured ringkv, each started, measured and stopped (etcd is in
+//! echo servers, RocksDB in process, one ringkv node, three ringkv nodes,
+//! six ringkv nodes and secured ringkv, each started, measured and stopped (etcd is in
 //! [`super::etcd`]).
 
 use std::sync::Arc;
@@ -12,11 +12,11 @@ use ringkv_tests::Process;
 use super::procs::{free_port, spawn};
 use super::row::{
     Op, Spec, CLUSTER, CLUSTER_ALWAYS, CLUSTER_ONE_NODE, CLUSTER_READ_ONE, ECHO, ECHO_3,
-    SECURE_CLUSTER, SECURE_SINGLE, SINGLE, STORAGE, STORAGE_ALWAYS,
+    SECURE_CLUSTER, SECURE_SINGLE, SINGLE, SIX, SIX_ONE_NODE, STORAGE, STORAGE_ALWAYS,
 };
 use super::runner::Runner;
 use super::setup::{start_ringkv, wait_until};
-use super::CLUSTER_SIZE;
+use super::{CLUSTER_SIZE, ROUTING_SIZE};
 use crate::config::{StorageSync, Target as TargetKind};
 use crate::echo::EchoClient;
 use crate::target::{StorageTarget, Target};
@@ -155,6 +155,40 @@ impl Runner<'_> {
         let kind = TargetKind::Ringkv;
         self.measure_ops(CLUSTER_ALWAYS, kind, &[Op::Put], true, &target, &pids)
             .await
+    }
+
+    /// Six nodes, N = 3: routed (each request to one of its key's
+    /// replicas), then every request to node 1, which coordinates the half
+    /// of the keys it holds and forwards the rest: the routing target.
+    /// Closed loop for each, then both open loop at one rate, half of what
+    /// node 1 alone reached, so their latencies compare at equal load (the
+    /// rows marked `@50%`).
+    pub(super) async fn six(&mut self) -> Result<()> {
+        let dir = self.dir("six")?;
+        let mut nodes = start_ringkv(self.args, &dir, ROUTING_SIZE, "periodic", false)?;
+        nodes.wait().await?;
+        let endpoints = nodes.endpoints();
+        let pids = nodes.pids();
+        let routed = Arc::new(nodes.target(&endpoints, true, Level::Quorum)?);
+        let via_one = Arc::new(nodes.target(&endpoints[..1], false, Level::Quorum)?);
+        for op in [Op::Put, Op::Get] {
+            let closed = |system| Spec::new(system, op, TargetKind::Ringkv);
+            let first = match op {
+                Op::Put => closed(SIX).preloaded(),
+                _ => closed(SIX),
+            };
+            self.measure(first, &routed, &pids).await?;
+            let max = self.measure(closed(SIX_ONE_NODE), &via_one, &pids).await?;
+            if max > 0.0 {
+                let open = |system| Spec {
+                    target_rate: Some(max / 2.0),
+                    ..closed(system)
+                };
+                self.measure(open(SIX), &routed, &pids).await?;
+                self.measure(open(SIX_ONE_NODE), &via_one, &pids).await?;
+            }
+        }
+        Ok(())
     }
 
     /// One node and three nodes as [`Runner::single`] and
