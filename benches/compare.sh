@@ -8,9 +8,11 @@
 #   (c) one ringkv node,
 #   (d) three ringkv nodes, N=3, R=W=QUORUM (routed; gets at R=ONE; via
 #       one node; storage.sync = always for puts),
-#   (e) one and three ringkv nodes secured: TLS to the clients, mutual TLS
+#   (e) six ringkv nodes, N=3: routed, then every request through one
+#       node (the routing comparison, also at one open-loop rate),
+#   (f) one and three ringkv nodes secured: TLS to the clients, mutual TLS
 #       between the nodes, a token on every request,
-#   (f) three etcd members (Debian's etcd-server, installed if missing):
+#   (g) three etcd members (Debian's etcd-server, installed if missing):
 #       round robin, serializable gets, and leader only,
 #
 # all with the same key count, value size and concurrency, driven by the
