@@ -88,8 +88,8 @@ async fn a_request_hyper_never_sent() -> hyper::Error {
 
 /// A peer killed just before a call on its open connection: hyper never
 /// sent the request, so it was not applied and a forwarded write is
-/// UNAVAILABLE rather than indeterminate (a forward to a just-killed
-/// coordinator came back indeterminate about once in three before).
+/// UNAVAILABLE rather than indeterminate (CI caught a forward to a
+/// coordinator killed a moment before coming back indeterminate).
 #[tokio::test]
 async fn a_request_still_queued_when_the_connection_closed_was_never_sent() {
     let canceled = a_request_hyper_never_sent().await;
