@@ -17,9 +17,9 @@
 //! runs from the *scheduled* time. The times come from one clock thread
 //! per phase that sleeps on the OS timer ([`start_clock`]), not from
 //! tokio's timer, whose millisecond wheel would wake a worker up to a
-//! millisecond late and charge that to the system. A stall therefore charges every request
-//! scheduled during it with the time it waited, which is what users would
-//! have seen (the correction wrk2 applies). Concurrency still bounds the
+//! millisecond late and charge that to the system. A stall therefore
+//! charges every request scheduled during it with the time it waited,
+//! which is what users would have seen (the correction wrk2 applies). Concurrency still bounds the
 //! requests in flight; when the system cannot keep up, the achieved rate
 //! falls short of the target and the report says so.
 //!
@@ -339,7 +339,7 @@ impl Load {
             counters: progress.counters(),
         });
         let concurrency = self.config.concurrency;
-        let mut clock: Vec<Option<_>> = match self.config.target_rate {
+        let clock: Vec<Option<_>> = match self.config.target_rate {
             Some(rate) => start_clock(rate, concurrency, phase)?
                 .into_iter()
                 .map(Some)
@@ -347,7 +347,7 @@ impl Load {
             None => (0..concurrency).map(|_| None).collect(),
         };
         let mut workers = JoinSet::new();
-        for (worker, tickets) in clock.drain(..).enumerate() {
+        for (worker, tickets) in clock.into_iter().enumerate() {
             let load = Arc::clone(self);
             let shared = Arc::clone(&shared);
             workers.spawn(async move { load.worker(worker, phase, &shared, tickets).await });
