@@ -218,13 +218,23 @@ impl Client {
         F: Fn(Conn) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
     {
-        let mut last = None;
+        let mut last: Option<Error> = None;
+        // What to report when every target failed: a node's own answer
+        // (UNAVAILABLE: too few replicas reachable from it) says more than
+        // failing to reach another node, which comes last when it is a
+        // suspect.
+        let answered = |e: &Error| !matches!(e, Error::Unreachable(_));
+        let keep = |last: &mut Option<Error>, e: Error| {
+            if answered(&e) || !last.as_ref().is_some_and(answered) {
+                *last = Some(e);
+            }
+        };
         for address in self.suspects.order(self.targets(key)) {
             let ch = match self.channel(&address).await {
                 Ok(ch) => ch,
                 Err(e) => {
                     self.routing_stale.store(true, Ordering::Relaxed);
-                    last = Some(e);
+                    keep(&mut last, e);
                     continue;
                 }
             };
@@ -241,10 +251,10 @@ impl Client {
                 Ok(resp) => return Ok(resp.into_inner()),
                 Err(e @ Error::Unreachable(_)) => {
                     self.routing_stale.store(true, Ordering::Relaxed);
-                    last = Some(e)
+                    keep(&mut last, e)
                 }
-                Err(e @ Error::Unavailable(_)) => last = Some(e),
-                Err(e) if idempotent && e.is_retryable() => last = Some(e),
+                Err(e @ Error::Unavailable(_)) => keep(&mut last, e),
+                Err(e) if idempotent && e.is_retryable() => keep(&mut last, e),
                 Err(e) => return Err(e),
             }
         }

@@ -1,8 +1,9 @@
 //! ringkv-server: the gRPC edge of a ringkv node.
 //!
-//! `api` holds the gRPC handlers (validate, convert, delegate to the node),
-//! `transport` is the peer layer's gRPC network, `metrics_http` serves the
-//! metrics page, `tls` loads and rotates the certificates of both ports,
+//! `api` holds the handlers (validate, convert, delegate to the node) of
+//! the gRPC services and of the replica stream, `transport` is the peer
+//! layer's network (the replica stream, and gRPC for the rest),
+//! `metrics_http` serves the metrics page, `tls` loads and rotates the certificates of both ports,
 //! `certs` makes certificates for test and local clusters, `probe` is the
 //! health check the `health` subcommand runs, and `server` loads the
 //! configuration, opens storage, assembles the node (`ringkv-node`), binds

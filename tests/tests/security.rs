@@ -518,6 +518,7 @@ async fn the_peer_port_takes_only_cluster_members_who_are_who_they_claim() -> Re
         "a plaintext peer",
         plaintext.get_layout(pb::GetLayoutRequest {}).await,
     );
+    replica_stream_checks_its_dialler(&s, target, &other_name, &cluster.ids, &cluster_id).await?;
     still_serves(&cluster, 0, "the peer refusals").await?;
     let members = cluster.client().members().await?;
     ensure!(
@@ -526,6 +527,85 @@ async fn the_peer_port_takes_only_cluster_members_who_are_who_they_claim() -> Re
                 .iter()
                 .any(|m| m.name == "intruder" || m.name == "test-nobody"),
         "no forged member got in: {members:?}"
+    );
+    Ok(())
+}
+
+/// The replica stream (not gRPC) on `target`'s peer port, dialled under
+/// mutual TLS with node 1's certificate: served when the hello names node
+/// 1, refused when it claims node 0 or a stranger, and refused at the
+/// handshake without a certificate.
+async fn replica_stream_checks_its_dialler(
+    s: &Secured,
+    target: &ServerProcess,
+    node1_name: &str,
+    ids: &[String],
+    cluster_id: &str,
+) -> Result<()> {
+    use ringkv_peer::Failure;
+    use ringkv_server::transport::frames::{Dialler, Link, Settings};
+    let tls = |cert: Option<&str>| -> Result<_> {
+        let config = ringkv_node::config::TlsConfig {
+            peer_ca: Some(s.file("peer-ca.crt")),
+            peer_cert: cert.map(|stem| s.file(&format!("{stem}.crt"))),
+            peer_key: cert.map(|stem| s.file(&format!("{stem}.key"))),
+            ..Default::default()
+        };
+        Ok(ringkv_server::tls::Tls::load(&config, node1_name)?)
+    };
+    let link = |from: &str, tls| {
+        let settings = Settings {
+            hello: pb::FrameHello {
+                from: from.to_string(),
+                to: ids[0].clone(),
+                cluster: cluster_id.to_string(),
+            },
+            max_batch_bytes: 1 << 20,
+            max_item_bytes: 1 << 20,
+            max_frame: 4 << 20,
+            ping_interval: Duration::from_secs(5),
+            ping_timeout: Duration::from_secs(5),
+        };
+        let dialler = Dialler {
+            address: target.peer.clone(),
+            tls,
+        };
+        Link::start(dialler, settings, None)
+    };
+    let read = || pb::BatchItem {
+        op: Some(pb::batch_item::Op::Read(pb::LocalReadRequest {
+            key: b"k".to_vec().into(),
+        })),
+    };
+    let timeout = Duration::from_secs(10);
+    let node1_tls = tls(Some(&format!("{node1_name}-peer")))?;
+    link(&ids[1], node1_tls.clone())
+        .call(read(), 1, timeout)
+        .await
+        .context("node 1 reading over the replica stream")?;
+    for (what, from) in [
+        ("a replica stream claiming another member", ids[0].as_str()),
+        ("a replica stream from a stranger", "0123456789abcdef"),
+    ] {
+        let refused = link(from, node1_tls.clone())
+            .call(read(), 1, timeout)
+            .await
+            .err()
+            .with_context(|| format!("{what} was served"))?;
+        ensure!(
+            refused.failure == Failure::Refused(ringkv_core::error::Code::PermissionDenied),
+            "{what}: {refused}"
+        );
+    }
+    // Without a certificate the handshake fails: nothing was sent.
+    let refused = link(&ids[1], tls(None)?)
+        .call(read(), 1, timeout)
+        .await
+        .err()
+        .context("a replica stream without a certificate was served")?;
+    ensure!(
+        refused.failure == Failure::NotSent,
+        "a replica stream without a certificate: {refused}"
     );
     Ok(())
 }

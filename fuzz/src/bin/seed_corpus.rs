@@ -20,7 +20,7 @@ use ringkv_node::handoff::{encode_hint, hint_key};
 use ringkv_node::rebalance::encode_ids;
 use ringkv_node::rebalance::transfer::Cursor;
 use ringkv_proto::v1 as pb;
-use ringkv_server::transport::convert;
+use ringkv_server::transport::{convert, wire};
 
 // Built by `cargo fuzz build` with the targets' coverage flags (so it
 // shares their compiled dependencies), this program links libFuzzer, which
@@ -292,6 +292,49 @@ fn internal_request(root: &Path) {
     s.put("merkle", summary.encode_to_vec());
 }
 
+fn peer_frame(root: &Path) {
+    use pb::peer_frame::Kind;
+    let s = Seeds::target(root, "peer_frame");
+    let frames = |kinds: Vec<Kind>| {
+        let mut out = bytes::BytesMut::new();
+        for kind in kinds {
+            wire::encode(kind, &mut out);
+        }
+        out.to_vec()
+    };
+    let hello = Kind::Hello(pb::FrameHello {
+        from: A.to_string(),
+        to: B.to_string(),
+        cluster: ClusterId(0x0123_4567_89ab_cdef_0011_2233_4455_6677).to_string(),
+    });
+    let batch = Kind::Batch(pb::BatchRequest {
+        items: vec![pb::BatchItem {
+            op: Some(pb::batch_item::Op::Read(pb::LocalReadRequest {
+                key: Bytes::from_static(b"k"),
+            })),
+        }],
+        id: 3,
+    });
+    s.put("hello-batch-ping", frames(vec![hello, batch, Kind::Ping(1)]));
+    let answer = Kind::Answer(pb::BatchResponse {
+        results: vec![pb::BatchResult {
+            found: true,
+            version_set: history()[3].encode().into(),
+            ..Default::default()
+        }],
+        id: 3,
+    });
+    s.put(
+        "welcome-answer-pong",
+        frames(vec![Kind::Welcome(pb::FrameWelcome {}), answer, Kind::Pong(1)]),
+    );
+    let refused = Kind::Refused(pb::FrameRefusal {
+        code: 7,
+        message: "refused".into(),
+    });
+    s.put("refused", frames(vec![refused]));
+}
+
 fn kv_request(root: &Path) {
     let s = Seeds::target(root, "kv_request");
     let context = vector(&[(A, 2), (B, 1)]).encode_context();
@@ -338,6 +381,7 @@ fn main() {
     rebalance_meta(&root);
     gossip(&root);
     internal_request(&root);
+    peer_frame(&root);
     kv_request(&root);
     println!("seeds written to {}", root.display());
 }

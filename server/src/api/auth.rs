@@ -288,27 +288,44 @@ impl Gatekeeper for PeerAuth {
             .extensions()
             .get::<TlsConnectInfo<TcpConnectInfo>>()
             .and_then(|info| info.peer_certs());
-        let leaf = certs.as_ref().and_then(|c| c.first()).ok_or_else(|| {
+        let leaf = certs.as_ref().and_then(|c| c.first());
+        let from = request
+            .headers()
+            .get(FROM_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse::<NodeId>().ok());
+        self.check_caller(leaf.map(|c| c.as_ref()), from, request.uri().path())
+    }
+}
+
+impl PeerAuth {
+    /// Whether a caller on the peer port may make the call at `path`:
+    /// `leaf` is the certificate (DER) it presented, `from` the sender it
+    /// claims. Shared by gRPC calls and the replica stream's hello.
+    pub fn check_caller(
+        &self,
+        leaf: Option<&[u8]>,
+        from: Option<NodeId>,
+        path: &str,
+    ) -> Result<Option<PeerNames>, Error> {
+        if !self.mutual_tls {
+            return Ok(None);
+        }
+        let leaf = leaf.ok_or_else(|| {
             Error::Unauthenticated("the peer port needs a peer certificate".into())
         })?;
-        let names = PeerNames(self.cache.names(leaf.as_ref())?);
-        let path = request.uri().path();
+        let names = PeerNames(self.cache.names(leaf)?);
         if path.starts_with("/ringkv.v1.Admin/") && !FORWARDED_ADMIN.contains(&path) {
             return Err(Error::PermissionDenied(
                 "of Admin, the peer port serves only what nodes forward; call the client port"
                     .into(),
             ));
         }
-        let from = request
-            .headers()
-            .get(FROM_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.parse::<NodeId>().ok())
-            .ok_or_else(|| {
-                Error::PermissionDenied(format!(
-                    "calls on the peer port must name their sender ({FROM_HEADER})"
-                ))
-            })?;
+        let from = from.ok_or_else(|| {
+            Error::PermissionDenied(format!(
+                "calls on the peer port must name their sender ({FROM_HEADER})"
+            ))
+        })?;
         match self.cluster.name_of(from) {
             Some(name) => names.check(&name)?,
             None if FOR_STRANGERS.contains(&path) => {}

@@ -70,7 +70,7 @@ impl InternalService {
     /// Answers one batch: each item admitted and recorded as its unary call
     /// would be, the admitted ones handed to the node together (one group
     /// commit, one lookup), reads past the answer budget bounced.
-    async fn answer_batch(
+    pub(super) async fn answer_batch(
         &self,
         envelope: Envelope,
         items: Vec<pb::BatchItem>,

@@ -9,6 +9,7 @@ pub mod admin;
 mod auth;
 mod cluster;
 pub mod convert;
+mod frames;
 mod internal;
 mod kv;
 mod layer;
@@ -23,6 +24,7 @@ use tonic::{Code, Status};
 
 pub use admin::AdminService;
 pub use auth::{AuthLayer, ClientAuth, PeerAuth};
+pub use frames::FrameServer;
 pub use internal::{item_request, InternalService};
 pub use kv::KvService;
 pub use layer::{GateLayer, LevelLabel};

@@ -15,6 +15,7 @@
 //! stop sending it writes.
 
 mod identity;
+mod peer_port;
 mod reload;
 mod shutdown;
 
@@ -34,7 +35,8 @@ pub use shutdown::{channel as shutdown_channel, Shutdown, ShutdownTrigger};
 
 use crate::api::admin::AdminParts;
 use crate::api::{
-    AdminService, AuthLayer, ClientAuth, Gate, GateLayer, InternalService, KvService, PeerAuth,
+    AdminService, AuthLayer, ClientAuth, FrameServer, Gate, GateLayer, InternalService, KvService,
+    PeerAuth,
 };
 use crate::tls::{self, Port, Tls};
 use crate::transport::{Transport, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
@@ -207,15 +209,25 @@ impl Node {
         ))
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
-        let internal = InternalServer::new(InternalService::new(
+        let internal_service = InternalService::new(
             inbound.clone(),
             identity,
             gate.clone(),
             &config.limits,
             close.subscribe(),
-        ))
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message);
+        );
+        let peer_auth = PeerAuth::new(cluster.clone(), tls.as_ref().is_some_and(|t| t.peer_port()));
+        // Replica operations between nodes come on the replica stream
+        // (api::frames), beside gRPC on the peer port.
+        let frames = FrameServer::new(
+            internal_service.clone(),
+            peer_auth.clone(),
+            close.subscribe(),
+            max_message,
+        );
+        let internal = InternalServer::new(internal_service)
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message);
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter
             .set_service_status("", tonic_health::ServingStatus::NotServing)
@@ -273,33 +285,42 @@ impl Node {
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .layer(GateLayer::new(gate.clone()))
-            .layer(AuthLayer::new(PeerAuth::new(
-                cluster.clone(),
-                tls.as_ref().is_some_and(|t| t.peer_port()),
-            )))
+            .layer(AuthLayer::new(peer_auth))
             .add_service(internal)
             .add_service(kv)
             .add_service(admin)
             .add_service(health);
         // A macro, not a closure: the two routers have different types.
         macro_rules! serve {
-            ($router:expr, $listener:expr, $port:expr) => {{
+            ($router:expr, $listener:expr, $port:expr, $frames:expr, $plain:expr) => {{
                 let mut stop = close.subscribe();
                 let until = async move { stop.recv().await };
                 let serving: Serving = match tls.as_ref().filter(|t| t.serves($port)) {
                     Some(tls) => Box::pin($router.serve_with_incoming_shutdown(
-                        tls::incoming($listener, tls.clone(), $port, close.subscribe()),
+                        tls::incoming($listener, tls.clone(), $port, $frames, close.subscribe()),
                         until,
                     )),
-                    None => Box::pin(
-                        $router.serve_with_incoming_shutdown(incoming_nodelay($listener), until),
-                    ),
+                    None => {
+                        Box::pin($router.serve_with_incoming_shutdown(($plain)($listener), until))
+                    }
                 };
                 serving
             }};
         }
-        let client_port = serve!(client_router, listener, Port::Client);
-        let peer_port = serve!(peer_router, peer_listener, Port::Peer);
+        let client_port = serve!(
+            client_router,
+            listener,
+            Port::Client,
+            None,
+            incoming_nodelay
+        );
+        let peer_port = serve!(
+            peer_router,
+            peer_listener,
+            Port::Peer,
+            Some(frames.clone()),
+            |listener| peer_port::incoming(listener, frames.clone(), close.subscribe())
+        );
         let grpc =
             tokio::spawn(async move { tokio::try_join!(client_port, peer_port).map(|_| ()) });
         tokio::spawn(reload::watch(

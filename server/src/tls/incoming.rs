@@ -1,6 +1,7 @@
 //! Accepting TLS connections: each handshake runs in its own task (a slow
 //! or silent client holds up nobody), with the acceptor current when the
-//! connection arrived, and only finished handshakes reach the gRPC server.
+//! connection arrived, and only finished handshakes reach the gRPC server
+//! (or, on the peer port, the replica stream's server).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,7 +14,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::warn;
 
 use super::Tls;
+use crate::api::FrameServer;
 use crate::server::Shutdown;
+use crate::transport::wire;
 
 /// Time a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,43 +43,43 @@ impl Port {
     }
 }
 
-/// The TLS connections of `listener`, until `stop` fires or the server
-/// stops taking them.
+/// The TLS connections of `listener` for gRPC, until `stop` fires or the
+/// server stops taking them. With `frames` (the peer port), a session
+/// whose ALPN is the replica stream's goes there instead.
 pub fn incoming(
     listener: TcpListener,
     tls: Arc<Tls>,
     port: Port,
+    frames: Option<Arc<FrameServer>>,
     mut stop: Shutdown,
 ) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
     let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
     let log = Arc::new(RefusalLog::default());
     tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                _ = stop.recv() => return,
-                _ = tx.closed() => return,
-            };
-            let (stream, remote) = match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of descriptors and the like: say so, and keep
-                    // accepting after a breath.
-                    warn!(port = port.name(), "accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
+        while let Some((stream, remote)) = accept(&listener, port, &mut stop, tx.closed()).await {
             let Some(acceptor) = tls.acceptor(port) else {
                 return;
             };
             let (tx, log, failures) = (tx.clone(), log.clone(), tls.handshake_failures());
+            let frames = frames.clone();
             tokio::spawn(async move {
                 let why =
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
-                            let _ = tx.send(Ok(tls_stream)).await;
+                            let session = tls_stream.get_ref().1;
+                            match frames.filter(|_| session.alpn_protocol() == Some(wire::ALPN)) {
+                                Some(frames) => {
+                                    let leaf = session
+                                        .peer_certificates()
+                                        .and_then(|certs| certs.first())
+                                        .map(|cert| cert.to_vec());
+                                    let (rd, wr) = tokio::io::split(tls_stream);
+                                    frames.serve(rd, wr, leaf);
+                                }
+                                None => {
+                                    let _ = tx.send(Ok(tls_stream)).await;
+                                }
+                            }
                             return;
                         }
                         Ok(Err(e)) => e.to_string(),
@@ -88,6 +91,36 @@ pub fn incoming(
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// The next connection of `listener`, with Nagle's algorithm off (small
+/// frames would otherwise wait for delayed ACKs); `None` once `stop` fires
+/// or `closed` completes. A failed accept (out of descriptors and the
+/// like) is logged and retried after a breath.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    port: Port,
+    stop: &mut Shutdown,
+    closed: impl std::future::Future<Output = ()>,
+) -> Option<(TcpStream, std::net::SocketAddr)> {
+    tokio::pin!(closed);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.recv() => return None,
+            _ = &mut closed => return None,
+        };
+        match accepted {
+            Ok((stream, remote)) => {
+                let _ = stream.set_nodelay(true);
+                return Some((stream, remote));
+            }
+            Err(e) => {
+                warn!(port = port.name(), "accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 /// Logs refused handshakes at most once per [`REFUSAL_LOG_INTERVAL`],

@@ -40,8 +40,10 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::info;
 
 pub use files::{dns_names, Watched};
+pub(crate) use incoming::accept;
 pub use incoming::{incoming, Port};
 
+use crate::transport::wire;
 use ringkv_core::error::{Error, Result};
 use ringkv_node::config::TlsConfig;
 
@@ -70,6 +72,8 @@ struct Loaded {
     client: Option<TlsAcceptor>,
     peer: Option<TlsAcceptor>,
     dial: Option<TlsConnector>,
+    /// Dials the replica stream (ALPN `ringkv-frames/1`).
+    dial_frames: Option<TlsConnector>,
 }
 
 impl Tls {
@@ -135,6 +139,12 @@ impl Tls {
         self.current().dial
     }
 
+    /// The connector for new replica streams to peers (`transport::frames`),
+    /// if the peer port runs mutual TLS.
+    pub fn frames_connector(&self) -> Option<TlsConnector> {
+        self.current().dial_frames
+    }
+
     /// Whether `port` serves TLS.
     pub fn serves(&self, port: Port) -> bool {
         match port {
@@ -194,7 +204,7 @@ impl Loaded {
             }
             _ => None,
         };
-        let (peer, dial) = match (&c.peer_ca, &c.peer_cert, &c.peer_key) {
+        let (peer, dial, dial_frames) = match (&c.peer_ca, &c.peer_cert, &c.peer_key) {
             (Some(ca), Some(cert), Some(key)) => {
                 let roots: Arc<RootCertStore> = files::roots(ca, "tls.peer_ca")?;
                 let chain = files::certificate_chain(cert, "tls.peer_cert")?;
@@ -210,7 +220,8 @@ impl Loaded {
                     .with_client_cert_verifier(verifier)
                     .with_single_cert(chain.clone(), key.clone_key())
                     .map_err(|e| tls_error("tls.peer_cert and tls.peer_key", e))?;
-                server.alpn_protocols = vec![ALPN_H2.to_vec()];
+                // gRPC, or the replica stream (transport::wire).
+                server.alpn_protocols = vec![ALPN_H2.to_vec(), wire::ALPN.to_vec()];
                 let mut client = ClientConfig::builder_with_provider(provider())
                     .with_safe_default_protocol_versions()
                     .map_err(|e| tls_error("TLS protocol versions", e))?
@@ -218,15 +229,23 @@ impl Loaded {
                     .with_custom_certificate_verifier(verify::PeerChain::new(roots, provider())?)
                     .with_client_auth_cert(chain, key)
                     .map_err(|e| tls_error("tls.peer_cert and tls.peer_key", e))?;
+                let mut frames = client.clone();
                 client.alpn_protocols = vec![ALPN_H2.to_vec()];
+                frames.alpn_protocols = vec![wire::ALPN.to_vec()];
                 (
                     Some(TlsAcceptor::from(Arc::new(server))),
                     Some(TlsConnector::from(Arc::new(client))),
+                    Some(TlsConnector::from(Arc::new(frames))),
                 )
             }
-            _ => (None, None),
+            _ => (None, None, None),
         };
-        Ok(Loaded { client, peer, dial })
+        Ok(Loaded {
+            client,
+            peer,
+            dial,
+            dial_frames,
+        })
     }
 }
 

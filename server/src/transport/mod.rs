@@ -1,6 +1,8 @@
-//! The gRPC implementation of the peer [`Network`]: one cached channel per
-//! peer, replica operations coalesced per peer ([`batch`]), and the
-//! headers that carry each message's [`Envelope`].
+//! The network implementation of the peer [`Network`]: replica operations
+//! coalesced on one replica stream per peer ([`frames`], ringkv's own
+//! framing, [`wire`]; [`grpc_batch`] for a peer of the previous version),
+//! everything else as unary gRPC calls on one cached channel per peer, and
+//! the headers that carry each call's [`Envelope`].
 //!
 //! Every internal call carries the sender's node id in the [`FROM_HEADER`]
 //! metadata entry, the recipient's in [`TO_HEADER`], and the sender's
@@ -8,9 +10,11 @@
 //! answering node's cluster id. Failed calls become [`PeerError`]s here,
 //! so no gRPC status travels further into the node.
 
-mod batch;
 pub mod convert;
 pub(crate) mod dial;
+pub mod frames;
+mod grpc_batch;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,7 +37,8 @@ use ringkv_peer::{
 };
 
 use crate::tls::Tls;
-use batch::Batcher;
+use frames::Link;
+use grpc_batch::Batcher;
 
 /// Metadata key carrying the sending node's id on internal calls.
 pub const FROM_HEADER: &str = "x-ringkv-from";
@@ -49,7 +54,7 @@ pub const CLUSTER_HEADER: &str = "x-ringkv-cluster";
 pub const FORWARDED_HEADER: &str = "x-ringkv-forwarded";
 
 /// Time allowed to open a connection to a peer.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// HTTP/2 pings on every peer connection, idle or not, and how long an
 /// answer may take: a connection whose other end vanished without a word
@@ -65,17 +70,17 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// cases, so the message and the code are all there is to tell them apart.
 const H2_FAILURE: &str = "h2 protocol error";
 
-/// Channels to peers by node id, and the peers' batchers.
+/// Channels to peers by node id, and the peers' replica streams.
 pub struct Transport {
     me: NodeId,
     addresses: Arc<AddressBook>,
     /// node id → (address, channel). Replaced when a peer's address changes.
     channels: Mutex<HashMap<NodeId, (String, Channel)>>,
-    /// node id → (address, cluster id its headers carry, batcher) for
-    /// replica operations; replaced with the channel when a peer's address
-    /// changes, and once this node learns its cluster id (a batcher's
-    /// headers are fixed when it starts).
-    batchers: Mutex<HashMap<NodeId, BatcherEntry>>,
+    /// node id → (address, cluster id its hello carries, link) for
+    /// replica operations; replaced when a peer's address changes, and
+    /// once this node learns its cluster id (a link's hello is fixed when
+    /// it starts).
+    links: Mutex<HashMap<NodeId, LinkEntry>>,
     /// This node's cluster id, for the requests it forwards.
     identity: Arc<ClusterIdentity>,
     /// The test fault switch, for the requests it forwards.
@@ -85,8 +90,8 @@ pub struct Transport {
     tls: Option<Arc<Tls>>,
 }
 
-/// A peer's batcher with what it was started for.
-type BatcherEntry = (String, Option<ClusterId>, Arc<Batcher>);
+/// A peer's replica stream with what it was started for.
+type LinkEntry = (String, Option<ClusterId>, Arc<Link>);
 
 impl Transport {
     pub fn new(
@@ -101,7 +106,7 @@ impl Transport {
             me,
             addresses,
             channels: Mutex::new(HashMap::new()),
-            batchers: Mutex::new(HashMap::new()),
+            links: Mutex::new(HashMap::new()),
             identity,
             faults,
             max_message_bytes,
@@ -145,34 +150,53 @@ impl Transport {
             .max_encoding_message_size(self.max_message_bytes))
     }
 
-    /// The peer's batcher for replica operations, started on first use.
-    fn batcher(&self, node: NodeId, envelope: &Envelope) -> Result<Arc<Batcher>, PeerError> {
+    /// The peer's replica stream, started on first use.
+    fn link(&self, node: NodeId, envelope: &Envelope) -> Result<Arc<Link>, PeerError> {
         let address = self.address_of(node)?;
-        let mut batchers = self.batchers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((addr, stamped, batcher)) = batchers.get(&node) {
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((addr, stamped, link)) = links.get(&node) {
             if *addr == address && *stamped == envelope.cluster {
-                return Ok(batcher.clone());
+                return Ok(link.clone());
             }
         }
-        // The batch stream gets a connection of its own: its long-lived
-        // stream never shares an HTTP/2 connection (and its flow control
-        // and failure) with gossip, forwards and the other unary calls.
+        let show = |id: Option<NodeId>| id.map(|id| id.to_string()).unwrap_or_default();
+        let settings = frames::Settings {
+            hello: pb::FrameHello {
+                from: show(envelope.from),
+                to: show(envelope.to),
+                cluster: envelope.cluster.map(|c| c.to_string()).unwrap_or_default(),
+            },
+            // Half the message limit leaves room for the items' framing.
+            max_batch_bytes: self.max_message_bytes / 2,
+            max_item_bytes: self
+                .max_message_bytes
+                .saturating_sub(ringkv_node::config::MESSAGE_OVERHEAD_BYTES),
+            max_frame: self.max_message_bytes + frames::FRAME_OVERHEAD_BYTES,
+            ping_interval: KEEPALIVE_INTERVAL,
+            ping_timeout: KEEPALIVE_TIMEOUT,
+        };
+        let dialler = frames::Dialler {
+            address: address.clone(),
+            tls: self.tls.clone(),
+        };
+        // For a peer of the previous version: the gRPC batch stream, on a
+        // connection of its own (never shared with gossip, forwards and
+        // the other unary calls), opened only if it is used.
         let channel = self
             .lazy_channel(&address)
             .map_err(|e| PeerError::new(Failure::NotSent, e.to_string()))?;
         let client = InternalClient::new(channel)
             .max_decoding_message_size(self.max_message_bytes)
             .max_encoding_message_size(self.max_message_bytes);
-        // Half the message limit leaves room for the items' framing.
-        let batcher = Arc::new(Batcher::start(
+        let fallback = Batcher::start(
             client,
             headers(envelope),
-            self.max_message_bytes / 2,
-            self.max_message_bytes
-                .saturating_sub(ringkv_node::config::MESSAGE_OVERHEAD_BYTES),
-        ));
-        batchers.insert(node, (address, envelope.cluster, batcher.clone()));
-        Ok(batcher)
+            settings.max_batch_bytes,
+            settings.max_item_bytes,
+        );
+        let link = Arc::new(Link::start(dialler, settings, Some(Arc::new(fallback))));
+        links.insert(node, (address, envelope.cluster, link.clone()));
+        Ok(link)
     }
 
     async fn send(
@@ -186,10 +210,9 @@ impl Transport {
         let bytes = request.payload_bytes();
         if let (Peer::Node(node), Some(item)) = (&to, batch_item(&request, self.me)) {
             let result = self
-                .batcher(*node, &envelope)?
+                .link(*node, &envelope)?
                 .call(item, bytes, timeout)
-                .await
-                .map_err(peer_error)?;
+                .await?;
             return Ok(match request {
                 R::Read { .. } if result.found => Response::Read(Some(result.version_set)),
                 R::Read { .. } => Response::Read(None),
@@ -493,7 +516,7 @@ pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 /// A failed call as the node sees it.
 ///
 /// * Too large: a message over the size limit (`OUT_OF_RANGE` from either
-///   side, or the batcher's own refusal).
+///   side, or the replica stream's own refusal).
 /// * Not sent: the connection could not be opened (refused, timed out,
 ///   unresolvable), so not one byte of the request was sent; tonic marks
 ///   that with [`tonic::ConnectError`] in the error's chain. Or the open

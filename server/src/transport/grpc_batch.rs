@@ -1,19 +1,15 @@
-//! Coalescing the replica operations sent to one peer, on one long-lived
-//! stream.
+//! Replica operations to a peer of the previous version, which speaks no
+//! replica stream (`super::frames`): coalesced the same way and sent on the
+//! peer's gRPC `Internal.BatchStream`. Used only while such a peer is in
+//! the cluster (a rolling upgrade); the replica stream's link hands its
+//! operations here when the peer does not welcome its hello.
 //!
-//! Every replicate, hint and local read for a peer goes through that peer's
-//! [`Batcher`]: a queue drained by one task, which sends what has queued as
-//! one batch on the peer's `Internal.BatchStream` ([`Link`]): one HTTP/2
-//! stream, opened once and kept, carrying batches each way tagged with ids.
-//! At most [`MAX_IN_FLIGHT`] batches to a peer are outstanding. An
-//! operation that arrives while fewer are in flight leaves at once, alone:
-//! nothing waits for a batch to fill, so a quiet cluster sees no added
-//! latency. Operations that arrive while the limit is reached queue up and
-//! leave together in the next batch. Under load one message, one task
-//! wake-up on each side and one group commit on the replica then carry many
-//! operations instead of one each; and unlike a unary call per batch, a
-//! batch on the stream pays no HTTP/2 stream, headers or trailers of its
-//! own (see `docs/benchmarks.md`).
+//! Every operation goes through the peer's [`Batcher`]: a queue drained by
+//! one task, which sends what has queued as one batch on the stream
+//! ([`Link`]): one HTTP/2 stream, opened once and kept, carrying batches
+//! each way tagged with ids. At most [`MAX_IN_FLIGHT`] batches to a peer are
+//! outstanding; operations that arrive while the limit is reached leave
+//! together in the next batch.
 //!
 //! Each operation keeps its own outcome: the receiver answers every item
 //! with its own status, and a caller that stops waiting (its deadline
@@ -36,14 +32,7 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status, Streaming};
 
-/// Batches to one peer that may be in flight at once. Two keeps the link
-/// busy while the next batch gathers (one would leave the peer idle during
-/// every round trip) without spreading the queue thin over many small
-/// batches.
-pub const MAX_IN_FLIGHT: usize = 2;
-
-/// Most operations in one batch.
-pub const MAX_ITEMS: usize = 256;
+use super::frames::{MAX_IN_FLIGHT, MAX_ITEMS};
 
 /// Operations that may wait for a peer before senders are held back.
 const QUEUE_DEPTH: usize = 4096;
@@ -370,6 +359,7 @@ mod stream_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::frames::tests::replicate;
 
     /// A client of a port nothing listens on: every call that is sent
     /// fails with a transport error.
@@ -382,17 +372,6 @@ mod tests {
             .unwrap()
             .connect_lazy();
         InternalClient::new(channel)
-    }
-
-    fn replicate(bytes: usize) -> pb::BatchItem {
-        pb::BatchItem {
-            op: Some(pb::batch_item::Op::Replicate(pb::ReplicateRequest {
-                key: bytes::Bytes::from_static(b"k"),
-                version_set: vec![1; bytes].into(),
-                from: String::new(),
-                hint_for: String::new(),
-            })),
-        }
     }
 
     #[tokio::test]

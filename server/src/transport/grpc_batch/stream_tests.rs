@@ -1,5 +1,6 @@
 //! The batch stream against a peer that answers out of order, and one that
-//! hangs up with a batch unanswered.
+//! hangs up with a batch unanswered; the replica stream's link falling
+//! back to it for a peer that speaks gRPC only.
 
 use std::pin::Pin;
 use std::sync::atomic::AtomicUsize;
@@ -9,6 +10,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Response;
 
 use super::*;
+use crate::transport::frames::tests::{answer, read};
 use crate::transport::peer_error;
 
 /// How the fake peer treats its streams.
@@ -29,25 +31,6 @@ struct FakePeer {
 }
 
 type Answers = Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::BatchResponse, Status>> + Send>>;
-
-fn answer(batch: &pb::BatchRequest) -> pb::BatchResponse {
-    let results = batch
-        .items
-        .iter()
-        .map(|item| match &item.op {
-            Some(pb::batch_item::Op::Read(read)) => pb::BatchResult {
-                found: true,
-                version_set: read.key.clone(),
-                ..Default::default()
-            },
-            _ => pb::BatchResult::default(),
-        })
-        .collect();
-    pb::BatchResponse {
-        results,
-        id: batch.id,
-    }
-}
 
 fn unused<T>() -> Result<Response<T>, Status> {
     Err(Status::unimplemented("not part of this test"))
@@ -156,6 +139,12 @@ impl Internal for FakePeer {
 /// Serves a fake peer on a loopback port (stopped when the test's runtime
 /// ends); a client for it and the count of streams it opened.
 async fn fake_peer(behaviour: Behaviour) -> (InternalClient<Channel>, Arc<AtomicUsize>) {
+    let (client, streams, _) = fake_peer_at(behaviour).await;
+    (client, streams)
+}
+
+/// [`fake_peer`], with the fake's `host:port`.
+async fn fake_peer_at(behaviour: Behaviour) -> (InternalClient<Channel>, Arc<AtomicUsize>, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let streams = Arc::new(AtomicUsize::new(0));
@@ -171,15 +160,11 @@ async fn fake_peer(behaviour: Behaviour) -> (InternalClient<Channel>, Arc<Atomic
     let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
         .unwrap()
         .connect_lazy();
-    (InternalClient::new(channel), streams)
-}
-
-fn read(key: &'static str) -> pb::BatchItem {
-    pb::BatchItem {
-        op: Some(pb::batch_item::Op::Read(pb::LocalReadRequest {
-            key: bytes::Bytes::from_static(key.as_bytes()),
-        })),
-    }
+    (
+        InternalClient::new(channel),
+        streams,
+        format!("127.0.0.1:{port}"),
+    )
 }
 
 const PATIENCE: Duration = Duration::from_secs(5);
@@ -212,5 +197,39 @@ async fn a_stream_the_peer_ends_fails_its_batch_as_lost_and_the_next_opens_anoth
         streams.load(Ordering::SeqCst),
         2,
         "a new stream after the end"
+    );
+}
+
+/// A node of the previous version speaks gRPC only: the replica stream's
+/// link finds that out at its hello (nothing sent) and hands the
+/// operations to the gRPC batch stream, which answers them.
+#[tokio::test]
+async fn a_peer_speaking_grpc_only_gets_the_operations_over_its_batch_stream() {
+    use crate::transport::frames::{Dialler, Link, Settings};
+    // The same fake peer, dialled by the replica stream as well.
+    let (client, streams, address) = fake_peer_at(Behaviour::HangUpFirst).await;
+    let fallback = Arc::new(Batcher::start(client, MetadataMap::new(), 1 << 20, 1 << 20));
+    let settings = Settings {
+        hello: pb::FrameHello::default(),
+        max_batch_bytes: 1 << 20,
+        max_item_bytes: 1 << 20,
+        max_frame: 2 << 20,
+        ping_interval: PATIENCE,
+        ping_timeout: PATIENCE,
+    };
+    let dialler = Dialler { address, tls: None };
+    let link = Link::start(dialler, settings, Some(fallback));
+    // The fake's first stream hangs up (lost); the next ones answer, all
+    // on gRPC, as the link keeps to it after the failed hello.
+    let first = link.call(read("a"), 1, PATIENCE).await.unwrap_err();
+    assert_eq!(first.failure, ringkv_peer::Failure::Lost, "{first}");
+    for key in ["b", "c"] {
+        let answered = link.call(read(key), 1, PATIENCE).await.unwrap();
+        assert_eq!(answered.version_set.as_ref(), key.as_bytes());
+    }
+    assert_eq!(
+        streams.load(Ordering::SeqCst),
+        2,
+        "over the gRPC batch stream"
     );
 }
