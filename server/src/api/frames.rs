@@ -169,7 +169,16 @@ impl FrameServer {
             }
         }
         if !broken {
-            let _ = tokio::time::timeout(HELLO_TIMEOUT, wr.shutdown()).await;
+            // Close our side, then read until the dialler closes its own:
+            // closing with its later batches unread would reset the
+            // connection, and the reset could discard answers it has not
+            // read yet.
+            let _ = tokio::time::timeout(HELLO_TIMEOUT, async {
+                wr.shutdown().await?;
+                while let Ok(Some(_)) = frames.next().await {}
+                std::io::Result::Ok(())
+            })
+            .await;
         }
     }
 
