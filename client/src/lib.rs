@@ -357,3 +357,6 @@ fn uri(endpoint: &str) -> String {
         format!("http://{endpoint}")
     }
 }
+
+#[cfg(test)]
+mod tests;
