@@ -53,9 +53,12 @@
 //!   absent.
 //! - Malformed stored keys give [`Error::Corrupt`], never a panic.
 //!
-//! Engines are synchronous. Callers on the async runtime go through
-//! `tokio::task::spawn_blocking` (the replica layer does this), so a slow
-//! fsync never stalls the runtime.
+//! Engines are synchronous. Callers on the async runtime go through a
+//! thread of their own or `tokio::task::spawn_blocking` (the replica layer
+//! does this: its storage writer, and the blocking pool for reads that need
+//! the disk), so a slow fsync never stalls the runtime. Only
+//! [`Engine::multi_get_cached`], which never waits on the disk, may run on
+//! the runtime itself.
 //!
 //! Two engines implement the trait: [`RocksEngine`], the real one, and
 //! [`MemoryEngine`], for tests and for nodes that need no persistence. Both
@@ -283,8 +286,10 @@ impl WriteBatch {
 /// Synchronous engine interface.
 ///
 /// Callers on the async runtime must run these through
-/// `tokio::task::spawn_blocking` (done by the replica layer, not here): any
-/// call may wait on disk.
+/// `tokio::task::spawn_blocking` or a thread of their own (done by the
+/// replica layer, not here): any call may wait on disk, except
+/// [`Engine::multi_get_cached`], which exists so that reads served from
+/// memory need no thread hand-over.
 pub trait Engine: Send + Sync + 'static {
     /// The value of `key` in `cf`, or `None` if absent.
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>>;
@@ -293,8 +298,26 @@ pub trait Engine: Send + Sync + 'static {
     /// loop of `get` because the engine can batch the lookups.
     fn multi_get(&self, cf: Cf, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>>;
 
+    /// [`Self::multi_get`] from memory alone (memtables and the engine's
+    /// caches), or `None` when any of the keys would have to be read from
+    /// disk. Never waits on the disk, so it may run on the async runtime;
+    /// on `None` the caller asks [`Self::multi_get`] from a blocking
+    /// thread. An engine that cannot tell answers `None` (the default).
+    fn multi_get_cached(&self, _cf: Cf, _keys: &[Vec<u8>]) -> Result<Option<Vec<Option<Vec<u8>>>>> {
+        Ok(None)
+    }
+
     /// Atomically applies the batch; durability per [`SyncMode`].
     fn write(&self, batch: WriteBatch) -> Result<()>;
+
+    /// Whether [`Self::write`] may wait on a disk (the default). The
+    /// replica layer gives such an engine a writer thread of its own; it
+    /// writes to one that never waits (the memory engine) from the caller,
+    /// so tests on the memory engine with tokio's paused clock see storage
+    /// as instant, as they did on the blocking pool.
+    fn writes_wait(&self) -> bool {
+        true
+    }
 
     /// Keys in `[start, end)` in ascending byte order (`end` `None` = to the
     /// end of the CF), at most `limit` of them. Callers page through large

@@ -75,6 +75,11 @@ impl Engine for MemoryEngine {
         Ok(keys.iter().map(|key| tree.get(key).cloned()).collect())
     }
 
+    fn multi_get_cached(&self, cf: Cf, keys: &[Vec<u8>]) -> Result<Option<Vec<Option<Vec<u8>>>>> {
+        // Everything is in memory.
+        self.multi_get(cf, keys).map(Some)
+    }
+
     fn write(&self, batch: WriteBatch) -> Result<()> {
         self.health.check()?;
         if let Some(what) = self.health.take_injected() {
@@ -100,6 +105,10 @@ impl Engine for MemoryEngine {
             }
         }
         Ok(())
+    }
+
+    fn writes_wait(&self) -> bool {
+        false
     }
 
     fn scan(

@@ -44,6 +44,33 @@ fn rocks_data_survives_flush_and_reopen_in_every_sync_mode() {
     }
 }
 
+/// A value only on disk (flushed to a table file, block cache empty after
+/// a reopen) is not answered by the cached lookup, which must not wait on
+/// the disk; once a full lookup has brought its block into the cache, it
+/// is.
+#[test]
+fn rocks_cached_lookup_declines_what_only_the_disk_holds() {
+    let dir = TempDir::new().unwrap();
+    let key = data_key(7, b"user");
+    {
+        let engine = reopen(dir.path(), SyncMode::Periodic);
+        write_sample(&engine);
+        engine.flush().unwrap();
+    }
+    let engine = reopen(dir.path(), SyncMode::Periodic);
+    let keys = [key.clone()];
+    assert_eq!(engine.multi_get_cached(Cf::Data, &keys).unwrap(), None);
+    let value = Some(b"version-set".to_vec());
+    assert_eq!(
+        engine.multi_get(Cf::Data, &keys).unwrap(),
+        vec![value.clone()]
+    );
+    assert_eq!(
+        engine.multi_get_cached(Cf::Data, &keys).unwrap(),
+        Some(vec![value])
+    );
+}
+
 #[test]
 fn rocks_wal_written_data_survives_drop_without_flush() {
     for sync in [SyncMode::Always, SyncMode::Periodic, SyncMode::Never] {
