@@ -74,7 +74,7 @@ impl NodeParts {
                 engine.clone(),
                 config.cluster.partitions,
                 config.limits.max_siblings,
-            )
+            )?
             .with_max_clock_offset(config.clock.max_offset_ms)
             .with_max_state_bytes(config.limits.max_key_state_bytes)
             .with_injected_bug(config.debug.inject_bug),

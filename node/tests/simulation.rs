@@ -170,16 +170,25 @@ async fn anti_entropy_converges_replicas_after_a_partition() {
     sim.stop().await;
 }
 
-/// Two blind writes of one key through two coordinators at once are
-/// concurrent: both survive, as siblings, on every replica.
+/// Two writes of one key through two coordinators, each made after the
+/// same earlier version and neither after the other, are concurrent: both
+/// survive, as siblings, on every replica, and the version both saw is
+/// gone. (Blind writes would be concurrent only when neither coordinator
+/// had received the other's before its own: a blind write supersedes
+/// everything its coordinator holds.)
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn concurrent_writes_through_two_coordinators_become_siblings() {
     let seed = seed(15);
     let sim = Sim::start(3, seed, base_config(3)).await;
     let key = "contended";
+    let seen = sim
+        .put(2, key, "base", Level::All, false)
+        .await
+        .unwrap_or_else(|e| panic!("seed {seed}: {e}"))
+        .context;
     let (a, b) = tokio::join!(
-        sim.put(0, key, "from-0", Level::All, true),
-        sim.put(1, key, "from-1", Level::All, true),
+        sim.put_after(0, key, "from-0", Some(seen.clone()), Level::All, true),
+        sim.put_after(1, key, "from-1", Some(seen), Level::All, true),
     );
     a.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     b.unwrap_or_else(|e| panic!("seed {seed}: {e}"));
@@ -375,8 +384,9 @@ async fn a_change_ends_only_once_every_member_holds_it() {
 /// theirs then overlap), and counts itself toward W only once that write
 /// is stored: a W = ALL put is not acknowledged while it waits.
 ///
-/// Real time, not the paused clock: the held write blocks a thread of the
-/// blocking pool, and tokio does not advance a paused clock while one runs.
+/// Real time, not the paused clock: the held write blocks the node's
+/// storage writer, a thread tokio does not know, and a paused clock would
+/// run on while it waits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_coordinator_replicates_while_its_own_write_is_stored() {
     let seed = seed(24);

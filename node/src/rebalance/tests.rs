@@ -23,12 +23,15 @@ async fn lone_node_with_data(keys: u32) -> (Arc<Rebalance>, Arc<Replica>, Arc<Cl
     let config = Arc::new(Config::default());
     let engine: Arc<dyn Engine> = Arc::new(MemoryEngine::new());
     let id = NodeId(1);
-    let replica = Arc::new(Replica::new(
-        id,
-        engine.clone(),
-        config.cluster.partitions,
-        config.limits.max_siblings,
-    ));
+    let replica = Arc::new(
+        Replica::new(
+            id,
+            engine.clone(),
+            config.cluster.partitions,
+            config.limits.max_siblings,
+        )
+        .unwrap(),
+    );
     let metrics = Metrics::new();
     let cluster = lone_cluster(id, config.clone(), engine, Arc::default());
     cluster.maybe_bootstrap();

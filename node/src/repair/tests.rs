@@ -35,12 +35,15 @@ fn test_config() -> Config {
 fn node_on(id: u64, engine: Arc<dyn Engine>, config: Config) -> TestNode {
     let config = Arc::new(config);
     let id = NodeId(id);
-    let replica = Arc::new(Replica::new(
-        id,
-        engine.clone(),
-        config.cluster.partitions,
-        config.limits.max_siblings,
-    ));
+    let replica = Arc::new(
+        Replica::new(
+            id,
+            engine.clone(),
+            config.cluster.partitions,
+            config.limits.max_siblings,
+        )
+        .unwrap(),
+    );
     let cluster = lone_cluster(id, config.clone(), engine, Arc::default());
     cluster.maybe_bootstrap();
     let repair = Repair::new(replica.clone(), cluster.clone(), config, Metrics::new());

@@ -34,14 +34,17 @@
 //! concurrent writes it drops are lost for good on every replica that
 //! merges this state ([`Replica::with_injected_bug`]).
 //!
-//! All storage work runs on tokio's blocking pool (RocksDB calls may fsync),
-//! so the async runtime never stalls behind the disk. The stripe locks are
-//! plain `std` mutexes held only inside those blocking closures.
+//! Every change of a key's stored versions (write, merge, tombstone purge)
+//! is a job for the node's one storage [`writer`] thread, which applies
+//! everything queued as one group and stores it in one batch: that thread
+//! alone doing read-merge-write is what makes each change atomic per key.
+//! Reads that memory answers (memtables, block cache) run where they are
+//! asked; reads that need the disk, and scans, run on tokio's blocking pool,
+//! so the async runtime never stalls behind the disk.
 
 pub mod clock;
-mod locks;
+mod writer;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -55,11 +58,7 @@ use ringkv_core::version::{NodeId, Value, VersionSet, VersionVector, WriteOutcom
 use ringkv_storage::{data_key, partition_range, split_data_key, Cf, Engine, WriteBatch};
 
 use clock::NodeClock;
-use locks::KeyLocks;
-
-/// Number of lock stripes for read-merge-write; enough that unrelated keys
-/// rarely share one, small enough to allocate up front.
-const LOCK_STRIPES: usize = 4096;
+use writer::{Job, Rules, Work, Writer};
 
 pub use crate::config::DEFAULT_MAX_CLOCK_OFFSET_MS;
 
@@ -113,52 +112,48 @@ fn default_max_state_bytes() -> usize {
 
 /// This node's storage of keys, with per-key atomic updates.
 pub struct Replica {
-    node_id: NodeId,
     engine: Arc<dyn Engine>,
     /// Q, to compute each key's partition prefix.
     partitions: u32,
-    /// Sibling cap applied after every write and merge.
-    max_siblings: usize,
-    /// `limits.max_key_state_bytes`: no write may leave a key's encoded
-    /// state larger; merges collapse siblings to stay within it.
-    max_state_bytes: usize,
-    locks: Arc<KeyLocks>,
-    /// Issues every version's timestamp (and so its dot's counter floor):
-    /// above everything seen, and never twice for this node id.
-    clock: Arc<NodeClock>,
-    /// Dots found held by two states with different contents (see
-    /// [`VersionSet::conflicting_dots`]); should stay 0.
-    dot_conflicts: Arc<AtomicU64>,
-    /// `debug.inject_bug`: only `merge_collapses_siblings` changes what a
-    /// replica does.
-    inject_bug: InjectBug,
+    /// What every write and merge applies (node id, clock, sibling cap, key
+    /// state limit); handed to the writer with each job.
+    rules: Arc<Rules>,
+    /// The one thread that changes stored keys.
+    writer: Writer,
+    /// Lookups that memory could not answer and that went to the blocking
+    /// pool to wait on the disk.
+    disk_reads: Arc<AtomicU64>,
 }
 
 impl Replica {
+    /// Fails only when the writer thread cannot be started.
     pub fn new(
         node_id: NodeId,
         engine: Arc<dyn Engine>,
         partitions: u32,
         max_siblings: usize,
-    ) -> Self {
-        Self {
-            node_id,
-            // No start margin: a replica built without a server (tests,
-            // tools) has no earlier run whose timestamps it could repeat.
-            clock: Arc::new(NodeClock::new(
-                engine.clone(),
-                DEFAULT_MAX_CLOCK_OFFSET_MS,
-                wall_clock_ms(),
-                0,
-            )),
+    ) -> Result<Self> {
+        Ok(Self {
+            rules: Arc::new(Rules {
+                node: node_id,
+                // No start margin: a replica built without a server (tests,
+                // tools) has no earlier run whose timestamps it could repeat.
+                clock: Arc::new(NodeClock::new(
+                    engine.clone(),
+                    DEFAULT_MAX_CLOCK_OFFSET_MS,
+                    wall_clock_ms(),
+                    0,
+                )),
+                max_siblings,
+                max_state_bytes: default_max_state_bytes(),
+                dot_conflicts: Arc::new(AtomicU64::new(0)),
+                collapse_siblings: false,
+            }),
+            writer: Writer::start(engine.clone())?,
             engine,
             partitions,
-            max_siblings,
-            max_state_bytes: default_max_state_bytes(),
-            locks: Arc::new(KeyLocks::new(LOCK_STRIPES)),
-            dot_conflicts: Arc::new(AtomicU64::new(0)),
-            inject_bug: InjectBug::None,
-        }
+            disk_reads: Arc::new(AtomicU64::new(0)),
+        })
     }
 
     /// Sets `debug.inject_bug`. With `merge_collapses_siblings`, every
@@ -168,7 +163,7 @@ impl Replica {
     /// lost-update bug of last-writer-wins stores, for tests of the
     /// verification harness. Local writes are untouched.
     pub fn with_injected_bug(mut self, bug: InjectBug) -> Self {
-        self.inject_bug = bug;
+        Arc::make_mut(&mut self.rules).collapse_siblings = bug == InjectBug::MergeCollapsesSiblings;
         self
     }
 
@@ -177,7 +172,7 @@ impl Replica {
     /// this run issues no timestamp until that long after now, so none can
     /// repeat one of an earlier run of this node id (see [`clock`]).
     pub fn with_max_clock_offset(mut self, max_offset_ms: u64) -> Self {
-        self.clock = Arc::new(NodeClock::new(
+        Arc::make_mut(&mut self.rules).clock = Arc::new(NodeClock::new(
             self.engine.clone(),
             max_offset_ms,
             wall_clock_ms(),
@@ -188,7 +183,7 @@ impl Replica {
 
     /// The node's clock: for checking what peers and clients send.
     pub fn clock(&self) -> &NodeClock {
-        &self.clock
+        &self.rules.clock
     }
 
     /// Refuses a version set from a peer that a replica must not merge:
@@ -196,12 +191,12 @@ impl Replica {
     /// node's clock. Every path that merges a peer's versions checks this
     /// first, item by item, so one bad item fails alone.
     pub fn check_incoming(&self, set: &VersionSet) -> Result<()> {
-        self.clock.check(set, wall_clock_ms())
+        self.rules.clock.check(set, wall_clock_ms())
     }
 
     /// Dots found held by two states with different contents so far.
     pub fn dot_conflicts(&self) -> u64 {
-        self.dot_conflicts.load(Ordering::Relaxed)
+        self.rules.dot_conflicts.load(Ordering::Relaxed)
     }
 
     /// The replica's safety counters, for the metrics endpoint.
@@ -210,29 +205,44 @@ impl Replica {
             RegisteredCounter {
                 name: "ringkv_dot_conflicts_total",
                 help: "Dots received with contents other than the ones held for them (a dot issued twice: one write lost). Should stay 0.",
-                value: self.dot_conflicts.clone(),
+                value: self.rules.dot_conflicts.clone(),
             },
             RegisteredCounter {
                 name: "ringkv_clock_refusals_total",
                 help: "Versions or contexts refused for timestamps or counters beyond clock.max_offset_ms ahead.",
-                value: self.clock.refused_counter(),
+                value: self.rules.clock.refused_counter(),
+            },
+            RegisteredCounter {
+                name: "ringkv_storage_disk_reads_total",
+                help: "Key lookups memory (memtables, block cache) could not answer, which waited on the disk on a blocking thread; the rest are answered without a thread hand-over.",
+                value: self.disk_reads.clone(),
+            },
+            RegisteredCounter {
+                name: "ringkv_storage_write_groups_total",
+                help: "Batches the storage writer has written: each is one WAL write (and under sync = always one fsync) for every change queued while the one before was stored.",
+                value: self.writer.counters.groups.clone(),
+            },
+            RegisteredCounter {
+                name: "ringkv_storage_write_jobs_total",
+                help: "Changes (writes, merges, purges) the storage writer has applied; divided by ringkv_storage_write_groups_total, how many one WAL write carries.",
+                value: self.writer.counters.jobs.clone(),
             },
         ]
     }
 
     /// Sets the key state limit (`limits.max_key_state_bytes`).
     pub fn with_max_state_bytes(mut self, max_state_bytes: usize) -> Self {
-        self.max_state_bytes = max_state_bytes;
+        Arc::make_mut(&mut self.rules).max_state_bytes = max_state_bytes;
         self
     }
 
     /// The key state limit this replica enforces.
     pub fn max_state_bytes(&self) -> usize {
-        self.max_state_bytes
+        self.rules.max_state_bytes
     }
 
     pub fn node_id(&self) -> NodeId {
-        self.node_id
+        self.rules.node
     }
 
     pub fn engine(&self) -> &Arc<dyn Engine> {
@@ -260,72 +270,31 @@ impl Replica {
     /// encoding as soon as they are computed, before they go to storage
     /// (under `storage.sync = always`, before the fsync). The coordinator
     /// sends them to the other replicas from there, so its own sync and
-    /// theirs run at once instead of one after the other. The key's lock is
-    /// held until the write is stored, so no other write of the key comes
-    /// between. `ready` is not called when the write is refused before
+    /// theirs run at once instead of one after the other. No other change
+    /// of the key is computed before this one is stored (the writer applies
+    /// changes in order), so none comes between. `ready` is not called when the write is refused before
     /// that (a context from the future, a key state over the limit).
     pub async fn apply_write_then<F>(&self, write: LocalWrite, ready: F) -> Result<()>
     where
         F: FnOnce(Applied, &[u8]) + Send + 'static,
     {
         let stored_key = data_key(self.partition_of(&write.key), &write.key);
-        let engine = self.engine.clone();
-        let locks = self.locks.clone();
-        let clock = self.clock.clone();
-        let node = self.node_id;
-        let cap = self.max_siblings;
-        let max_state = self.max_state_bytes;
-        tokio::task::spawn_blocking(move || {
-            let _guard = locks.lock(&stored_key);
-            let mut state = read_state(engine.as_ref(), &stored_key)?;
-            // Entries of nodes that never wrote this key and are not members
-            // cover nothing: dropped, they can never grow the stored vector.
-            let client_context = write.context.map(|mut seen| {
-                seen.retain(|n| {
-                    n == node || state.context().get(n) > 0 || write.members.contains(&n)
-                });
-                seen
-            });
-            let wall = wall_clock_ms();
-            if let Some(context) = &client_context {
-                clock.check_counters(context, wall)?;
-            }
-            if let Some(seen) = state.max_timestamp() {
-                clock.observe(seen, wall);
-            }
-            // The new dot's counter is at least `timestamp`, which this node
-            // never issues twice (`clock`): a key purged here, or a stored
-            // state older than what the other replicas hold (a restored
-            // backup, a lost WAL tail), cannot make it reuse a dot that
-            // another replica covers and would then drop.
-            let timestamp = clock.issue(&wall_clock_ms)?;
-            let what = match write.value {
-                Value::Data(_) => "put refused: the key would hold",
-                Value::Tombstone => "delete refused: the key would hold",
-            };
-            let outcome = state.write(
-                node,
-                client_context.as_ref(),
-                timestamp,
-                write.value,
-                write.expires_at_ms,
-                cap,
-            );
-            let encoded = state.encode();
-            if encoded.len() > max_state {
-                return Err(Error::KeyStateTooLarge {
-                    what: what.to_string(),
-                    siblings: state.versions().len(),
-                    bytes: encoded.len(),
-                    limit: max_state,
-                });
-            }
-            ready(Applied { state, outcome }, &encoded);
-            let mut batch = WriteBatch::new();
-            batch.put(Cf::Data, stored_key, encoded);
-            engine.write(batch)
+        let (done, stored) = tokio::sync::oneshot::channel();
+        self.submit(Work::Write {
+            stored_key,
+            write,
+            ready: Box::new(ready),
+            done,
+        })?;
+        stored.await.map_err(|_| writer_lost())?
+    }
+
+    /// Queues a change for the writer thread.
+    fn submit(&self, work: Work) -> Result<()> {
+        self.writer.submit(Job {
+            rules: self.rules.clone(),
+            work,
         })
-        .await?
     }
 
     /// Merges versions received from another node (replication, read
@@ -337,16 +306,14 @@ impl Replica {
             .ok_or_else(|| Error::Internal("a merge of one key produced no outcome".into()))?
     }
 
-    /// Merges versions received for many keys as one group commit: the
-    /// keys' stripe locks are taken together (in stripe order, each once,
-    /// so two groups cannot deadlock and a key never waits on itself), the
-    /// stored states are read in one lookup, and every changed state goes
-    /// to storage in one batch: one WAL append, and with `storage.sync =
-    /// always` one fsync, for the whole group. A key that appears twice
-    /// merges both. Returns each entry's outcome, in order; a storage
-    /// failure fails the whole group, and then nothing of it was written.
-    /// A merged state past the key state limit loses its oldest siblings
-    /// ([`VersionSet::fit_within`]); one that still would grow past it is
+    /// Merges versions received for many keys as one job of the writer, so
+    /// all of them (and whatever else is queued with them) go to storage in
+    /// one batch: one WAL append, and with `storage.sync = always` one
+    /// fsync. A key that appears twice merges both. Returns each entry's
+    /// outcome, in order; a storage failure fails the whole group, and then
+    /// nothing of it was written. A merged state past the key state limit
+    /// loses its oldest siblings ([`VersionSet::fit_within`]); one that
+    /// still would grow past it, or whose stored value does not decode, is
     /// that entry's error alone, and its key is left as it was.
     pub async fn merge_group(
         &self,
@@ -357,83 +324,19 @@ impl Replica {
             .map(|(key, set)| (data_key(self.partition_of(&key), &key), set))
             .collect();
         if let Some(seen) = entries.iter().filter_map(|(_, s)| s.max_timestamp()).max() {
-            self.clock.observe(seen, wall_clock_ms());
+            self.rules.clock.observe(seen, wall_clock_ms());
         }
-        let engine = self.engine.clone();
-        let locks = self.locks.clone();
-        let cap = self.max_siblings;
-        let conflicts = self.dot_conflicts.clone();
-        let max_state = self.max_state_bytes;
-        let collapse_siblings = self.inject_bug == InjectBug::MergeCollapsesSiblings;
-        tokio::task::spawn_blocking(move || {
-            let _guards = locks.lock_all(entries.iter().map(|(key, _)| key.as_slice()));
-            let stored_keys: Vec<Vec<u8>> = entries.iter().map(|(key, _)| key.clone()).collect();
-            let stored = engine.multi_get(Cf::Data, &stored_keys)?;
-            // States as this group leaves them, for keys it changed.
-            let mut updated: HashMap<Vec<u8>, VersionSet> = HashMap::new();
-            let mut merged = Vec::with_capacity(entries.len());
-            for ((stored_key, incoming), bytes) in entries.into_iter().zip(stored) {
-                let current = match updated.get(&stored_key) {
-                    Some(state) => state.clone(),
-                    None => decode_state(bytes.as_deref())?,
-                };
-                let conflicting = current.conflicting_dots(&incoming);
-                if conflicting > 0 {
-                    conflicts.fetch_add(conflicting as u64, Ordering::Relaxed);
-                    tracing::error!(
-                        key_hash = stored_key_hash(&stored_key),
-                        conflicting,
-                        "a dot arrived with contents other than the ones held for it: some node issued a dot twice, and one of the two writes is lost"
-                    );
-                }
-                let mut state = current.merged(&incoming);
-                if collapse_siblings {
-                    // The injected bug: silent, so not counted as collapsed.
-                    state.enforce_cap(1);
-                }
-                let collapsed = state.enforce_cap(cap) + state.fit_within(max_state);
-                let size = state.encoded_len();
-                if size > max_state && size > current.encoded_len() {
-                    merged.push(Err(Error::KeyStateTooLarge {
-                        what: "merge refused: the key would hold".to_string(),
-                        siblings: state.versions().len(),
-                        bytes: size,
-                        limit: max_state,
-                    }));
-                    continue;
-                }
-                let changed = state != current;
-                if changed {
-                    updated.insert(stored_key, state.clone());
-                }
-                merged.push(Ok(Merged {
-                    state,
-                    changed,
-                    collapsed,
-                }));
-            }
-            if !updated.is_empty() {
-                let mut batch = WriteBatch::new();
-                for (stored_key, state) in updated {
-                    batch.put(Cf::Data, stored_key, state.encode());
-                }
-                engine.write(batch)?;
-            }
-            Ok(merged)
-        })
-        .await?
+        let (done, merged) = tokio::sync::oneshot::channel();
+        self.submit(Work::Merge { entries, done })?;
+        merged.await.map_err(|_| writer_lost())?
     }
 
     /// This node's stored versions of a key (tombstones included), or
     /// `None` when it holds nothing.
     pub async fn read(&self, key: Bytes) -> Result<Option<VersionSet>> {
-        let stored_key = data_key(self.partition_of(&key), &key);
-        let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || {
-            let state = read_state(engine.as_ref(), &stored_key)?;
-            Ok((!state.is_empty()).then_some(state))
-        })
-        .await?
+        let stored = self.read_stored(vec![key]).await?.pop().flatten();
+        let state = decode_state(stored.as_deref())?;
+        Ok((!state.is_empty()).then_some(state))
     }
 
     /// The stored versions of many keys in one lookup: for each key, its
@@ -503,11 +406,21 @@ impl Replica {
 
     /// The stored encodings of `keys` (`None` where absent), in the order of
     /// `keys`, read in one batched lookup.
+    ///
+    /// A lookup that memory can answer (memtables, block cache) runs right
+    /// here on the async runtime: it waits on no disk, so it cannot stall
+    /// the runtime, and a round trip through the blocking pool would cost
+    /// two thread hand-overs, more than the lookup. Only a lookup that needs
+    /// the disk goes to the blocking pool.
     pub async fn read_stored(&self, keys: Vec<Bytes>) -> Result<Vec<Option<Vec<u8>>>> {
         let stored: Vec<Vec<u8>> = keys
             .iter()
             .map(|key| data_key(self.partition_of(key), key))
             .collect();
+        if let Some(values) = self.engine.multi_get_cached(Cf::Data, &stored)? {
+            return Ok(values);
+        }
+        self.disk_reads.fetch_add(1, Ordering::Relaxed);
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || engine.multi_get(Cf::Data, &stored)).await?
     }
@@ -516,12 +429,10 @@ impl Replica {
     /// (`digest` is the caller's function of the stored bytes) and holds
     /// only tombstones; returns the keys deleted, in the order given.
     ///
-    /// The check and the delete happen under the key's stripe lock, the
-    /// same lock every write and merge takes, so a write that lands after
-    /// the caller agreed on the digest with the other replicas changes the
-    /// digest and the key is kept. Keys are handled one at a time, each with
-    /// its own lock and write: taking several stripes at once could deadlock
-    /// on a stripe shared by two keys.
+    /// The check and the delete are a job of the writer, the thread that
+    /// makes every write and merge, so a write that lands after the caller
+    /// agreed on the digest with the other replicas changes the digest and
+    /// the key is kept.
     pub async fn purge_tombstones(
         &self,
         keys: Vec<(Bytes, u64)>,
@@ -534,32 +445,13 @@ impl Replica {
                 (key, stored, expected)
             })
             .collect();
-        let engine = self.engine.clone();
-        let locks = self.locks.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut purged = Vec::new();
-            for (key, stored_key, expected) in targets {
-                let _guard = locks.lock(&stored_key);
-                let Some(bytes) = engine.get(Cf::Data, &stored_key)? else {
-                    continue;
-                };
-                if digest(&bytes) != expected {
-                    continue;
-                }
-                // A value that no longer decodes is left for an operator,
-                // never deleted on the strength of a digest alone.
-                match VersionSet::decode(&bytes) {
-                    Ok(state) if !state.is_empty() && state.all_tombstones() => {}
-                    _ => continue,
-                }
-                let mut batch = WriteBatch::new();
-                batch.delete(Cf::Data, stored_key);
-                engine.write(batch)?;
-                purged.push(key);
-            }
-            Ok(purged)
-        })
-        .await?
+        let (done, purged) = tokio::sync::oneshot::channel();
+        self.submit(Work::Purge {
+            targets,
+            digest,
+            done,
+        })?;
+        purged.await.map_err(|_| writer_lost())?
     }
 }
 
@@ -612,9 +504,10 @@ fn stored_key_hash(stored_key: &[u8]) -> u64 {
     twox_hash::XxHash3_64::oneshot(stored_key)
 }
 
-/// Reads and decodes a stored version set; a missing key is the empty set.
-fn read_state(engine: &dyn Engine, stored_key: &[u8]) -> Result<VersionSet> {
-    decode_state(engine.get(Cf::Data, stored_key)?.as_deref())
+/// The error of a change whose answer never came: the writer thread
+/// panicked applying its group (logged there), and nothing of it was stored.
+fn writer_lost() -> Error {
+    Error::Internal("the storage writer failed on this change; nothing of it was stored".into())
 }
 
 /// Decodes a stored version set; `None` (no such key) is the empty set.

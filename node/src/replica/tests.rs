@@ -2,14 +2,14 @@ use super::*;
 use ringkv_storage::MemoryEngine;
 
 fn replica() -> Replica {
-    Replica::new(NodeId(7), Arc::new(MemoryEngine::new()), 256, 4)
+    Replica::new(NodeId(7), Arc::new(MemoryEngine::new()), 256, 4).unwrap()
 }
 
-fn data(v: &str) -> Value {
+pub(super) fn data(v: &str) -> Value {
     Value::Data(Bytes::from(v.to_string()))
 }
 
-fn write(key: &str, value: &str, context: Option<VersionVector>) -> LocalWrite {
+pub(super) fn write(key: &str, value: &str, context: Option<VersionVector>) -> LocalWrite {
     LocalWrite {
         key: Bytes::from(key.to_string()),
         context,
@@ -45,7 +45,7 @@ async fn concurrent_writes_with_the_same_context_become_siblings() {
 #[tokio::test]
 async fn merge_reports_change_only_when_state_moves() {
     let a = replica();
-    let b = Replica::new(NodeId(9), Arc::new(MemoryEngine::new()), 256, 4);
+    let b = Replica::new(NodeId(9), Arc::new(MemoryEngine::new()), 256, 4).unwrap();
     let applied = a.apply_write(write("k", "a", None)).await.unwrap();
     let first = b
         .merge(Bytes::from("k"), applied.state.clone())
@@ -65,7 +65,7 @@ async fn merge_group_equals_one_merge_per_entry() {
     // Two concurrent writes of "k" (siblings) and one of "j", made on
     // three coordinators, arrive at a replica in one group.
     let coordinators: Vec<Replica> = (1..=3)
-        .map(|n| Replica::new(NodeId(n), Arc::new(MemoryEngine::new()), 256, 4))
+        .map(|n| Replica::new(NodeId(n), Arc::new(MemoryEngine::new()), 256, 4).unwrap())
         .collect();
     let k1 = coordinators[0]
         .apply_write(write("k", "a", None))
@@ -138,7 +138,7 @@ async fn parallel_writers_to_one_key_lose_nothing() {
 #[tokio::test]
 async fn corrupt_stored_bytes_are_an_error_not_a_panic() {
     let engine = Arc::new(MemoryEngine::new());
-    let r = Replica::new(NodeId(7), engine.clone(), 256, 4);
+    let r = Replica::new(NodeId(7), engine.clone(), 256, 4).unwrap();
     let key = data_key(r.partition_of(b"k"), b"k");
     let mut batch = WriteBatch::new();
     batch.put(Cf::Data, key, vec![0xff, 0x00, 0x13]);
@@ -156,6 +156,7 @@ async fn corrupt_stored_bytes_are_an_error_not_a_panic() {
 /// A replica whose keys may hold at most `max_state` bytes.
 fn limited(node: u64, max_state: usize) -> Replica {
     Replica::new(NodeId(node), Arc::new(MemoryEngine::new()), 256, 32)
+        .unwrap()
         .with_max_state_bytes(max_state)
 }
 
@@ -263,12 +264,14 @@ async fn context_entries_of_unknown_nodes_never_reach_the_stored_vector() {
 #[tokio::test]
 async fn merge_keeps_concurrent_siblings_unless_the_collapse_bug_is_injected() {
     let older = Replica::new(NodeId(1), Arc::new(MemoryEngine::new()), 256, 4)
+        .unwrap()
         .apply_write(write("k", "older", None))
         .await
         .unwrap()
         .state;
     tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     let newer = Replica::new(NodeId(2), Arc::new(MemoryEngine::new()), 256, 4)
+        .unwrap()
         .apply_write(write("k", "newer", None))
         .await
         .unwrap()
@@ -315,4 +318,44 @@ async fn the_collapse_bug_leaves_local_writes_alone() {
         .unwrap();
     let both = r.apply_write(write("k", "c", Some(ctx))).await.unwrap();
     assert_eq!(both.state.versions().len(), 2);
+}
+
+fn disk_reads(r: &Replica) -> u64 {
+    r.counters()
+        .into_iter()
+        .find(|c| c.name == "ringkv_storage_disk_reads_total")
+        .map(|c| c.value.load(Ordering::Relaxed))
+        .unwrap()
+}
+
+/// A read that memory can answer is answered where it is asked; one that
+/// needs the disk (a reopened node, the value only in a table file) goes
+/// to the blocking pool and still reads the value.
+#[tokio::test]
+async fn reads_use_the_disk_only_for_what_memory_does_not_hold() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let options = ringkv_storage::StorageOptions::default();
+    let written = {
+        let engine = Arc::new(ringkv_storage::RocksEngine::open(dir.path(), &options).unwrap());
+        let r = Replica::new(NodeId(7), engine, 256, 4).unwrap();
+        let written = r.apply_write(write("k", "a", None)).await.unwrap().state;
+        assert_eq!(
+            r.read(Bytes::from("k")).await.unwrap(),
+            Some(written.clone())
+        );
+        assert_eq!(disk_reads(&r), 0, "just written: in the memtable");
+        r.flush().await.unwrap();
+        written
+    };
+    let engine = Arc::new(ringkv_storage::RocksEngine::open(dir.path(), &options).unwrap());
+    let r = Replica::new(NodeId(7), engine, 256, 4).unwrap();
+    assert_eq!(
+        r.read(Bytes::from("k")).await.unwrap(),
+        Some(written.clone())
+    );
+    assert_eq!(disk_reads(&r), 1);
+    let again = r.read_group(vec![Bytes::from("k")]).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert!(again[0].as_ref().unwrap().is_some());
+    assert_eq!(disk_reads(&r), 1, "now in the block cache");
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ringkv_common::shutdown::{channel as shutdown_channel, ShutdownTrigger};
-use ringkv_core::version::{NodeId, Value, VersionSet};
+use ringkv_core::version::{NodeId, Value, VersionSet, VersionVector};
 use ringkv_node::assemble::{NodeParts, Wiring};
 use ringkv_node::config::Config;
 use ringkv_node::coordinator::{GetCommand, Level, PutCommand, RequestConsistency, Resolve};
@@ -234,13 +234,27 @@ impl Sim {
         level: Level,
         sloppy: bool,
     ) -> ringkv_core::error::Result<ringkv_node::coordinator::PutReply> {
+        self.put_after(via, key, value, None, level, sloppy).await
+    }
+
+    /// A put that has seen `context` (a read's or an earlier put's), or a
+    /// blind one (`None`).
+    pub async fn put_after(
+        &self,
+        via: usize,
+        key: &str,
+        value: &str,
+        context: Option<VersionVector>,
+        level: Level,
+        sloppy: bool,
+    ) -> ringkv_core::error::Result<ringkv_node::coordinator::PutReply> {
         self.nodes[via]
             .parts
             .coordinator
             .put(PutCommand {
                 key: Bytes::copy_from_slice(key.as_bytes()),
                 value: Bytes::copy_from_slice(value.as_bytes()),
-                context: None,
+                context,
                 consistency: RequestConsistency {
                     level: Some(level),
                     sloppy: Some(sloppy),

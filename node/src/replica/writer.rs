@@ -1,0 +1,580 @@
+//! The node's one storage writer: every change to a key's stored versions
+//! (a coordinator's write, a replica's merge, a tombstone purge) is a job
+//! for one thread, which takes everything queued, applies it in order and
+//! stores the lot as one `WriteBatch`: one WAL append, and under
+//! `storage.sync = always` one fsync, for the whole group.
+//!
+//! **Why one thread.** Before it, every write went to tokio's blocking pool
+//! on its own (one thread hand-over there and one back), took a stripe lock
+//! for its read-merge-write, read its key alone, and joined RocksDB's write
+//! group, where every writer but the leader sleeps on a condition variable
+//! until the leader has written for it (another hand-over). On two vCPUs the
+//! hand-overs, not the work, set the cost of a replicated write
+//! (`docs/benchmarks.md`, "Change 5"). Here a burst of writes costs one
+//! wake-up of this thread, one lookup of all their keys, one batch, and one
+//! wake-up of each waiting task.
+//!
+//! **Atomic read-merge-write without locks.** Only this thread changes the
+//! `data` column family's keys by read-merge-write, so two changes of one
+//! key are never computed from the same stored state. Within a group, a job
+//! sees the states the group's earlier jobs left ([`Group::current`]): the
+//! jobs apply in the order they were queued, exactly as if each had been
+//! written alone.
+//!
+//! **Visible only once durable.** The group's batch is written (and under
+//! `always` fsynced) before any job is answered and before any read can see
+//! it, since RocksDB makes a batch readable only after its WAL write: a read
+//! never returns a value that a crash could still take back. The writes that
+//! queue while a group syncs are the next group, which is what makes this a
+//! group commit. A job's `ready` (a coordinator's write) runs as soon as its
+//! state is computed, before the batch goes to storage, so the coordinator
+//! sends the state to the other replicas while its own write syncs.
+//!
+//! **Failure.** A job refused alone (a key state over the limit, a stored
+//! value that does not decode, a context from the future) gets its own
+//! error and changes nothing; a storage failure fails every job of the
+//! group, and then nothing of it was written (a batch is atomic). A panic
+//! while applying a group fails that group's jobs (their answers are
+//! dropped) and the thread goes on with the next.
+//!
+//! **An engine that never waits** (the memory engine) gets no thread: each
+//! caller applies its own change, one at a time, with the same code.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::clock::NodeClock;
+use super::{decode_state, stored_key_hash, wall_clock_ms, Applied, LocalWrite, Merged};
+use ringkv_core::error::{Error, Result};
+use ringkv_core::version::{NodeId, Value, VersionSet};
+use ringkv_storage::{Cf, Engine, WriteBatch};
+
+/// Name of the writer thread, as it appears in `top -H`, debuggers and
+/// panics.
+const WRITER_THREAD_NAME: &str = "ringkv-writer";
+
+/// A group stops taking queued jobs once it holds this many keys (a write
+/// counts one, a merge or purge one per key): a burst never makes one batch
+/// so large that the writes behind it wait long. A single job larger than
+/// this (a transfer chunk) is still one group.
+const MAX_GROUP_KEYS: usize = 1024;
+
+/// What every write and merge of a replica applies: the same for all of
+/// its jobs, carried by each so the writer thread needs no configuration.
+#[derive(Clone)]
+pub(super) struct Rules {
+    pub node: NodeId,
+    /// Issues every version's timestamp: above everything seen, and never
+    /// twice for this node id.
+    pub clock: Arc<NodeClock>,
+    /// Sibling cap applied after every write and merge.
+    pub max_siblings: usize,
+    /// No write may leave a key's encoded state larger; merges collapse
+    /// siblings to stay within it.
+    pub max_state_bytes: usize,
+    /// Dots found held by two states with different contents.
+    pub dot_conflicts: Arc<AtomicU64>,
+    /// `debug.inject_bug = merge_collapses_siblings`.
+    pub collapse_siblings: bool,
+}
+
+/// Called with a write's new state and its encoding once they are computed,
+/// before they are stored.
+pub(super) type Ready = Box<dyn FnOnce(Applied, &[u8]) + Send>;
+
+/// One change waiting for the writer, with where its answer goes.
+pub(super) struct Job {
+    pub rules: Arc<Rules>,
+    pub work: Work,
+}
+
+pub(super) enum Work {
+    /// A write coordinated by this node.
+    Write {
+        stored_key: Vec<u8>,
+        write: LocalWrite,
+        ready: Ready,
+        done: oneshot::Sender<Result<()>>,
+    },
+    /// Versions from other nodes, one outcome per entry.
+    Merge {
+        entries: Vec<(Vec<u8>, VersionSet)>,
+        done: oneshot::Sender<Result<Vec<Result<Merged>>>>,
+    },
+    /// Tombstone-only keys to delete if their stored bytes still have the
+    /// digest the replicas agreed on: (user key, stored key, digest).
+    Purge {
+        targets: Vec<(Bytes, Vec<u8>, u64)>,
+        digest: fn(&[u8]) -> u64,
+        done: oneshot::Sender<Result<Vec<Bytes>>>,
+    },
+}
+
+impl Work {
+    fn keys(&self) -> usize {
+        match self {
+            Work::Write { .. } => 1,
+            Work::Merge { entries, .. } => entries.len(),
+            Work::Purge { targets, .. } => targets.len(),
+        }
+    }
+
+    fn stored_keys(&self) -> Vec<&[u8]> {
+        match self {
+            Work::Write { stored_key, .. } => vec![stored_key.as_slice()],
+            Work::Merge { entries, .. } => entries.iter().map(|(k, _)| k.as_slice()).collect(),
+            Work::Purge { targets, .. } => targets.iter().map(|(_, k, _)| k.as_slice()).collect(),
+        }
+    }
+}
+
+/// Groups and jobs written, for the metrics endpoint: their ratio is how
+/// many changes one WAL write carries.
+#[derive(Default)]
+pub(super) struct WriterCounters {
+    pub groups: Arc<AtomicU64>,
+    pub jobs: Arc<AtomicU64>,
+}
+
+/// Where a replica's changes are applied.
+pub(super) struct Writer {
+    mode: Mode,
+    pub counters: WriterCounters,
+}
+
+enum Mode {
+    /// The engine's writes may wait on a disk: the writer thread makes
+    /// them, a group at a time.
+    Thread {
+        /// `None` only while dropping: closing the queue is the stop
+        /// signal.
+        jobs: Option<mpsc::Sender<Job>>,
+        thread: Option<JoinHandle<()>>,
+    },
+    /// The engine never waits (memory): each caller applies its own job,
+    /// one at a time, as a group of one. No thread would save anything,
+    /// and with tokio's paused clock (simulation tests) a wait on a thread
+    /// the runtime does not know would let virtual time run on while
+    /// storage works.
+    Inline {
+        engine: Arc<dyn Engine>,
+        /// Held while a job applies: one change at a time, as on the
+        /// thread.
+        turn: Mutex<()>,
+    },
+}
+
+impl Writer {
+    pub fn start(engine: Arc<dyn Engine>) -> Result<Self> {
+        let counters = WriterCounters::default();
+        if !engine.writes_wait() {
+            return Ok(Self {
+                mode: Mode::Inline {
+                    engine,
+                    turn: Mutex::new(()),
+                },
+                counters,
+            });
+        }
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (groups, written) = (counters.groups.clone(), counters.jobs.clone());
+        let thread = std::thread::Builder::new()
+            .name(WRITER_THREAD_NAME.to_string())
+            .spawn(move || run(engine.as_ref(), &queue, &groups, &written))
+            .map_err(|e| Error::Internal(format!("cannot start {WRITER_THREAD_NAME}: {e}")))?;
+        Ok(Self {
+            mode: Mode::Thread {
+                jobs: Some(jobs),
+                thread: Some(thread),
+            },
+            counters,
+        })
+    }
+
+    /// Queues a job (or, inline, applies it). Fails only when the thread is
+    /// gone (it never stops before the handle is dropped, so this is a bug,
+    /// reported).
+    pub fn submit(&self, job: Job) -> Result<()> {
+        match &self.mode {
+            Mode::Thread { jobs, .. } => jobs
+                .as_ref()
+                .and_then(|jobs| jobs.send(job).ok())
+                .ok_or_else(|| Error::Internal(format!("{WRITER_THREAD_NAME} has stopped"))),
+            Mode::Inline { engine, turn } => {
+                // A poisoned turn only means a job panicked outside the
+                // group's own guard; the state it guards is in storage.
+                let _turn = turn.lock().unwrap_or_else(|p| p.into_inner());
+                apply(
+                    engine.as_ref(),
+                    vec![job],
+                    &self.counters.groups,
+                    &self.counters.jobs,
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let Mode::Thread { jobs, thread } = &mut self.mode else {
+            return;
+        };
+        drop(jobs.take());
+        let Some(thread) = thread.take() else {
+            return;
+        };
+        // Joined so the engine it holds closes with its owner, except when
+        // the last handle goes from inside the thread itself (a job's
+        // `ready` holding it), which must not wait for itself.
+        if thread.thread().id() != std::thread::current().id() && thread.join().is_err() {
+            tracing::warn!("{WRITER_THREAD_NAME} thread panicked");
+        }
+    }
+}
+
+/// The writer thread: waits for a job, takes every job queued behind it (up
+/// to [`MAX_GROUP_KEYS`]), applies them as one group; until the queue
+/// closes and is empty.
+fn run(engine: &dyn Engine, queue: &mpsc::Receiver<Job>, groups: &AtomicU64, written: &AtomicU64) {
+    let mut next = None;
+    loop {
+        let first = match next.take() {
+            Some(job) => job,
+            None => match queue.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        let mut keys = first.work.keys();
+        let mut group = vec![first];
+        while keys < MAX_GROUP_KEYS {
+            match queue.try_recv() {
+                Ok(job) => {
+                    keys += job.work.keys();
+                    group.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        // A job bigger than the room left waits for the next group.
+        if keys > MAX_GROUP_KEYS && group.len() > 1 {
+            next = group.pop();
+        }
+        apply(engine, group, groups, written);
+    }
+}
+
+/// Applies and stores one group, counted. A panic fails the group's jobs
+/// (their answers are dropped unsent) and is contained here.
+fn apply(engine: &dyn Engine, group: Vec<Job>, groups: &AtomicU64, written: &AtomicU64) {
+    groups.fetch_add(1, Ordering::Relaxed);
+    written.fetch_add(group.len() as u64, Ordering::Relaxed);
+    if catch_unwind(AssertUnwindSafe(|| commit(engine, group))).is_err() {
+        tracing::error!(
+            "the storage writer panicked applying a group of changes; they failed, and nothing of them was stored"
+        );
+    }
+}
+
+/// A job's outcome, computed but not yet sent (sent once the group is
+/// stored).
+enum Pending {
+    Write(oneshot::Sender<Result<()>>, Result<()>),
+    Merge(
+        oneshot::Sender<Result<Vec<Result<Merged>>>>,
+        Vec<Result<Merged>>,
+    ),
+    Purge(oneshot::Sender<Result<Vec<Bytes>>>, Vec<Bytes>),
+}
+
+impl Pending {
+    /// Sends the outcome, or `failed` (the group's storage error) instead
+    /// of every success. A waiter that gave up is no error.
+    fn answer(self, failed: Option<&Error>) {
+        match (self, failed) {
+            (Pending::Write(done, outcome), None) => drop(done.send(outcome)),
+            (Pending::Write(done, outcome), Some(e)) => {
+                drop(done.send(outcome.and(Err(e.clone()))))
+            }
+            (Pending::Merge(done, outcome), None) => drop(done.send(Ok(outcome))),
+            (Pending::Merge(done, _), Some(e)) => drop(done.send(Err(e.clone()))),
+            (Pending::Purge(done, outcome), None) => drop(done.send(Ok(outcome))),
+            (Pending::Purge(done, _), Some(e)) => drop(done.send(Err(e.clone()))),
+        }
+    }
+}
+
+/// Applies a group's jobs in order and stores what changed in one batch.
+fn commit(engine: &dyn Engine, jobs: Vec<Job>) {
+    let mut group = match Group::load(engine, &jobs) {
+        Ok(group) => group,
+        Err(e) => {
+            for job in jobs {
+                job.fail(&e);
+            }
+            return;
+        }
+    };
+    let pending: Vec<Pending> = jobs.into_iter().map(|job| group.apply(job)).collect();
+    let failed = group.store(engine).err();
+    for outcome in pending {
+        outcome.answer(failed.as_ref());
+    }
+}
+
+impl Job {
+    /// Answers the job with `e` without applying it.
+    fn fail(self, e: &Error) {
+        match self.work {
+            Work::Write { done, .. } => drop(done.send(Err(e.clone()))),
+            Work::Merge { done, .. } => drop(done.send(Err(e.clone()))),
+            Work::Purge { done, .. } => drop(done.send(Err(e.clone()))),
+        }
+    }
+}
+
+/// A key's state as the group has left it so far.
+enum Change {
+    /// Written: the state, and its encoding when already computed.
+    Put(VersionSet, Option<Vec<u8>>),
+    /// Purged.
+    Delete,
+}
+
+/// The keys of one group: as stored before it, and as its jobs change them.
+struct Group {
+    /// Every key any job of the group touches, as stored before the group
+    /// (`None`: absent), read in one lookup.
+    stored: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Keys the group changed, with their latest state.
+    changed: HashMap<Vec<u8>, Change>,
+}
+
+impl Group {
+    fn load(engine: &dyn Engine, jobs: &[Job]) -> Result<Self> {
+        let mut keys: Vec<Vec<u8>> = jobs
+            .iter()
+            .flat_map(|job| job.work.stored_keys())
+            .map(<[u8]>::to_vec)
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let values = engine.multi_get(Cf::Data, &keys)?;
+        Ok(Self {
+            stored: keys.into_iter().zip(values).collect(),
+            changed: HashMap::new(),
+        })
+    }
+
+    /// The key's current state: as an earlier job of the group left it, or
+    /// as stored.
+    fn current(&self, stored_key: &[u8]) -> Result<VersionSet> {
+        match self.changed.get(stored_key) {
+            Some(Change::Put(state, _)) => Ok(state.clone()),
+            Some(Change::Delete) => Ok(VersionSet::new()),
+            None => decode_state(self.stored.get(stored_key).and_then(Option::as_deref)),
+        }
+    }
+
+    /// The key's current encoding (`None`: absent), for a purge's digest.
+    fn current_bytes(&self, stored_key: &[u8]) -> Option<Vec<u8>> {
+        match self.changed.get(stored_key) {
+            Some(Change::Put(_, Some(encoded))) => Some(encoded.clone()),
+            Some(Change::Put(state, None)) => Some(state.encode()),
+            Some(Change::Delete) => None,
+            None => self.stored.get(stored_key).cloned().flatten(),
+        }
+    }
+
+    fn apply(&mut self, job: Job) -> Pending {
+        let rules = job.rules;
+        match job.work {
+            Work::Write {
+                stored_key,
+                write,
+                ready,
+                done,
+            } => Pending::Write(done, self.write(&rules, stored_key, write, ready)),
+            Work::Merge { entries, done } => {
+                let outcomes = entries
+                    .into_iter()
+                    .map(|(stored_key, incoming)| self.merge(&rules, stored_key, &incoming))
+                    .collect();
+                Pending::Merge(done, outcomes)
+            }
+            Work::Purge {
+                targets,
+                digest,
+                done,
+            } => {
+                let purged = targets
+                    .into_iter()
+                    .filter_map(|(key, stored_key, expected)| {
+                        self.purge(&stored_key, expected, digest).then_some(key)
+                    })
+                    .collect();
+                Pending::Purge(done, purged)
+            }
+        }
+    }
+
+    /// A write coordinated by this node: a new dot from it, superseding
+    /// what the context covers.
+    fn write(
+        &mut self,
+        rules: &Rules,
+        stored_key: Vec<u8>,
+        write: LocalWrite,
+        ready: Ready,
+    ) -> Result<()> {
+        let mut state = self.current(&stored_key)?;
+        let node = rules.node;
+        // Entries of nodes that never wrote this key and are not members
+        // cover nothing: dropped, they can never grow the stored vector.
+        let client_context = write.context.map(|mut seen| {
+            seen.retain(|n| n == node || state.context().get(n) > 0 || write.members.contains(&n));
+            seen
+        });
+        let wall = wall_clock_ms();
+        if let Some(context) = &client_context {
+            rules.clock.check_counters(context, wall)?;
+        }
+        if let Some(seen) = state.max_timestamp() {
+            rules.clock.observe(seen, wall);
+        }
+        // The new dot's counter is at least `timestamp`, which this node
+        // never issues twice (`clock`): a key purged here, or a stored state
+        // older than what the other replicas hold (a restored backup, a lost
+        // WAL tail), cannot make it reuse a dot that another replica covers
+        // and would then drop.
+        let timestamp = rules.clock.issue(&wall_clock_ms)?;
+        let what = match write.value {
+            Value::Data(_) => "put refused: the key would hold",
+            Value::Tombstone => "delete refused: the key would hold",
+        };
+        let outcome = state.write(
+            node,
+            client_context.as_ref(),
+            timestamp,
+            write.value,
+            write.expires_at_ms,
+            rules.max_siblings,
+        );
+        let encoded = state.encode();
+        if encoded.len() > rules.max_state_bytes {
+            return Err(Error::KeyStateTooLarge {
+                what: what.to_string(),
+                siblings: state.versions().len(),
+                bytes: encoded.len(),
+                limit: rules.max_state_bytes,
+            });
+        }
+        ready(
+            Applied {
+                state: state.clone(),
+                outcome,
+            },
+            &encoded,
+        );
+        self.changed
+            .insert(stored_key, Change::Put(state, Some(encoded)));
+        Ok(())
+    }
+
+    /// One key's versions from another node, merged in. A merged state
+    /// past the key state limit loses its oldest siblings
+    /// ([`VersionSet::fit_within`]); one that still would grow past it is
+    /// refused and the key left as it was.
+    fn merge(
+        &mut self,
+        rules: &Rules,
+        stored_key: Vec<u8>,
+        incoming: &VersionSet,
+    ) -> Result<Merged> {
+        let current = self.current(&stored_key)?;
+        let conflicting = current.conflicting_dots(incoming);
+        if conflicting > 0 {
+            rules
+                .dot_conflicts
+                .fetch_add(conflicting as u64, Ordering::Relaxed);
+            tracing::error!(
+                key_hash = stored_key_hash(&stored_key),
+                conflicting,
+                "a dot arrived with contents other than the ones held for it: some node issued a dot twice, and one of the two writes is lost"
+            );
+        }
+        let mut state = current.merged(incoming);
+        if rules.collapse_siblings {
+            // The injected bug: silent, so not counted as collapsed.
+            state.enforce_cap(1);
+        }
+        let collapsed =
+            state.enforce_cap(rules.max_siblings) + state.fit_within(rules.max_state_bytes);
+        let size = state.encoded_len();
+        if size > rules.max_state_bytes && size > current.encoded_len() {
+            return Err(Error::KeyStateTooLarge {
+                what: "merge refused: the key would hold".to_string(),
+                siblings: state.versions().len(),
+                bytes: size,
+                limit: rules.max_state_bytes,
+            });
+        }
+        let changed = state != current;
+        if changed {
+            self.changed
+                .insert(stored_key, Change::Put(state.clone(), None));
+        }
+        Ok(Merged {
+            state,
+            changed,
+            collapsed,
+        })
+    }
+
+    /// Deletes the key if its bytes still have the `expected` digest and
+    /// hold only tombstones; whether it did. A value that no longer decodes
+    /// is left for an operator, never deleted on the strength of a digest
+    /// alone.
+    fn purge(&mut self, stored_key: &[u8], expected: u64, digest: fn(&[u8]) -> u64) -> bool {
+        let Some(bytes) = self.current_bytes(stored_key) else {
+            return false;
+        };
+        if digest(&bytes) != expected {
+            return false;
+        }
+        match VersionSet::decode(&bytes) {
+            Ok(state) if !state.is_empty() && state.all_tombstones() => {
+                self.changed.insert(stored_key.to_vec(), Change::Delete);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Writes every changed key in one batch.
+    fn store(self, engine: &dyn Engine) -> Result<()> {
+        if self.changed.is_empty() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::new();
+        for (stored_key, change) in self.changed {
+            match change {
+                Change::Put(_, Some(encoded)) => batch.put(Cf::Data, stored_key, encoded),
+                Change::Put(state, None) => batch.put(Cf::Data, stored_key, state.encode()),
+                Change::Delete => batch.delete(Cf::Data, stored_key),
+            }
+        }
+        engine.write(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests;
