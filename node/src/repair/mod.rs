@@ -39,7 +39,7 @@
 //! bring the old value back and the key can go (`purge.rs`). Only the
 //! partition's first replica drives the purge, so replicas never race each
 //! other, and each replica deletes a key only if its stored digest is still
-//! the agreed one, checked under the key's stripe lock.
+//! the agreed one, checked by the storage writer that makes every write.
 //!
 //! # Where it sits
 //!

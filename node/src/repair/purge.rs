@@ -13,9 +13,9 @@
 //!    reports the identical digest for the key (`Internal.KeyDigests` with
 //!    explicit keys), i.e. holds exactly the same tombstone state;
 //! 3. each replica, when asked, still holds that digest: the check and
-//!    the delete run under the key's stripe lock
-//!    ([`Replica::purge_tombstones`]), so a write that slipped in after
-//!    step 2 keeps the key;
+//!    the delete are one change of the node's storage writer, which makes
+//!    every write and merge too ([`Replica::purge_tombstones`]), so a write
+//!    that slipped in after step 2 keeps the key;
 //! 4. every *other* member of the layout is alive too, and holds either
 //!    nothing for the key or that same digest. A node that replicated the
 //!    partition in an earlier layout keeps its copy until it has handed it

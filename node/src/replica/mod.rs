@@ -1,12 +1,13 @@
 //! The local half of every request: applying and reading one key's versions
 //! on this node.
 //!
-//! A replica owns nothing but its storage engine. Each operation is an
-//! atomic read-merge-write of one key: the key's stripe lock is taken, the
-//! stored [`VersionSet`] is read and decoded, the write or the incoming
-//! versions are merged in, and the result is written back before the lock is
-//! released. Two writers of the same key therefore never lose each other's
-//! versions, while different keys proceed in parallel.
+//! A replica owns nothing but its storage engine. Each change is an atomic
+//! read-merge-write of one key: the stored [`VersionSet`] is read and
+//! decoded, the write or the incoming versions are merged in, and the result
+//! is written back, all by the node's one storage [`writer`] thread, which
+//! applies changes in the order they were queued. Two writers of the same
+//! key therefore never lose each other's versions, and everything queued
+//! together goes to storage in one batch.
 //!
 //! **Bounded key state.** Every state a replica stores fits within
 //! `limits.max_key_state_bytes` (encoded), and so within one internal
