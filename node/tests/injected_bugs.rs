@@ -136,17 +136,24 @@ async fn lose_every_tenth_write_acknowledges_writes_no_node_holds() {
 }
 
 /// `merge_collapses_siblings`: two concurrent writes through two
-/// coordinators, both acknowledged by every replica, end as one value
-/// everywhere instead of two siblings.
+/// coordinators (both after the same version), both acknowledged by every
+/// replica, end as one value everywhere instead of two siblings.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn merge_collapses_siblings_loses_a_concurrent_write() {
     let seed = seed(42);
     for (bug, survivors) in [(InjectBug::None, 2), (InjectBug::MergeCollapsesSiblings, 1)] {
         let sim = Sim::start(3, seed, config_with(3, bug)).await;
         let key = "contended";
+        // Both made after the same version and neither after the other:
+        // concurrent by causality, whatever order the replicas see them in.
+        let seen = sim
+            .put(2, key, "base", Level::All, false)
+            .await
+            .unwrap_or_else(|e| panic!("seed {seed}: {bug:?}: {e}"))
+            .context;
         let (a, b) = tokio::join!(
-            sim.put(0, key, "from-0", Level::All, true),
-            sim.put(1, key, "from-1", Level::All, true),
+            sim.put_after(0, key, "from-0", Some(seen.clone()), Level::All, true),
+            sim.put_after(1, key, "from-1", Some(seen), Level::All, true),
         );
         a.unwrap_or_else(|e| panic!("seed {seed}: {bug:?}: {e}"));
         b.unwrap_or_else(|e| panic!("seed {seed}: {bug:?}: {e}"));
