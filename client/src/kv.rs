@@ -37,9 +37,9 @@ impl Client {
         };
         check_key(&req.key)?;
         self.ensure_routing().await;
-        let key_bytes = req.key.clone();
         // Reads are idempotent: any failure that says "retry" may go to the next node.
-        self.with_failover(Some(&key_bytes), true, opts.client_deadline(), |ch| {
+        // Each try sends a clone, which shares the key's bytes.
+        self.with_failover(Some(&req.key), true, opts.client_deadline(), |ch| {
             let req = req.clone();
             async move {
                 KvClient::new(ch)
@@ -83,9 +83,8 @@ impl Client {
         };
         check_key(&req.key)?;
         self.ensure_routing().await;
-        let key_bytes = req.key.clone();
         self.with_failover(
-            Some(&key_bytes),
+            Some(&req.key),
             false,
             opts.consistency.client_deadline(),
             |ch| {
@@ -122,8 +121,7 @@ impl Client {
         };
         check_key(&req.key)?;
         self.ensure_routing().await;
-        let key_bytes = req.key.clone();
-        self.with_failover(Some(&key_bytes), false, opts.client_deadline(), |ch| {
+        self.with_failover(Some(&req.key), false, opts.client_deadline(), |ch| {
             let req = req.clone();
             async move { KvClient::new(ch).delete(req).await }
         })

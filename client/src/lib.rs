@@ -16,13 +16,16 @@
 //! The vocabulary shared with the server ([`Level`], [`ReplyMeta`],
 //! [`NodeId`], the key check) comes from `ringkv-common`.
 //!
-//! Modules: [`Client`]'s connections and failover are here; `routing`
-//! learns the layout, `kv` holds get/put/delete, `admin` the node and
-//! cluster operations, `types` the request and reply types.
+//! Modules: [`Client`]'s failover is here; `nodes` keeps one connection
+//! per node and orders a request's tries without allocating, `suspects`
+//! probes the nodes that failed, `routing` learns the layout, `kv` holds
+//! get/put/delete, `admin` the node and cluster operations, `types` the
+//! request and reply types.
 
 mod admin;
 mod error;
 mod kv;
+mod nodes;
 mod routing;
 mod suspects;
 mod types;
@@ -39,8 +42,8 @@ pub use error::{Error, Result};
 pub use ringkv_common::{Level, NodeId, ReplyMeta};
 pub use types::{Context, GetResult, LocalCopy, PutOptions, PutResult, RequestOptions, Sibling};
 
+use nodes::{Node, Order, Registry};
 use routing::Routing;
-use suspects::Suspects;
 
 /// Default time allowed to open a connection to a node.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -106,9 +109,11 @@ impl tonic::service::Interceptor for Credentials {
 /// replica was unreachable, and every [`LAYOUT_REFRESH`].
 pub struct Client {
     endpoints: Vec<String>,
-    /// Lazily opened channels by address; dropped after a transport
-    /// failure so the next request reconnects.
-    channels: Mutex<std::collections::HashMap<String, Channel>>,
+    /// The endpoints' nodes, in the same order.
+    seeds: Vec<Arc<Node>>,
+    /// Every node the client knows, each with the connection it keeps
+    /// (opened on first use, dropped after a transport failure).
+    nodes: Registry,
     /// TLS for every connection, when configured.
     tls: Option<ClientTlsConfig>,
     credentials: Credentials,
@@ -121,8 +126,6 @@ pub struct Client {
     routing_fetched: Mutex<Option<std::time::Instant>>,
     /// A reply named a newer layout than the one held.
     routing_stale: std::sync::atomic::AtomicBool,
-    /// Nodes that failed a request, tried last until they are SERVING.
-    suspects: Suspects,
 }
 
 impl Client {
@@ -143,8 +146,11 @@ impl Client {
             Endpoint::from_shared(uri(e))
                 .map_err(|err| Error::InvalidArgument(format!("bad endpoint {e:?}: {err}")))?;
         }
+        let nodes = Registry::default();
+        let seeds = endpoints.iter().map(|e| nodes.get(e)).collect();
         Ok(Client {
-            channels: Mutex::new(std::collections::HashMap::new()),
+            seeds,
+            nodes,
             tls: None,
             credentials: Credentials::default(),
             endpoints,
@@ -154,7 +160,6 @@ impl Client {
             routing: std::sync::RwLock::new(None),
             routing_fetched: Mutex::new(None),
             routing_stale: std::sync::atomic::AtomicBool::new(false),
-            suspects: Suspects::default(),
         })
     }
 
@@ -229,8 +234,10 @@ impl Client {
                 *last = Some(e);
             }
         };
-        for address in self.suspects.order(self.targets(key)) {
-            let ch = match self.channel(&address).await {
+        let route = self.route(key);
+        for node in Order::new(route.nodes(&self.seeds)) {
+            let address = &node.address;
+            let ch = match self.conn(node).await {
                 Ok(ch) => ch,
                 Err(e) => {
                     self.routing_stale.store(true, Ordering::Relaxed);
@@ -239,13 +246,13 @@ impl Client {
                 }
             };
             let result = match tokio::time::timeout(deadline, call(ch)).await {
-                Ok(r) => r.map_err(|s| self.transport_failed(&address, s, idempotent)),
+                Ok(r) => r.map_err(|s| self.failed(node, s, idempotent)),
                 Err(_) => Err(Error::Timeout(format!(
                     "no answer from {address} within {deadline:?}; a write may have been applied"
                 ))),
             };
             if matches!(&result, Err(e) if e.is_retryable()) {
-                self.suspect(&address);
+                self.suspect(node);
             }
             match result {
                 Ok(resp) => return Ok(resp.into_inner()),
@@ -261,12 +268,12 @@ impl Client {
         Err(last.unwrap_or_else(|| Error::Unreachable("no endpoints".into())))
     }
 
-    /// Makes `address` a suspect (see [`suspects`]), probed over its own
+    /// Makes `node` a suspect (see [`suspects`]), probed over its own
     /// connections so a probe never holds the request path's channel.
-    fn suspect(&self, address: &str) {
-        let endpoint = self.connect_to(address);
+    fn suspect(&self, node: &Arc<Node>) {
+        let endpoint = self.connect_to(&node.address);
         let credentials = self.credentials.clone();
-        self.suspects.suspect(address, move || {
+        suspects::suspect(node, move || {
             let endpoint = endpoint.clone();
             let credentials = credentials.clone();
             async move {
@@ -295,16 +302,19 @@ impl Client {
         Ok(endpoint)
     }
 
+    /// A connection to the node at `address`: the one it keeps, else a
+    /// new one.
     pub(crate) async fn channel(&self, address: &str) -> Result<Conn> {
-        let cached = self
-            .channels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(address)
-            .cloned();
-        if let Some(ch) = cached {
-            return Ok(InterceptedService::new(ch, self.credentials.clone()));
+        self.conn(&self.nodes.get(address)).await
+    }
+
+    /// `node`'s kept connection, else a new one, kept for the requests
+    /// that follow.
+    async fn conn(&self, node: &Node) -> Result<Conn> {
+        if let Some(conn) = node.conn() {
+            return Ok(conn);
         }
+        let address = &node.address;
         let ch = self.connect_to(address)?.connect().await.map_err(|e| {
             Error::Unreachable(format!(
                 "cannot connect to {address}: {}; is ringkv-server running there{}?",
@@ -316,11 +326,9 @@ impl Client {
                 }
             ))
         })?;
-        self.channels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(address.to_string(), ch.clone());
-        Ok(InterceptedService::new(ch, self.credentials.clone()))
+        let conn = InterceptedService::new(ch, self.credentials.clone());
+        node.keep(conn.clone());
+        Ok(conn)
     }
 
     /// The URI of an endpoint: https when the client uses TLS.
@@ -331,20 +339,21 @@ impl Client {
         format!("https://{endpoint}")
     }
 
-    /// Converts a status; a transport-level failure drops the cached channel
-    /// so the next request reconnects.
+    /// Converts a status; a transport-level failure drops the kept
+    /// connection so the next request reconnects.
     pub(crate) fn transport_failed(
         &self,
         address: &str,
         status: tonic::Status,
         idempotent: bool,
     ) -> Error {
+        self.failed(&self.nodes.get(address), status, idempotent)
+    }
+
+    fn failed(&self, node: &Node, status: tonic::Status, idempotent: bool) -> Error {
         let err = Error::from_status(status, idempotent);
         if matches!(err, Error::Unreachable(_) | Error::Indeterminate(_)) {
-            self.channels
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(address);
+            node.forget();
         }
         err
     }

@@ -9,16 +9,34 @@ use ringkv_common::partition_of_seeded;
 use ringkv_proto::v1 as pb;
 use ringkv_proto::v1::admin_client::AdminClient;
 
+use crate::nodes::{Node, Route};
 use crate::{Client, ReplyMeta, Result, DEFAULT_CLIENT_DEADLINE};
 
 /// How keys map to replicas, learned from a node (Admin.Layout).
-#[derive(Debug)]
 pub(crate) struct Routing {
     version: u64,
     partitions: u32,
     hash_seed: u64,
-    /// Per partition, the replicas' addresses in preference order.
-    replicas: Vec<Vec<String>>,
+    /// Per partition, the replicas in preference order.
+    replicas: Vec<Vec<Arc<Node>>>,
+}
+
+impl Routing {
+    /// The replicas of `partition`, in preference order.
+    pub(crate) fn replicas(&self, partition: usize) -> Option<&[Arc<Node>]> {
+        self.replicas.get(partition).map(Vec::as_slice)
+    }
+
+    /// A layout of `replicas.len()` partitions.
+    #[cfg(test)]
+    pub(crate) fn for_test(replicas: Vec<Vec<Arc<Node>>>) -> Self {
+        Self {
+            version: 1,
+            partitions: replicas.len() as u32,
+            hash_seed: 0,
+            replicas,
+        }
+    }
 }
 
 /// How long a client keeps using a layout before it asks again, even when
@@ -68,7 +86,7 @@ impl Client {
                 *slot = a
                     .replicas
                     .iter()
-                    .filter_map(|id| address.get(id.as_str()).map(|s| s.to_string()))
+                    .filter_map(|id| address.get(id.as_str()).map(|a| self.nodes.get(a)))
                     .collect();
             }
         }
@@ -79,6 +97,9 @@ impl Client {
             replicas,
         }));
         self.routing_stale.store(false, Ordering::Relaxed);
+        // The previous layout's nodes that are in neither this one nor the
+        // endpoints close their connections.
+        self.nodes.prune();
         Ok(())
     }
 
@@ -112,32 +133,30 @@ impl Client {
         }
     }
 
-    /// Addresses to try for a key: its replicas first (when routing knows
-    /// them), then the configured endpoints from a rotating start.
-    pub(crate) fn targets(&self, key: Option<&[u8]>) -> Vec<String> {
-        let mut out = Vec::new();
-        if let (Some(key), true) = (key, self.routing_enabled) {
-            if let Some(r) = self
-                .routing
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-            {
-                if let Some(replicas) =
-                    r.replicas
-                        .get(partition_of_seeded(key, r.partitions, r.hash_seed) as usize)
-                {
-                    out.extend(replicas.iter().cloned());
-                }
-            }
-        }
+    /// Where a request for `key` may go (see [`Route::nodes`]): its
+    /// replicas first when routing knows them, then the endpoints from a
+    /// rotating start.
+    pub(crate) fn route(&self, key: Option<&[u8]>) -> Route {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        for i in 0..self.endpoints.len() {
-            let e = &self.endpoints[(start + i) % self.endpoints.len()];
-            if !out.contains(e) {
-                out.push(e.clone());
-            }
+        let (Some(key), true) = (key, self.routing_enabled) else {
+            return Route {
+                routing: None,
+                partition: 0,
+                start,
+            };
+        };
+        let routing = self
+            .routing
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let partition = routing.as_ref().map_or(0, |r| {
+            partition_of_seeded(key, r.partitions, r.hash_seed) as usize
+        });
+        Route {
+            routing,
+            partition,
+            start,
         }
-        out
     }
 }

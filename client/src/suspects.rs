@@ -13,14 +13,14 @@
 //! request (too few replicas reachable from it) is cleared by the first
 //! probe, a round trip later.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
+use crate::nodes::Node;
 use crate::Conn;
 
 /// Time between two probes of a node that is not SERVING.
@@ -29,63 +29,33 @@ pub(crate) const PROBE_EVERY: Duration = Duration::from_millis(500);
 /// How long one probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The suspect nodes, by address.
-#[derive(Clone, Default)]
-pub(crate) struct Suspects {
-    marked: Arc<Mutex<HashSet<String>>>,
-}
-
-impl Suspects {
-    #[cfg(test)]
-    pub(crate) fn contains(&self, address: &str) -> bool {
-        self.lock().contains(address)
+/// Marks `node` suspect and, unless it already was, starts probing it
+/// with connections from `connect`. The probe ends when the node answers
+/// SERVING, or when the client no longer knows the node (it was dropped,
+/// or the node left its layout).
+pub(crate) fn suspect<C, F>(node: &Arc<Node>, connect: C)
+where
+    C: Fn() -> F + Send + Sync + 'static,
+    F: std::future::Future<Output = Option<Conn>> + Send,
+{
+    if !node.mark_suspect() {
+        return;
     }
-
-    /// `targets` with the suspects moved to the back, in their order: they
-    /// are still tried when nothing else answers.
-    pub(crate) fn order(&self, targets: Vec<String>) -> Vec<String> {
-        let marked = self.lock();
-        let (mut healthy, suspect): (Vec<String>, Vec<String>) =
-            targets.into_iter().partition(|t| !marked.contains(t));
-        healthy.extend(suspect);
-        healthy
-    }
-
-    /// Marks `address` suspect and, unless it already was, starts probing
-    /// it with connections from `connect`. The probe ends when the node
-    /// answers SERVING, or when the client is dropped.
-    pub(crate) fn suspect<C, F>(&self, address: &str, connect: C)
-    where
-        C: Fn() -> F + Send + Sync + 'static,
-        F: std::future::Future<Output = Option<Conn>> + Send,
-    {
-        if !self.lock().insert(address.to_string()) {
-            return;
-        }
-        let marked = Arc::downgrade(&self.marked);
-        let address = address.to_string();
-        tokio::spawn(async move {
-            loop {
-                if serving(&connect).await {
-                    if let Some(marked) = marked.upgrade() {
-                        marked
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .remove(&address);
-                    }
-                    return;
+    let node: Weak<Node> = Arc::downgrade(node);
+    tokio::spawn(async move {
+        loop {
+            if serving(&connect).await {
+                if let Some(node) = node.upgrade() {
+                    node.clear_suspect();
                 }
-                tokio::time::sleep(PROBE_EVERY).await;
-                if Weak::strong_count(&marked) == 0 {
-                    return;
-                }
+                return;
             }
-        });
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.marked.lock().unwrap_or_else(|p| p.into_inner())
-    }
+            tokio::time::sleep(PROBE_EVERY).await;
+            if node.strong_count() == 0 {
+                return;
+            }
+        }
+    });
 }
 
 /// Whether the node behind `connect` answers SERVING within
@@ -116,18 +86,13 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn suspects_go_to_the_back_until_a_probe_clears_them() {
-        let suspects = Suspects::default();
-        let targets = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    async fn a_suspect_stays_one_until_a_probe_clears_it() {
+        let node = Arc::new(Node::new("b:1"));
         // Nothing answers this probe: the node stays a suspect.
-        suspects.suspect("b:1", || async { None });
-        assert!(suspects.contains("b:1"));
-        assert_eq!(
-            suspects.order(targets(&["a:1", "b:1", "c:1"])),
-            targets(&["a:1", "c:1", "b:1"])
-        );
+        suspect(&node, || async { None });
+        assert!(node.is_suspect());
         tokio::time::sleep(PROBE_EVERY * 2).await;
-        assert!(suspects.contains("b:1"), "cleared without a SERVING answer");
+        assert!(node.is_suspect(), "cleared without a SERVING answer");
     }
 
     /// A node that answers NOT_SERVING stays a suspect; once it answers
@@ -149,17 +114,15 @@ mod tests {
         );
         let address = addr.to_string();
         let client = crate::Client::new(&[address.as_str()]).unwrap();
-        client.suspect(&address);
+        let node = client.nodes.get(&address);
+        client.suspect(&node);
         tokio::time::sleep(PROBE_EVERY * 3).await;
-        assert!(
-            client.suspects.contains(&address),
-            "cleared while NOT_SERVING"
-        );
+        assert!(node.is_suspect(), "cleared while NOT_SERVING");
         reporter
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
         let deadline = std::time::Instant::now() + PROBE_EVERY * 6;
-        while client.suspects.contains(&address) {
+        while node.is_suspect() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "still a suspect after it answered SERVING"
