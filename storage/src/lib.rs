@@ -319,6 +319,23 @@ pub trait Engine: Send + Sync + 'static {
         true
     }
 
+    /// Applies the batch now if that needs no wait on the disk: the write
+    /// does not fsync (`storage.sync` is not `always`, the batch is not
+    /// durable) and the engine is not holding writes back to let
+    /// compaction catch up. `Ok(false)`: nothing was applied, and the
+    /// caller writes with [`Self::write`] from a thread that may block.
+    /// Lets the replica layer write from the async runtime when its writer
+    /// thread is idle, saving the thread hand-over (the default declines).
+    fn write_now(&self, _batch: &WriteBatch) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// Whether [`Self::write_now`] can ever succeed: asked once, so a
+    /// caller under `always` never computes a write only to hand it over.
+    fn writes_can_be_immediate(&self) -> bool {
+        false
+    }
+
     /// Keys in `[start, end)` in ascending byte order (`end` `None` = to the
     /// end of the CF), at most `limit` of them. Callers page through large
     /// ranges by restarting just after the last key returned.

@@ -65,6 +65,10 @@ pub struct RocksEngine {
     write_opts: WriteOptions,
     /// Fsyncs whatever the mode: for batches marked durable.
     durable_opts: WriteOptions,
+    /// [`Engine::write_now`]'s: no fsync, and a write RocksDB would delay
+    /// or stop (a write stall) fails with `Incomplete` instead of waiting.
+    /// `None` under `always`, where every write fsyncs.
+    immediate_opts: Option<WriteOptions>,
     /// Whether a WAL write or sync has failed. Shared with the sync
     /// thread, which reports its failures here.
     health: Arc<StorageHealth>,
@@ -121,6 +125,12 @@ impl RocksEngine {
         write_opts.set_sync(opts.sync == SyncMode::Always);
         let mut durable_opts = WriteOptions::default();
         durable_opts.set_sync(true);
+        let immediate_opts = (opts.sync != SyncMode::Always).then(|| {
+            let mut immediate = WriteOptions::default();
+            immediate.set_sync(false);
+            immediate.set_no_slowdown(true);
+            immediate
+        });
 
         let mut cached_reads = ReadOptions::default();
         cached_reads.set_read_tier(ReadTier::BlockCache);
@@ -141,6 +151,7 @@ impl RocksEngine {
             db,
             write_opts,
             durable_opts,
+            immediate_opts,
             cached_reads,
             health,
             writes_sync: opts.sync != SyncMode::Periodic,
@@ -150,6 +161,37 @@ impl RocksEngine {
     /// The directory the database lives in.
     pub fn path(&self) -> &Path {
         self.db.path()
+    }
+
+    /// Checks the engine may write (and strikes the test fault point
+    /// where writes sync), and builds RocksDB's batch.
+    fn prepare(&self, batch: &WriteBatch) -> Result<rocksdb::WriteBatch> {
+        self.health.check()?;
+        if self.writes_sync {
+            if let Some(what) = self.health.take_injected() {
+                self.health.fail(what.clone());
+                return Err(Error::Storage(what));
+            }
+        }
+        let mut rocks_batch = rocksdb::WriteBatch::default();
+        for op in &batch.ops {
+            match op {
+                BatchOp::Put { cf, key, value } => {
+                    rocks_batch.put_cf(self.handle(*cf)?, key, value)
+                }
+                BatchOp::Delete { cf, key } => rocks_batch.delete_cf(self.handle(*cf)?, key),
+            }
+        }
+        Ok(rocks_batch)
+    }
+
+    /// A failed WAL write: whether the batch is in the WAL, and whether the
+    /// WAL is on disk, is now unknown, so nothing written from here on is
+    /// trusted.
+    fn write_failed(&self, e: rocksdb::Error) -> Error {
+        let what = format!("WAL write failed: {}", e.into_string());
+        self.health.fail(what.clone());
+        Error::Storage(what)
     }
 
     /// The handle of a column family. All of them are created at open, so a
@@ -218,34 +260,32 @@ impl Engine for RocksEngine {
     }
 
     fn write(&self, batch: WriteBatch) -> Result<()> {
-        self.health.check()?;
-        if self.writes_sync {
-            if let Some(what) = self.health.take_injected() {
-                self.health.fail(what.clone());
-                return Err(Error::Storage(what));
-            }
-        }
-        let mut rocks_batch = rocksdb::WriteBatch::default();
-        for op in &batch.ops {
-            match op {
-                BatchOp::Put { cf, key, value } => {
-                    rocks_batch.put_cf(self.handle(*cf)?, key, value)
-                }
-                BatchOp::Delete { cf, key } => rocks_batch.delete_cf(self.handle(*cf)?, key),
-            }
-        }
+        let rocks_batch = self.prepare(&batch)?;
         let opts = if batch.is_durable() {
             &self.durable_opts
         } else {
             &self.write_opts
         };
-        self.db.write_opt(rocks_batch, opts).map_err(|e| {
-            // Whether the batch is in the WAL, and whether the WAL is on
-            // disk, is now unknown: trust nothing written from here on.
-            let what = format!("WAL write failed: {}", e.into_string());
-            self.health.fail(what.clone());
-            Error::Storage(what)
-        })
+        self.db
+            .write_opt(rocks_batch, opts)
+            .map_err(|e| self.write_failed(e))
+    }
+
+    fn write_now(&self, batch: &WriteBatch) -> Result<bool> {
+        let Some(opts) = self.immediate_opts.as_ref().filter(|_| !batch.is_durable()) else {
+            return Ok(false);
+        };
+        let rocks_batch = self.prepare(batch)?;
+        match self.db.write_opt(rocks_batch, opts) {
+            Ok(()) => Ok(true),
+            // A write stall: RocksDB applied nothing.
+            Err(e) if e.kind() == ErrorKind::Incomplete => Ok(false),
+            Err(e) => Err(self.write_failed(e)),
+        }
+    }
+
+    fn writes_can_be_immediate(&self) -> bool {
+        self.immediate_opts.is_some()
     }
 
     fn scan(

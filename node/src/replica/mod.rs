@@ -4,10 +4,11 @@
 //! A replica owns nothing but its storage engine. Each change is an atomic
 //! read-merge-write of one key: the stored [`VersionSet`] is read and
 //! decoded, the write or the incoming versions are merged in, and the result
-//! is written back, all by the node's one storage [`writer`] thread, which
-//! applies changes in the order they were queued. Two writers of the same
-//! key therefore never lose each other's versions, and everything queued
-//! together goes to storage in one batch.
+//! is written back, all under the node's one storage [`writer`]'s turn: by
+//! its thread, which applies changes in the order they were queued, or
+//! (under `sync = periodic`, when the thread is idle) by the request
+//! itself. Two writers of the same key therefore never lose each other's
+//! versions, and everything queued together goes to storage in one batch.
 //!
 //! **Bounded key state.** Every state a replica stores fits within
 //! `limits.max_key_state_bytes` (encoded), and so within one internal
@@ -36,9 +37,11 @@
 //! merges this state ([`Replica::with_injected_bug`]).
 //!
 //! Every change of a key's stored versions (write, merge, tombstone purge)
-//! is a job for the node's one storage [`writer`] thread, which applies
-//! everything queued as one group and stores it in one batch: that thread
-//! alone doing read-merge-write is what makes each change atomic per key.
+//! is a job for the node's one storage [`writer`], whose thread applies
+//! everything queued as one group and stores it in one batch; a request
+//! that finds it idle may apply its own job in its place. Only the holder
+//! of the writer's turn doing read-merge-write is what makes each change
+//! atomic per key.
 //! Reads that memory answers (memtables, block cache) run where they are
 //! asked; reads that need the disk, and scans, run on tokio's blocking pool,
 //! so the async runtime never stalls behind the disk.
@@ -227,6 +230,11 @@ impl Replica {
                 name: "ringkv_storage_write_jobs_total",
                 help: "Changes (writes, merges, purges) the storage writer has applied; divided by ringkv_storage_write_groups_total, how many one WAL write carries.",
                 value: self.writer.counters.jobs.clone(),
+            },
+            RegisteredCounter {
+                name: "ringkv_storage_caller_writes_total",
+                help: "Of ringkv_storage_write_jobs_total, the changes their own request applied, as a group of one, because the writer was idle (sync = periodic or never, keys in memory): no hand-over to the writer thread.",
+                value: self.writer.counters.by_caller.clone(),
             },
         ]
     }

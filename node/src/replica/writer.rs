@@ -14,9 +14,10 @@
 //! wake-up of this thread, one lookup of all their keys, one batch, and one
 //! wake-up of each waiting task.
 //!
-//! **Atomic read-merge-write without locks.** Only this thread changes the
-//! `data` column family's keys by read-merge-write, so two changes of one
-//! key are never computed from the same stored state. Within a group, a job
+//! **Atomic read-merge-write.** Only the holder of the writer's turn (this
+//! thread while it applies a group, or a caller that found it idle, below)
+//! changes the `data` column family's keys by read-merge-write, so two
+//! changes of one key are never computed from the same stored state. Within a group, a job
 //! sees the states the group's earlier jobs left ([`Group::current`]): the
 //! jobs apply in the order they were queued, exactly as if each had been
 //! written alone.
@@ -37,13 +38,28 @@
 //! while applying a group fails that group's jobs (their answers are
 //! dropped) and the thread goes on with the next.
 //!
+//! **The caller writes when the writer is idle.** Under `storage.sync =
+//! periodic` (and `never`) a write only appends to the WAL in the page
+//! cache, which takes microseconds; handing it to the thread and back
+//! costs two wake-ups, more than the write. So a task whose change finds
+//! the writer idle (nothing queued, nobody applying) takes the writer's
+//! turn and applies its change itself as a group of one, on the runtime,
+//! if the keys it reads are in memory (`Engine::multi_get_cached`) and
+//! RocksDB takes the batch without a write stall (`Engine::write_now`).
+//! When the keys need the disk, the change goes to the thread untouched;
+//! when RocksDB would stall, the caller, still holding the turn, writes
+//! from `block_in_place`, so the runtime's other tasks move to another
+//! worker. The turn is the same lock the thread holds while it applies a
+//! group, so read-merge-write stays atomic whoever writes. Under `always`
+//! every change goes to the thread, where the fsync is shared by the group.
+//!
 //! **An engine that never waits** (the memory engine) gets no thread: each
 //! caller applies its own change, one at a time, with the same code.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, TryLockError};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
@@ -64,6 +80,11 @@ const WRITER_THREAD_NAME: &str = "ringkv-writer";
 /// so large that the writes behind it wait long. A single job larger than
 /// this (a transfer chunk) is still one group.
 const MAX_GROUP_KEYS: usize = 1024;
+
+/// A job with more keys than this (a transfer chunk, a large replica
+/// batch) always goes to the thread: its caller would hold a worker of the
+/// async runtime for too long applying it.
+const MAX_CALLER_KEYS: usize = 64;
 
 /// What every write and merge of a replica applies: the same for all of
 /// its jobs, carried by each so the writer thread needs no configuration.
@@ -140,6 +161,18 @@ impl Work {
 pub(super) struct WriterCounters {
     pub groups: Arc<AtomicU64>,
     pub jobs: Arc<AtomicU64>,
+    /// Of the jobs, those their caller applied (the writer was idle).
+    pub by_caller: Arc<AtomicU64>,
+}
+
+/// Who applies changes: the writer thread, while it applies a group, or a
+/// caller that found it idle.
+#[derive(Default)]
+struct Turn {
+    applying: Mutex<()>,
+    /// Jobs sent to the thread and not yet taken by it: while there are
+    /// any, callers queue behind them rather than write first.
+    queued: AtomicUsize,
 }
 
 /// Where a replica's changes are applied.
@@ -156,6 +189,11 @@ enum Mode {
         /// signal.
         jobs: Option<mpsc::Sender<Job>>,
         thread: Option<JoinHandle<()>>,
+        /// Shared with the thread: who may apply changes now.
+        turn: Arc<Turn>,
+        /// `Some` when the engine can write without waiting on the disk:
+        /// then a caller that finds the writer idle writes itself.
+        immediate: Option<Arc<dyn Engine>>,
     },
     /// The engine never waits (memory): each caller applies its own job,
     /// one at a time, as a group of one. No thread would save anything,
@@ -184,14 +222,19 @@ impl Writer {
         }
         let (jobs, queue) = mpsc::channel::<Job>();
         let (groups, written) = (counters.groups.clone(), counters.jobs.clone());
+        let turn = Arc::new(Turn::default());
+        let immediate = engine.writes_can_be_immediate().then(|| engine.clone());
+        let thread_turn = turn.clone();
         let thread = std::thread::Builder::new()
             .name(WRITER_THREAD_NAME.to_string())
-            .spawn(move || run(engine.as_ref(), &queue, &groups, &written))
+            .spawn(move || run(engine.as_ref(), &queue, &thread_turn, &groups, &written))
             .map_err(|e| Error::Internal(format!("cannot start {WRITER_THREAD_NAME}: {e}")))?;
         Ok(Self {
             mode: Mode::Thread {
                 jobs: Some(jobs),
                 thread: Some(thread),
+                turn,
+                immediate,
             },
             counters,
         })
@@ -202,10 +245,26 @@ impl Writer {
     /// reported).
     pub fn submit(&self, job: Job) -> Result<()> {
         match &self.mode {
-            Mode::Thread { jobs, .. } => jobs
-                .as_ref()
-                .and_then(|jobs| jobs.send(job).ok())
-                .ok_or_else(|| Error::Internal(format!("{WRITER_THREAD_NAME} has stopped"))),
+            Mode::Thread {
+                jobs,
+                turn,
+                immediate,
+                ..
+            } => {
+                let job = match immediate {
+                    Some(engine) => match self.apply_if_idle(engine.as_ref(), turn, job) {
+                        Some(job) => job,
+                        None => return Ok(()),
+                    },
+                    None => job,
+                };
+                turn.queued.fetch_add(1, Ordering::SeqCst);
+                let sent = jobs.as_ref().and_then(|jobs| jobs.send(job).ok());
+                if sent.is_none() {
+                    turn.queued.fetch_sub(1, Ordering::SeqCst);
+                }
+                sent.ok_or_else(|| Error::Internal(format!("{WRITER_THREAD_NAME} has stopped")))
+            }
             Mode::Inline { engine, turn } => {
                 // A poisoned turn only means a job panicked outside the
                 // group's own guard; the state it guards is in storage.
@@ -213,6 +272,7 @@ impl Writer {
                 apply(
                     engine.as_ref(),
                     vec![job],
+                    None,
                     &self.counters.groups,
                     &self.counters.jobs,
                 );
@@ -222,9 +282,44 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Applies the job here, as a group of one, if the writer is idle and
+    /// the job's keys are in memory; otherwise hands it back untouched, to
+    /// be queued for the thread.
+    fn apply_if_idle(&self, engine: &dyn Engine, turn: &Turn, job: Job) -> Option<Job> {
+        if job.work.keys() > MAX_CALLER_KEYS || turn.queued.load(Ordering::SeqCst) > 0 {
+            return Some(job);
+        }
+        let _applying = match turn.applying.try_lock() {
+            Ok(guard) => guard,
+            // A poisoned turn only means a job panicked outside the group's
+            // own guard; the state it guards is in storage.
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return Some(job),
+        };
+        let group = match Group::load_cached(engine, std::slice::from_ref(&job)) {
+            Ok(Some(group)) => group,
+            Ok(None) => return Some(job),
+            Err(e) => {
+                job.fail(&e);
+                return None;
+            }
+        };
+        self.counters.by_caller.fetch_add(1, Ordering::Relaxed);
+        apply(
+            engine,
+            vec![job],
+            Some(group),
+            &self.counters.groups,
+            &self.counters.jobs,
+        );
+        None
+    }
+}
+
 impl Drop for Writer {
     fn drop(&mut self) {
-        let Mode::Thread { jobs, thread } = &mut self.mode else {
+        let Mode::Thread { jobs, thread, .. } = &mut self.mode else {
             return;
         };
         drop(jobs.take());
@@ -241,23 +336,36 @@ impl Drop for Writer {
 }
 
 /// The writer thread: waits for a job, takes every job queued behind it (up
-/// to [`MAX_GROUP_KEYS`]), applies them as one group; until the queue
-/// closes and is empty.
-fn run(engine: &dyn Engine, queue: &mpsc::Receiver<Job>, groups: &AtomicU64, written: &AtomicU64) {
+/// to [`MAX_GROUP_KEYS`]), applies them as one group while holding the
+/// turn; until the queue closes and is empty.
+fn run(
+    engine: &dyn Engine,
+    queue: &mpsc::Receiver<Job>,
+    turn: &Turn,
+    groups: &AtomicU64,
+    written: &AtomicU64,
+) {
     let mut next = None;
     loop {
         let first = match next.take() {
             Some(job) => job,
             None => match queue.recv() {
-                Ok(job) => job,
+                Ok(job) => {
+                    turn.queued.fetch_sub(1, Ordering::SeqCst);
+                    job
+                }
                 Err(_) => return,
             },
         };
+        // A poisoned turn only means a caller's job panicked outside the
+        // group's own guard; the state it guards is in storage.
+        let _applying = turn.applying.lock().unwrap_or_else(|p| p.into_inner());
         let mut keys = first.work.keys();
         let mut group = vec![first];
         while keys < MAX_GROUP_KEYS {
             match queue.try_recv() {
                 Ok(job) => {
+                    turn.queued.fetch_sub(1, Ordering::SeqCst);
                     keys += job.work.keys();
                     group.push(job);
                 }
@@ -268,16 +376,23 @@ fn run(engine: &dyn Engine, queue: &mpsc::Receiver<Job>, groups: &AtomicU64, wri
         if keys > MAX_GROUP_KEYS && group.len() > 1 {
             next = group.pop();
         }
-        apply(engine, group, groups, written);
+        apply(engine, group, None, groups, written);
     }
 }
 
-/// Applies and stores one group, counted. A panic fails the group's jobs
-/// (their answers are dropped unsent) and is contained here.
-fn apply(engine: &dyn Engine, group: Vec<Job>, groups: &AtomicU64, written: &AtomicU64) {
+/// Applies and stores one group, counted; `loaded` is its keys when the
+/// caller has read them already. A panic fails the group's jobs (their
+/// answers are dropped unsent) and is contained here.
+fn apply(
+    engine: &dyn Engine,
+    group: Vec<Job>,
+    loaded: Option<Group>,
+    groups: &AtomicU64,
+    written: &AtomicU64,
+) {
     groups.fetch_add(1, Ordering::Relaxed);
     written.fetch_add(group.len() as u64, Ordering::Relaxed);
-    if catch_unwind(AssertUnwindSafe(|| commit(engine, group))).is_err() {
+    if catch_unwind(AssertUnwindSafe(|| commit(engine, group, loaded))).is_err() {
         tracing::error!(
             "the storage writer panicked applying a group of changes; they failed, and nothing of them was stored"
         );
@@ -313,8 +428,15 @@ impl Pending {
 }
 
 /// Applies a group's jobs in order and stores what changed in one batch.
-fn commit(engine: &dyn Engine, jobs: Vec<Job>) {
-    let mut group = match Group::load(engine, &jobs) {
+/// A group its caller loaded (from memory, on the runtime) is stored
+/// without waiting where the engine allows.
+fn commit(engine: &dyn Engine, jobs: Vec<Job>, loaded: Option<Group>) {
+    let on_runtime = loaded.is_some();
+    let loaded = match loaded {
+        Some(group) => Ok(group),
+        None => Group::load(engine, &jobs),
+    };
+    let mut group = match loaded {
         Ok(group) => group,
         Err(e) => {
             for job in jobs {
@@ -324,7 +446,7 @@ fn commit(engine: &dyn Engine, jobs: Vec<Job>) {
         }
     };
     let pending: Vec<Pending> = jobs.into_iter().map(|job| group.apply(job)).collect();
-    let failed = group.store(engine).err();
+    let failed = group.store(engine, on_runtime).err();
     for outcome in pending {
         outcome.answer(failed.as_ref());
     }
@@ -360,6 +482,21 @@ struct Group {
 
 impl Group {
     fn load(engine: &dyn Engine, jobs: &[Job]) -> Result<Self> {
+        let keys = Self::keys(jobs);
+        let values = engine.multi_get(Cf::Data, &keys)?;
+        Ok(Self::new(keys, values))
+    }
+
+    /// [`Self::load`] from memory alone; `None` when a key needs the disk.
+    fn load_cached(engine: &dyn Engine, jobs: &[Job]) -> Result<Option<Self>> {
+        let keys = Self::keys(jobs);
+        Ok(engine
+            .multi_get_cached(Cf::Data, &keys)?
+            .map(|values| Self::new(keys, values)))
+    }
+
+    /// Every stored key the jobs touch, once each.
+    fn keys(jobs: &[Job]) -> Vec<Vec<u8>> {
         let mut keys: Vec<Vec<u8>> = jobs
             .iter()
             .flat_map(|job| job.work.stored_keys())
@@ -367,11 +504,14 @@ impl Group {
             .collect();
         keys.sort_unstable();
         keys.dedup();
-        let values = engine.multi_get(Cf::Data, &keys)?;
-        Ok(Self {
+        keys
+    }
+
+    fn new(keys: Vec<Vec<u8>>, values: Vec<Option<Vec<u8>>>) -> Self {
+        Self {
             stored: keys.into_iter().zip(values).collect(),
             changed: HashMap::new(),
-        })
+        }
     }
 
     /// The key's current state: as an earlier job of the group left it, or
@@ -559,8 +699,9 @@ impl Group {
         }
     }
 
-    /// Writes every changed key in one batch.
-    fn store(self, engine: &dyn Engine) -> Result<()> {
+    /// Writes every changed key in one batch. `on_runtime`: the caller is
+    /// a task of the async runtime, which must not block it unawares.
+    fn store(self, engine: &dyn Engine, on_runtime: bool) -> Result<()> {
         if self.changed.is_empty() {
             return Ok(());
         }
@@ -572,7 +713,27 @@ impl Group {
                 Change::Delete => batch.delete(Cf::Data, stored_key),
             }
         }
+        if on_runtime {
+            if engine.write_now(&batch)? {
+                return Ok(());
+            }
+            // A write stall: wait for it with the turn held (the next
+            // changes wait too, as they would behind the thread), but let
+            // the runtime move its other tasks to another worker.
+            return block_in_place_if_possible(|| engine.write(batch));
+        }
         engine.write(batch)
+    }
+}
+
+/// Runs `f`, which may block, from a task of a multi-threaded runtime
+/// after moving the worker's other tasks elsewhere; elsewhere (a
+/// current-thread runtime, as in tests, or no runtime) it just runs it.
+fn block_in_place_if_possible<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 

@@ -71,6 +71,35 @@ fn rocks_cached_lookup_declines_what_only_the_disk_holds() {
     );
 }
 
+/// `write_now` writes at once where a write does not fsync, and survives
+/// a reopen like any write; under `always`, and for a batch marked
+/// durable, it declines and writes nothing, so no fsync is skipped.
+#[test]
+fn rocks_immediate_writes_only_where_writes_do_not_fsync() {
+    for (sync, immediate) in [
+        (SyncMode::Periodic, true),
+        (SyncMode::Never, true),
+        (SyncMode::Always, false),
+    ] {
+        let dir = TempDir::new().unwrap();
+        {
+            let engine = reopen(dir.path(), sync);
+            assert_eq!(engine.writes_can_be_immediate(), immediate, "{sync:?}");
+            let mut batch = WriteBatch::new();
+            batch.put(Cf::Data, b"now".to_vec(), b"v".to_vec());
+            assert_eq!(engine.write_now(&batch).unwrap(), immediate, "{sync:?}");
+            let mut durable = WriteBatch::new();
+            durable.put(Cf::Data, b"durable".to_vec(), b"v".to_vec());
+            durable.set_durable();
+            assert!(!engine.write_now(&durable).unwrap(), "{sync:?}");
+        }
+        let engine = reopen(dir.path(), sync);
+        let expected = immediate.then(|| b"v".to_vec());
+        assert_eq!(engine.get(Cf::Data, b"now").unwrap(), expected, "{sync:?}");
+        assert_eq!(engine.get(Cf::Data, b"durable").unwrap(), None, "{sync:?}");
+    }
+}
+
 #[test]
 fn rocks_wal_written_data_survives_drop_without_flush() {
     for sync in [SyncMode::Always, SyncMode::Periodic, SyncMode::Never] {

@@ -1,9 +1,12 @@
 //! The writer's group commit, made deterministic: a gated engine holds the
 //! writer inside one group's write while a test queues the next group, so
-//! what one group holds is known exactly.
+//! what one group holds is known exactly. The same engine, made
+//! "immediate", lets a test choose whether a caller that finds the writer
+//! idle may write itself, and records which thread stored each batch.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -11,7 +14,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 
 use super::super::tests::{data, write};
-use super::super::Replica;
+use super::super::{Applied, Replica};
 use crate::metrics::RegisteredCounter;
 use ringkv_core::error::{Error, Result};
 use ringkv_core::version::{NodeId, Value, VersionSet};
@@ -30,6 +33,15 @@ struct GatedEngine {
     moved: Condvar,
     /// A batch putting or deleting this stored key fails.
     fail_with: Mutex<Option<Vec<u8>>>,
+    /// Offers `write_now` (as RocksDB does under `sync = periodic`); read
+    /// once, when the replica starts its writer.
+    immediate: bool,
+    /// `multi_get_cached` answers "needs the disk".
+    needs_disk: AtomicBool,
+    /// `write_now` declines, as RocksDB does during a write stall.
+    stalls: AtomicBool,
+    /// The name of the thread that stored each batch holding a data key.
+    stored_by: Mutex<Vec<String>>,
 }
 
 #[derive(Default)]
@@ -42,6 +54,17 @@ struct Gate {
 }
 
 impl GatedEngine {
+    fn immediate() -> Self {
+        Self {
+            immediate: true,
+            ..Self::default()
+        }
+    }
+
+    fn stored_by(&self) -> Vec<String> {
+        self.stored_by.lock().unwrap().clone()
+    }
+
     fn arm(&self) {
         *self.gate.lock().unwrap() = Gate {
             armed: true,
@@ -68,6 +91,16 @@ impl GatedEngine {
     }
 }
 
+/// Opens the gate when dropped: a test that fails while the writer thread
+/// waits at the gate must not hang in the replica's drop, which joins it.
+struct OpenOnDrop<'a>(&'a GatedEngine);
+
+impl Drop for OpenOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.open();
+    }
+}
+
 impl Engine for GatedEngine {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.inner.get(cf, key)
@@ -77,7 +110,38 @@ impl Engine for GatedEngine {
         self.inner.multi_get(cf, keys)
     }
 
+    fn multi_get_cached(&self, cf: Cf, keys: &[Vec<u8>]) -> Result<Option<Vec<Option<Vec<u8>>>>> {
+        if self.needs_disk.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        self.inner.multi_get(cf, keys).map(Some)
+    }
+
+    fn writes_can_be_immediate(&self) -> bool {
+        self.immediate
+    }
+
+    fn write_now(&self, batch: &WriteBatch) -> Result<bool> {
+        assert!(
+            self.immediate,
+            "write_now on an engine that never offers it"
+        );
+        if self.stalls.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        self.write(batch.clone())?;
+        Ok(true)
+    }
+
     fn write(&self, batch: WriteBatch) -> Result<()> {
+        if batch
+            .ops()
+            .iter()
+            .any(|op| matches!(op, BatchOp::Put { cf: Cf::Data, .. }))
+        {
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            self.stored_by.lock().unwrap().push(name);
+        }
         let mut gate = self.gate.lock().unwrap();
         if gate.armed
             && batch
@@ -158,6 +222,22 @@ async fn foreign(node: u64, key: &str, value: &str) -> VersionSet {
 
 type Change<'a> = Pin<Box<dyn Future<Output = Result<()>> + 'a>>;
 
+/// `n` writes of key "k", each after `base` and so concurrent with the
+/// others: stored right, they are `n` siblings.
+fn sibling_writes<'a>(r: &'a Replica, base: &Applied, n: usize) -> Vec<Change<'a>> {
+    let ctx = base.state.context().clone();
+    (0..n)
+        .map(|i| {
+            let ctx = ctx.clone();
+            Box::pin(async move {
+                r.apply_write(write("k", &format!("v{i}"), Some(ctx)))
+                    .await
+                    .map(drop)
+            }) as Change
+        })
+        .collect()
+}
+
 /// Holds the writer in a write of key "held" and queues `changes` behind
 /// it (each has submitted its job once polled), then lets it go: the
 /// changes are then one group. Returns their outcomes in order.
@@ -223,17 +303,7 @@ async fn changes_of_one_key_in_a_group_each_see_the_one_before() {
     let engine = Arc::new(GatedEngine::default());
     let r = replica_on(&engine);
     let base = r.apply_write(write("k", "base", None)).await.unwrap();
-    let ctx = base.state.context().clone();
-    let changes: Vec<Change> = (0..5)
-        .map(|i| {
-            let (r, ctx) = (&r, ctx.clone());
-            Box::pin(async move {
-                r.apply_write(write("k", &format!("v{i}"), Some(ctx)))
-                    .await
-                    .map(drop)
-            }) as Change
-        })
-        .collect();
+    let changes = sibling_writes(&r, &base, 5);
     let outcomes = one_group(&engine, &r, changes).await;
     assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
     let stored = r.read(Bytes::from("k")).await.unwrap().unwrap();
@@ -395,4 +465,144 @@ async fn a_purge_after_a_write_in_its_group_keeps_the_key() {
     let k = r.read(Bytes::from("k")).await.unwrap().unwrap();
     assert!(k.versions().iter().any(|v| v.value == data("back")));
     assert_eq!(r.read(Bytes::from("gone")).await.unwrap(), None);
+}
+
+const WRITER_THREAD: &str = "ringkv-writer";
+
+/// Under `periodic` a change that finds the writer idle is applied and
+/// stored by its own task, as a group of one, with no hand-over.
+#[tokio::test]
+async fn a_change_finding_the_writer_idle_is_stored_by_its_caller() {
+    let engine = Arc::new(GatedEngine::immediate());
+    let r = replica_on(&engine);
+    let theirs = foreign(2, "m", "theirs").await;
+    let groups = counter(&r, "ringkv_storage_write_groups_total");
+    r.apply_write(write("k", "v", None)).await.unwrap();
+    assert!(
+        r.merge(Bytes::from("m"), theirs.clone())
+            .await
+            .unwrap()
+            .changed
+    );
+    assert_eq!(counter(&r, "ringkv_storage_caller_writes_total"), 2);
+    assert_eq!(counter(&r, "ringkv_storage_write_groups_total") - groups, 2);
+    let stored_by = engine.stored_by();
+    assert_eq!(stored_by.len(), 2, "{stored_by:?}");
+    assert!(
+        stored_by.iter().all(|name| name != WRITER_THREAD),
+        "{stored_by:?}"
+    );
+    let k = r.read(Bytes::from("k")).await.unwrap().unwrap();
+    assert_eq!(k.versions()[0].value, data("v"));
+    assert_eq!(r.read(Bytes::from("m")).await.unwrap(), Some(theirs));
+}
+
+/// An engine that cannot write without waiting (RocksDB under `always`)
+/// keeps every change on the thread, where the group shares the fsync.
+#[tokio::test]
+async fn without_immediate_writes_every_change_goes_to_the_writer_thread() {
+    let engine = Arc::new(GatedEngine::default());
+    let r = replica_on(&engine);
+    r.apply_write(write("k", "v", None)).await.unwrap();
+    assert_eq!(counter(&r, "ringkv_storage_caller_writes_total"), 0);
+    assert_eq!(engine.stored_by(), vec![WRITER_THREAD.to_string()]);
+}
+
+/// A change whose key is not in memory goes to the thread untouched: its
+/// caller never waits on the disk.
+#[tokio::test]
+async fn a_change_whose_keys_need_the_disk_goes_to_the_writer_thread() {
+    let engine = Arc::new(GatedEngine::immediate());
+    engine.needs_disk.store(true, Ordering::SeqCst);
+    let r = replica_on(&engine);
+    r.apply_write(write("k", "v", None)).await.unwrap();
+    assert_eq!(counter(&r, "ringkv_storage_caller_writes_total"), 0);
+    assert_eq!(engine.stored_by(), vec![WRITER_THREAD.to_string()]);
+    assert!(r.read(Bytes::from("k")).await.unwrap().is_some());
+}
+
+/// While the thread applies a group, a caller does not write beside it
+/// (that would break the atomic read-merge-write): its change queues and
+/// is the next group. Once the queue is empty again, callers write.
+#[tokio::test]
+async fn changes_arriving_while_the_writer_is_busy_queue_behind_it() {
+    let engine = Arc::new(GatedEngine::immediate());
+    let r = replica_on(&engine);
+    let base = r.apply_write(write("k", "base", None)).await.unwrap();
+    assert_eq!(counter(&r, "ringkv_storage_caller_writes_total"), 1);
+    // The held change goes to the thread (its key "needs the disk"), which
+    // holds the turn while it stores it.
+    engine.needs_disk.store(true, Ordering::SeqCst);
+    engine.arm();
+    let _open = OpenOnDrop(&engine);
+    let mut held = Box::pin(r.apply_write(write("held", "x", None)));
+    assert!(futures::poll!(&mut held).is_pending());
+    engine.wait_held();
+    engine.needs_disk.store(false, Ordering::SeqCst);
+    let changes = sibling_writes(&r, &base, 5);
+    let mut all = Box::pin(join_all(changes));
+    assert!(
+        futures::poll!(&mut all).is_pending(),
+        "the changes wait for the busy writer"
+    );
+    let groups = counter(&r, "ringkv_storage_write_groups_total");
+    engine.open();
+    held.await.unwrap();
+    let outcomes = all.await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    assert_eq!(counter(&r, "ringkv_storage_caller_writes_total"), 1);
+    // The held group was counted when the thread began it: the five
+    // changes are the one group after it.
+    assert_eq!(counter(&r, "ringkv_storage_write_groups_total") - groups, 1);
+    let stored = r.read(Bytes::from("k")).await.unwrap().unwrap();
+    assert_eq!(
+        stored.versions().len(),
+        5,
+        "five concurrent writes, five siblings"
+    );
+    // Nothing is left counted as queued: the next change is the caller's.
+    r.apply_write(write("after", "v", None)).await.unwrap();
+    assert_eq!(counter(&r, "ringkv_storage_caller_writes_total"), 2);
+}
+
+/// When the engine would stall the write, the caller waits for it itself
+/// (on a multi-threaded runtime, having moved its worker's other tasks
+/// away) and the change is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_whose_write_would_stall_waits_for_it_and_stores_it() {
+    let engine = Arc::new(GatedEngine::immediate());
+    engine.stalls.store(true, Ordering::SeqCst);
+    let r = replica_on(&engine);
+    r.apply_write(write("k", "v", None)).await.unwrap();
+    assert_eq!(counter(&r, "ringkv_storage_caller_writes_total"), 1);
+    let stored_by = engine.stored_by();
+    assert_eq!(stored_by.len(), 1, "{stored_by:?}");
+    assert_ne!(stored_by[0], WRITER_THREAD);
+    assert!(r.read(Bytes::from("k")).await.unwrap().is_some());
+}
+
+/// Many tasks on two workers writing one key at once (all after the same
+/// version, so concurrent), some by their own hand and some through the
+/// thread: every write is kept as a sibling, so no two read-merge-writes
+/// ran on the same stored state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_of_one_key_by_callers_and_the_thread_lose_nothing() {
+    const WRITES: usize = 30;
+    let engine = Arc::new(GatedEngine::immediate());
+    let r = Arc::new(replica_on(&engine));
+    let base = r.apply_write(write("k", "base", None)).await.unwrap();
+    let ctx = base.state.context().clone();
+    let tasks: Vec<_> = (0..WRITES)
+        .map(|i| {
+            let (r, ctx) = (r.clone(), ctx.clone());
+            tokio::spawn(
+                async move { r.apply_write(write("k", &format!("v{i}"), Some(ctx))).await },
+            )
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let stored = r.read(Bytes::from("k")).await.unwrap().unwrap();
+    assert_eq!(stored.versions().len(), WRITES);
 }
