@@ -17,10 +17,10 @@
 //! **Atomic read-merge-write.** Only the holder of the writer's turn (this
 //! thread while it applies a group, or a caller that found it idle, below)
 //! changes the `data` column family's keys by read-merge-write, so two
-//! changes of one key are never computed from the same stored state. Within a group, a job
-//! sees the states the group's earlier jobs left ([`Group::current`]): the
-//! jobs apply in the order they were queued, exactly as if each had been
-//! written alone.
+//! changes of one key are never computed from the same stored state.
+//! Within a group, a job sees the states the group's earlier jobs left
+//! ([`Group::current`]): the jobs apply in the order they were queued,
+//! exactly as if each had been written alone.
 //!
 //! **Visible only once durable.** The group's batch is written (and under
 //! `always` fsynced) before any job is answered and before any read can see
@@ -280,9 +280,7 @@ impl Writer {
             }
         }
     }
-}
 
-impl Writer {
     /// Applies the job here, as a group of one, if the writer is idle and
     /// the job's keys are in memory; otherwise hands it back untouched, to
     /// be queued for the thread.
