@@ -469,6 +469,14 @@ async fn a_purge_after_a_write_in_its_group_keeps_the_key() {
 
 const WRITER_THREAD: &str = "ringkv-writer";
 
+/// Jobs sent to the writer thread and not yet taken by it.
+fn queued(r: &Replica) -> usize {
+    match &r.writer.mode {
+        super::Mode::Thread { turn, .. } => turn.queued.load(Ordering::SeqCst),
+        super::Mode::Inline { .. } => 0,
+    }
+}
+
 /// Under `periodic` a change that finds the writer idle is applied and
 /// stored by its own task, as a group of one, with no hand-over.
 #[tokio::test]
@@ -560,9 +568,11 @@ async fn changes_arriving_while_the_writer_is_busy_queue_behind_it() {
         5,
         "five concurrent writes, five siblings"
     );
-    // Nothing is left counted as queued: the next change is the caller's.
-    r.apply_write(write("after", "v", None)).await.unwrap();
-    assert_eq!(counter(&r, "ringkv_storage_caller_writes_total"), 2);
+    // Nothing is left counted as queued, or callers would never write
+    // again. (Whether the very next change is the caller's depends on
+    // whether the thread has let go of the turn yet, which it does just
+    // after answering: not a thing to assert.)
+    assert_eq!(queued(&r), 0);
 }
 
 /// When the engine would stall the write, the caller waits for it itself
