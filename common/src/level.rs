@@ -15,6 +15,10 @@ use std::str::FromStr;
 
 use crate::{Error, Result};
 
+/// The largest replication factor (`cluster.replication`) a cluster may
+/// have.
+pub const MAX_REPLICATION: u32 = 16;
+
 /// How many replicas must answer a read or acknowledge a write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Level {
@@ -45,6 +49,23 @@ impl Level {
                 "replica count {c} is above the replication factor N={configured_n}; use 1..={configured_n} or one/quorum/all"
             ))),
             Level::Count(c) => Ok((c as usize).min(n)),
+        }
+    }
+
+    /// The level as a metrics label: its word, or a count as its number.
+    /// Counts no replication factor allows (0, above [`MAX_REPLICATION`])
+    /// are refused, and share the one label `invalid`, so no client can
+    /// add label values without end by sending counts.
+    pub fn label(self) -> &'static str {
+        const COUNTS: [&str; MAX_REPLICATION as usize] = [
+            "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+        ];
+        match self {
+            Level::One => "one",
+            Level::Quorum => "quorum",
+            Level::All => "all",
+            Level::Count(c @ 1..=MAX_REPLICATION) => COUNTS[c as usize - 1],
+            Level::Count(_) => "invalid",
         }
     }
 }
@@ -111,6 +132,26 @@ impl<'de> serde::Deserialize<'de> for Level {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_are_the_text_form_and_bounded_for_any_count() {
+        for level in [
+            Level::One,
+            Level::Quorum,
+            Level::All,
+            Level::Count(1),
+            Level::Count(16),
+        ] {
+            assert_eq!(level.label(), level.to_string());
+        }
+        let labels: std::collections::HashSet<&str> = (0..=100_000)
+            .map(|c| Level::Count(c).label())
+            .chain([Level::Count(u32::MAX).label()])
+            .collect();
+        assert_eq!(labels.len(), MAX_REPLICATION as usize + 1, "{labels:?}");
+        assert_eq!(Level::Count(0).label(), "invalid");
+        assert_eq!(Level::Count(17).label(), "invalid");
+    }
 
     #[test]
     fn levels_resolve_against_effective_n() {

@@ -34,7 +34,7 @@ pub mod shutdown;
 
 pub use clock::wall_clock_ms;
 pub use key::{check_key, DEFAULT_MAX_KEY_BYTES, MAX_KEY_LIMIT};
-pub use level::Level;
+pub use level::{Level, MAX_REPLICATION};
 pub use meta::ReplyMeta;
 pub use node::NodeId;
 pub use partition::{partition_of, partition_of_seeded, KEY_HASH_SEED};

@@ -40,21 +40,37 @@ impl NodeId {
     /// `format!` with `{:016x}` was one of its larger own costs
     /// (docs/benchmarks.md, "Optimisations").
     pub fn push_hex(self, out: &mut String) {
+        out.push_str(self.hex().as_str());
+    }
+
+    fn hex(self) -> Hex {
         let mut digits = [0u8; 16];
         for (i, digit) in digits.iter_mut().enumerate() {
             let nibble = (self.0 >> (60 - 4 * i)) & 0xf;
             *digit = HEX_DIGITS[nibble as usize];
         }
+        Hex(digits)
+    }
+}
+
+/// A node id's 16 hex digits, on the stack.
+struct Hex([u8; 16]);
+
+impl Hex {
+    fn as_str(&self) -> &str {
         // ASCII by construction, so the fallback is never taken.
-        out.push_str(std::str::from_utf8(&digits).unwrap_or_default());
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
 impl fmt::Display for NodeId {
     /// 16 lowercase hex digits: fixed width so ids line up in logs and CLI
     /// tables, and the form [`FromStr`] parses back.
+    /// Written from the digits [`push_hex`](Self::push_hex) uses: the
+    /// integer formatting machinery was a visible share of a request that
+    /// names its replicas in the reply.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
+        f.pad(self.hex().as_str())
     }
 }
 

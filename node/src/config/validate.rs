@@ -2,6 +2,7 @@
 //! node refuses to start on a configuration that breaks one.
 
 use super::*;
+use ringkv_common::MAX_REPLICATION;
 
 impl Config {
     /// Checks the rules no single field's type can express.
@@ -14,9 +15,9 @@ impl Config {
                 c.partitions
             ));
         }
-        if c.replication == 0 || c.replication > 16 {
+        if c.replication == 0 || c.replication > MAX_REPLICATION {
             return fail(format!(
-                "cluster.replication = {} must be between 1 and 16",
+                "cluster.replication = {} must be between 1 and {MAX_REPLICATION}",
                 c.replication
             ));
         }

@@ -57,12 +57,14 @@ impl Coordinator {
         let replicas: Vec<NodeId> = answers.ok.iter().map(|(node, _)| *node).collect();
         let mut meta = self.meta(&plan, &replicas);
         meta.read_repaired = behind as u32;
-        self.spawn_read_repair(
-            plan.key.clone(),
-            merged.clone(),
-            answers,
-            plan.consistency.timeout,
-        );
+        if behind > 0 || !answers.pending.is_empty() {
+            self.spawn_read_repair(
+                plan.key.clone(),
+                merged.clone(),
+                answers,
+                plan.consistency.timeout,
+            );
+        }
         let now = wall_clock_ms();
         let siblings: Vec<Version> = match cmd.resolve {
             Resolve::AllSiblings => merged.visible(now).into_iter().cloned().collect(),
@@ -146,7 +148,8 @@ impl Coordinator {
     }
 
     /// Keeps listening for the replicas that had not answered, then sends
-    /// the merged state to every replica found behind it.
+    /// the merged state to every replica found behind it. Called only when
+    /// there is one of either.
     fn spawn_read_repair(
         &self,
         key: Bytes,
@@ -157,9 +160,6 @@ impl Coordinator {
         let quorum::Answers {
             ok, mut pending, ..
         } = answers;
-        if pending.is_empty() && !ok.iter().any(|(_, s)| is_behind(s.as_ref(), &merged)) {
-            return;
-        }
         let wait = Duration::from_millis(self.config.repair.read_repair_wait_ms);
         let replica = self.replica.clone();
         let cluster = self.cluster.clone();

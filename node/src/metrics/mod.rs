@@ -47,7 +47,7 @@ struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LatencyLabels {
     op: &'static str,
-    level: String,
+    level: &'static str,
 }
 
 /// A gauge of a non-negative quantity.
@@ -136,15 +136,18 @@ impl Metrics {
     }
 
     /// Records one finished request.
-    pub fn request(&self, op: &'static str, level: &str, code: &'static str, elapsed: Duration) {
+    pub fn request(
+        &self,
+        op: &'static str,
+        level: &'static str,
+        code: &'static str,
+        elapsed: Duration,
+    ) {
         self.requests
             .get_or_create(&RequestLabels { op, code })
             .inc();
         self.latency
-            .get_or_create(&LatencyLabels {
-                op,
-                level: level.to_string(),
-            })
+            .get_or_create(&LatencyLabels { op, level })
             .observe(elapsed.as_secs_f64());
         if code == "UNAVAILABLE" || code == "DEADLINE_EXCEEDED" {
             self.quorum_failures.inc();

@@ -45,10 +45,8 @@ pub fn consistency(c: Option<pb::Consistency>) -> Result<RequestConsistency> {
 }
 
 /// Label of the requested level for metrics.
-pub fn level_label(c: &RequestConsistency) -> String {
-    c.level
-        .map(|l| l.to_string())
-        .unwrap_or_else(|| "default".to_string())
+pub fn level_label(c: &RequestConsistency) -> &'static str {
+    c.level.map_or("default", Level::label)
 }
 
 /// An empty context means "none": a blind write.
@@ -167,5 +165,27 @@ mod tests {
         assert_eq!(c.level, Some(Level::Count(2)));
         assert_eq!(c.sloppy, Some(false));
         assert_eq!(c.timeout, Some(Duration::from_millis(250)));
+    }
+
+    /// A count is a request's own field: counts no cluster accepts must
+    /// not each become a label value of the latency metric, or a client
+    /// sending many of them grows every scrape without end.
+    #[test]
+    fn level_labels_are_bounded_whatever_count_a_client_sends() {
+        let label = |count| {
+            let c = pb::Consistency {
+                required: Some(pb::consistency::Required::Count(count)),
+                ..Default::default()
+            };
+            level_label(&consistency(Some(c)).unwrap())
+        };
+        let labels: std::collections::HashSet<String> = (0..=10_000)
+            .chain([u32::MAX])
+            .map(|c| label(c).to_string())
+            .collect();
+        assert_eq!(labels.len(), 17, "{labels:?}");
+        assert_eq!(label(3), "3");
+        assert_eq!(label(1_000), "invalid");
+        assert_eq!(level_label(&consistency(None).unwrap()), "default");
     }
 }

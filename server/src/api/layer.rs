@@ -59,9 +59,10 @@ pub fn op_of(path: &str) -> Option<&'static str> {
 
 /// The level label of a metered call, filled in by its handler. KV calls
 /// start as `invalid` (a request refused before its level was read);
-/// other calls have no level.
+/// other calls have no level. Labels are static: a request allocates
+/// nothing for its label but the shared cell.
 #[derive(Clone, Debug)]
-pub struct LevelLabel(Arc<Mutex<String>>);
+pub struct LevelLabel(Arc<Mutex<&'static str>>);
 
 impl LevelLabel {
     fn new(op: &str) -> Self {
@@ -69,7 +70,7 @@ impl LevelLabel {
             "get" | "put" | "delete" => "invalid",
             _ => "",
         };
-        Self(Arc::new(Mutex::new(initial.to_string())))
+        Self(Arc::new(Mutex::new(initial)))
     }
 
     /// The label the layer put in `request`, or one nobody reads (a
@@ -82,12 +83,12 @@ impl LevelLabel {
             .unwrap_or_else(|| LevelLabel::new(""))
     }
 
-    pub fn set(&self, label: impl Into<String>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = label.into();
+    pub fn set(&self, label: &'static str) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = label;
     }
 
-    fn get(&self) -> String {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    fn get(&self) -> &'static str {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -171,7 +172,7 @@ where
                 Code::Ok => Ok(()),
                 code => Err(Status::new(code, "")),
             };
-            let _ = admitted.finish(&label.get(), outcome);
+            let _ = admitted.finish(label.get(), outcome);
             Ok(response)
         })
     }

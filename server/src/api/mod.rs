@@ -125,7 +125,7 @@ impl Gate {
 
 impl Admitted {
     /// Records the outcome and passes the result through.
-    pub fn finish<T>(self, level: &str, result: Result<T, Status>) -> Result<T, Status> {
+    pub fn finish<T>(self, level: &'static str, result: Result<T, Status>) -> Result<T, Status> {
         let code = match &result {
             Ok(_) => "OK",
             Err(s) => code_name(s.code()),
