@@ -103,6 +103,12 @@ pub struct NodeConfig {
     /// applied) before it closes them, at least: clients and load
     /// balancers learn it is going and send elsewhere.
     pub stop_drain_ms: u64,
+    /// Threads of the runtime that serves requests; 0 (the default): one
+    /// per CPU the process may use (its affinity and cgroup quota). Set it
+    /// to the node's share of the host where several nodes, or a node and
+    /// its clients, share CPUs: idle workers woken for every request cost
+    /// more there than the parallelism gains (docs/benchmarks.md).
+    pub worker_threads: usize,
 }
 
 impl Default for NodeConfig {
@@ -117,6 +123,7 @@ impl Default for NodeConfig {
             zone: "default".to_string(),
             weight: 1,
             stop_drain_ms: 1000,
+            worker_threads: 0,
         }
     }
 }

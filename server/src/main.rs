@@ -239,10 +239,11 @@ fn main() -> ExitCode {
         };
     }
     init_logging(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.node.worker_threads > 0 {
+        runtime.worker_threads(config.node.worker_threads);
+    }
+    let runtime = match runtime.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ringkv-server: cannot start the async runtime: {e}");

@@ -414,6 +414,47 @@ async fn a_second_node_on_the_same_data_dir_is_refused() {
         .unwrap();
 }
 
+/// `node.worker_threads` sizes the runtime that serves requests (the
+/// metric reads the running runtime, so a setting that was not applied
+/// shows as one worker per CPU); a count past the limit is refused at
+/// start-up naming the key.
+#[tokio::test]
+async fn worker_threads_size_the_runtime_and_a_bad_count_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let workers = |server: &ServerProcess| {
+        ringkv_tests::metrics::scrape_metric(&server.metrics, "ringkv_runtime_workers").unwrap()
+    };
+    let mut one = ServerProcess::start_with_env(
+        &dir.path().join("one"),
+        &[],
+        &[("RINGKV__NODE__WORKER_THREADS", "1")],
+    )
+    .unwrap();
+    one.wait_ready().await.unwrap();
+    assert_eq!(workers(&one), 1.0);
+    let mut three = ServerProcess::start_with_env(
+        &dir.path().join("three"),
+        &[],
+        &[("RINGKV__NODE__WORKER_THREADS", "3")],
+    )
+    .unwrap();
+    three.wait_ready().await.unwrap();
+    assert_eq!(workers(&three), 3.0);
+    // Still serving with one worker.
+    one.client()
+        .put("k", "v", ringkv_client::PutOptions::default())
+        .await
+        .unwrap();
+
+    let (code, stderr) = run_until_exit(
+        dir.path(),
+        &[],
+        &[("RINGKV__NODE__WORKER_THREADS", "100000")],
+    );
+    assert_eq!(code, Some(2), "stderr:\n{stderr}");
+    assert!(stderr.contains("node.worker_threads"), "{stderr}");
+}
+
 #[test]
 fn port_zero_for_both_listeners_is_valid() {
     let dir = tempfile::tempdir().unwrap();

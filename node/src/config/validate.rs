@@ -4,10 +4,19 @@
 use super::*;
 use ringkv_common::MAX_REPLICATION;
 
+/// Most runtime threads a node may be given.
+const MAX_WORKER_THREADS: usize = 1024;
+
 impl Config {
     /// Checks the rules no single field's type can express.
     pub fn validate(&self) -> Result<()> {
         let fail = |msg: String| Err(Error::Config(msg));
+        if self.node.worker_threads > MAX_WORKER_THREADS {
+            return fail(format!(
+                "node.worker_threads = {} must be at most {MAX_WORKER_THREADS} (0: one per CPU)",
+                self.node.worker_threads
+            ));
+        }
         let c = &self.cluster;
         if !c.partitions.is_power_of_two() || !(1..=65536).contains(&c.partitions) {
             return fail(format!(

@@ -227,30 +227,42 @@ impl Metrics {
 
     /// Prometheus text exposition format (0.0.4).
     pub fn render(&self, engine: &dyn Engine) -> String {
-        // Read from the engine now: they are facts about storage, not
-        // events counted as they happen.
-        let mut storage = Registry::default();
+        // Read now: facts about storage and the runtime, not events
+        // counted as they happen.
+        let mut read_now = Registry::default();
         let bytes = UGauge::default();
         bytes.set(engine.approximate_size_bytes());
-        storage.register(
+        read_now.register(
             "ringkv_storage_bytes",
             "Approximate bytes stored by the engine",
             bytes,
         );
         let failed = UGauge::default();
         failed.set(u64::from(engine.health().failure().is_some()));
-        storage.register(
+        read_now.register(
             "ringkv_storage_failed",
             "1 once a WAL write or sync failed: the node refuses writes until restarted",
             failed,
         );
+
+        // The runtime serving this scrape is the node's (its worker count
+        // is `node.worker_threads`, or one per CPU).
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let workers = UGauge::default();
+            workers.set(runtime.metrics().num_workers() as u64);
+            read_now.register(
+                "ringkv_runtime_workers",
+                "Worker threads of the runtime serving requests (node.worker_threads, or one per CPU)",
+                workers,
+            );
+        }
 
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         // Writing to a String fails only if an encoder reports an error,
         // which none of ours do; a partial page is still worth serving.
         if let Err(e) = prometheus_text::encode(&mut out, &registry)
-            .and_then(|()| prometheus_text::encode(&mut out, &storage))
+            .and_then(|()| prometheus_text::encode(&mut out, &read_now))
         {
             tracing::error!("encoding metrics failed: {e}");
         }
