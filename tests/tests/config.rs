@@ -421,27 +421,20 @@ async fn a_second_node_on_the_same_data_dir_is_refused() {
 #[tokio::test]
 async fn worker_threads_size_the_runtime_and_a_bad_count_exits_2() {
     let dir = tempfile::tempdir().unwrap();
-    let workers = |server: &ServerProcess| {
-        ringkv_tests::metrics::scrape_metric(&server.metrics, "ringkv_runtime_workers").unwrap()
-    };
-    let mut one = ServerProcess::start_with_env(
-        &dir.path().join("one"),
-        &[],
-        &[("RINGKV__NODE__WORKER_THREADS", "1")],
-    )
-    .unwrap();
-    one.wait_ready().await.unwrap();
-    assert_eq!(workers(&one), 1.0);
-    let mut three = ServerProcess::start_with_env(
-        &dir.path().join("three"),
-        &[],
-        &[("RINGKV__NODE__WORKER_THREADS", "3")],
-    )
-    .unwrap();
-    three.wait_ready().await.unwrap();
-    assert_eq!(workers(&three), 3.0);
+    let mut servers = Vec::new();
+    for count in ["1", "3"] {
+        let env = [("RINGKV__NODE__WORKER_THREADS", count)];
+        let mut server = ServerProcess::start_with_env(&dir.path().join(count), &[], &env).unwrap();
+        server.wait_ready().await.unwrap();
+        let workers =
+            ringkv_tests::metrics::scrape_metric(&server.metrics, "ringkv_runtime_workers")
+                .unwrap();
+        assert_eq!(workers.to_string(), count);
+        servers.push(server);
+    }
     // Still serving with one worker.
-    one.client()
+    servers[0]
+        .client()
         .put("k", "v", ringkv_client::PutOptions::default())
         .await
         .unwrap();
