@@ -75,6 +75,7 @@ impl Runner<'_> {
                 &etcd,
                 &args,
                 &dir.join(format!("{name}.log")),
+                self.args.worker_threads,
             )?);
         }
         self.note(&format!("started {} etcd members", procs.len()));

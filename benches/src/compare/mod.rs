@@ -187,6 +187,11 @@ pub struct CompareArgs {
     /// and then open-loop at half the closed-loop throughput.
     #[arg(long)]
     half_load: bool,
+    /// Threads of every server process's runtime, the same for all:
+    /// ringkv's `node.worker_threads`, the echo servers' tokio runtime,
+    /// etcd's GOMAXPROCS [default 0: each its own default, one per CPU].
+    #[arg(long, default_value_t = 0)]
+    worker_threads: usize,
 }
 
 /// Every repetition at one concurrency.
@@ -221,6 +226,8 @@ struct Comparison {
     seed: u64,
     systems: Vec<System>,
     concurrencies: Vec<usize>,
+    /// Runtime threads of every server process; 0: each its default.
+    worker_threads: usize,
     runs: Vec<Run>,
     /// Each closed-loop row's best median throughput over `concurrencies`.
     best: Vec<Best>,
@@ -272,6 +279,7 @@ pub async fn run(args: CompareArgs) -> Result<ExitCode> {
         seed,
         systems: systems.clone(),
         concurrencies: concurrencies.clone(),
+        worker_threads: args.worker_threads,
         runs: Vec::new(),
         best: Vec::new(),
         elapsed_s: 0.0,

@@ -36,12 +36,27 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 const DEFAULT_CLOCK_TICKS: f64 = 100.0;
 
 /// Starts `program args...` with its output in a fresh `log`, stopped
-/// gracefully when dropped.
-pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Process> {
+/// gracefully when dropped; with its runtime at `threads` threads unless 0.
+pub fn spawn(
+    name: &str,
+    program: &Path,
+    args: &[String],
+    log: &Path,
+    threads: usize,
+) -> Result<Process> {
     // A log holds one run: the harness appends, so start it empty.
     File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let mut command = Command::new(program);
     command.args(args);
+    if threads > 0 {
+        // Each program reads its own: ringkv its configuration, the echo
+        // server (tokio) and etcd (Go) their runtimes'.
+        let threads = threads.to_string();
+        command
+            .env("RINGKV__NODE__WORKER_THREADS", &threads)
+            .env("TOKIO_WORKER_THREADS", &threads)
+            .env("GOMAXPROCS", &threads);
+    }
     Ok(Process::spawn(name, command, log)?.stop_gracefully_on_drop(STOP_GRACE))
 }
 
@@ -123,6 +138,33 @@ mod tests {
         assert_eq!(stat_cpu_ticks(stat).unwrap(), 1234 + 567);
         assert!(stat_cpu_ticks("4242 (short) S 1 2").is_err());
         assert!(stat_cpu_ticks("no name at all").is_err());
+    }
+
+    /// The thread count reaches every kind of server the harness starts,
+    /// each through the variable its runtime reads; 0 sets none of them.
+    #[test]
+    fn worker_threads_reach_the_servers_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = "echo ${RINGKV__NODE__WORKER_THREADS:-unset} \
+            ${TOKIO_WORKER_THREADS:-unset} ${GOMAXPROCS:-unset}";
+        for (threads, expected) in [(3, "3 3 3"), (0, "unset unset unset")] {
+            let log = dir.path().join(format!("env{threads}.log"));
+            let mut child = spawn(
+                "env",
+                Path::new("/bin/sh"),
+                &["-c".to_string(), report.to_string()],
+                &log,
+                threads,
+            )
+            .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().unwrap().is_none() {
+                assert!(Instant::now() < deadline, "sh did not exit");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let printed = std::fs::read_to_string(&log).unwrap();
+            assert_eq!(printed.trim(), expected);
+        }
     }
 
     #[test]

@@ -152,6 +152,7 @@ pub(super) fn start_ringkv(
             &server,
             &node_args,
             &dir.join(format!("{name}.log")),
+            args.worker_threads,
         )?;
         nodes.push(Node { proc, grpc });
     }

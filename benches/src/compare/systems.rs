@@ -44,6 +44,7 @@ impl Runner<'_> {
                 &exe,
                 &["echo-server".into(), "--listen".into(), address.clone()],
                 &dir.join(format!("echo{i}.log")),
+                self.args.worker_threads,
             )?);
             addresses.push(address);
         }

@@ -51,8 +51,16 @@ pub(super) fn header(c: &Comparison) -> String {
     );
     let _ = writeln!(
         out,
-        "  {} keys, {} B values; every row: {} s warm-up, then {} s measured\n",
+        "  {} keys, {} B values; every row: {} s warm-up, then {} s measured",
         c.keys, c.value_size, c.warmup_s, c.duration_s,
+    );
+    let threads = match c.worker_threads {
+        0 => "each its default (one per CPU)".to_string(),
+        n => n.to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "  runtime threads of every server process: {threads}\n"
     );
     out
 }
