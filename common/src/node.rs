@@ -66,6 +66,7 @@ impl Hex {
 impl fmt::Display for NodeId {
     /// 16 lowercase hex digits: fixed width so ids line up in logs and CLI
     /// tables, and the form [`FromStr`] parses back.
+    ///
     /// Written from the digits [`push_hex`](Self::push_hex) uses: the
     /// integer formatting machinery was a visible share of a request that
     /// names its replicas in the reply.
