@@ -436,172 +436,6 @@ impl TransferConfig {
     }
 }
 
-/// `[tls]`: PEM files for TLS on the client port and mutual TLS on the
-/// peer port (docs/security.md). Every path is read at start and again on
-/// SIGHUP or when a file changes; a reload that fails keeps the
-/// certificates in use and says why.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsConfig {
-    /// The client port's certificate chain; with `key`, the client port
-    /// serves TLS only. Unset: plaintext (a local node).
-    pub cert: Option<PathBuf>,
-    /// The private key of `cert`.
-    pub key: Option<PathBuf>,
-    /// CA bundle client certificates must chain to. Set: every client must
-    /// present a certificate of it (client-certificate authentication).
-    pub client_ca: Option<PathBuf>,
-    /// The cluster CA: a peer is a node presenting a certificate of it
-    /// whose DNS names include its `node.name`. With `peer_cert` and
-    /// `peer_key`, the peer port serves mutual TLS only and this node
-    /// dials its peers with TLS.
-    pub peer_ca: Option<PathBuf>,
-    /// This node's certificate for the peer port, as server and as client;
-    /// its DNS names must include `node.name`.
-    pub peer_cert: Option<PathBuf>,
-    /// The private key of `peer_cert`.
-    pub peer_key: Option<PathBuf>,
-    /// How often the files are checked for changes; 0: only on SIGHUP.
-    pub reload_check_ms: u64,
-}
-
-impl Default for TlsConfig {
-    fn default() -> Self {
-        Self {
-            cert: None,
-            key: None,
-            client_ca: None,
-            peer_ca: None,
-            peer_cert: None,
-            peer_key: None,
-            reload_check_ms: 10_000,
-        }
-    }
-}
-
-impl TlsConfig {
-    /// Whether the client port serves TLS.
-    pub fn client_port_tls(&self) -> bool {
-        self.cert.is_some()
-    }
-
-    /// Whether the peer port serves (and this node dials) mutual TLS.
-    pub fn peer_tls(&self) -> bool {
-        self.peer_ca.is_some()
-    }
-}
-
-/// `[auth]`: bearer tokens on the client port (docs/security.md).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// Every KV and Admin call on the client port needs a token with the
-    /// scope it asks for; health checks and reflection do not.
-    pub enabled: bool,
-    /// A file holding the root token: every scope, no expiry, the token
-    /// that creates the others (`ringkv auth token create`). Read at start
-    /// and on reload; at least 32 characters.
-    pub root_token_file: Option<PathBuf>,
-}
-
-/// Switches for tests and debugging; never for production.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DebugConfig {
-    /// Allows Admin.SetFaults to cut internal traffic to chosen nodes and
-    /// to fail the next WAL sync (the storage fault point).
-    pub fault_injection: bool,
-    /// A deliberate bug this node runs with, so a checker of the
-    /// verification harness can be shown to catch the bug it exists for.
-    /// Anything but `none` requires `fault_injection` (validation), and
-    /// the node warns loudly at start.
-    pub inject_bug: InjectBug,
-}
-
-/// The deliberate bugs a node can run with (`debug.inject_bug`): each
-/// breaks one guarantee that one checker of the verification harness
-/// exists to defend. Read once at start by the layer it breaks; `None`
-/// costs that layer one comparison.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InjectBug {
-    /// No bug: the node as designed.
-    #[default]
-    None,
-    /// The coordinator of a put or delete acknowledges every tenth write it
-    /// coordinates with an ordinary success, without applying it anywhere
-    /// (`coordinator`). Breaks: an acknowledged write is readable.
-    LoseEveryTenthWrite,
-    /// A replica merging versions from a peer keeps only the newest
-    /// sibling by HLC while its version vector still covers every dot it
-    /// saw (`replica`): last-writer-wins that silently drops concurrent
-    /// writes. Breaks: an acknowledged concurrent write survives.
-    MergeCollapsesSiblings,
-    /// A get answers from the first replica that answers, whatever R was
-    /// asked, while the reply meta still reports the requested level
-    /// (`coordinator`). Breaks: a quorum read sees a quorum write.
-    ReadFromOneReplica,
-    /// The tombstone purge leaves one replica of the partition (the last
-    /// one in the layout other than the driver) out of both its agreement
-    /// and its deletes (`repair::purge`). Breaks: a deleted key stays
-    /// deleted.
-    PurgeIgnoresOneReplica,
-}
-
-impl InjectBug {
-    /// The setting's name in configuration, for messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            InjectBug::None => "none",
-            InjectBug::LoseEveryTenthWrite => "lose_every_tenth_write",
-            InjectBug::MergeCollapsesSiblings => "merge_collapses_siblings",
-            InjectBug::ReadFromOneReplica => "read_from_one_replica",
-            InjectBug::PurgeIgnoresOneReplica => "purge_ignores_one_replica",
-        }
-    }
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsConfig {
-    pub enabled: bool,
-    /// Prometheus text exposition at `http://<listen>/metrics`.
-    pub listen: SocketAddr,
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            listen: "127.0.0.1:9379".parse().expect("valid default address"),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// A `tracing` filter: `info`, `debug`, `ringkv_server=debug,info`, ...
-    pub level: String,
-    pub format: LogFormat,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            level: "info".to_string(),
-            format: LogFormat::Text,
-        }
-    }
-}
-
 impl Config {
     /// Builds the configuration from its layers. `overrides` are
     /// `section.key = value` pairs from command-line flags, applied last.
@@ -673,7 +507,12 @@ impl Config {
     }
 }
 
+mod diagnostics;
+mod security;
 mod validate;
+
+pub use diagnostics::{DebugConfig, InjectBug, LogConfig, LogFormat, MetricsConfig};
+pub use security::{AuthConfig, TlsConfig};
 
 #[cfg(test)]
 mod tests;
