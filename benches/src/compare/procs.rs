@@ -48,14 +48,18 @@ pub fn spawn(
     File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let mut command = Command::new(program);
     command.args(args);
-    if threads > 0 {
-        // Each program reads its own: ringkv its configuration, the echo
-        // server (tokio) and etcd (Go) their runtimes'.
-        let threads = threads.to_string();
-        command
-            .env("RINGKV__NODE__WORKER_THREADS", &threads)
-            .env("TOKIO_WORKER_THREADS", &threads)
-            .env("GOMAXPROCS", &threads);
+    // Each program reads its own: ringkv its configuration, the echo
+    // server (tokio) and etcd (Go) their runtimes'. At 0 none is passed on
+    // from the harness's own environment, so "each its default" holds.
+    for variable in [
+        "RINGKV__NODE__WORKER_THREADS",
+        "TOKIO_WORKER_THREADS",
+        "GOMAXPROCS",
+    ] {
+        match threads {
+            0 => command.env_remove(variable),
+            n => command.env(variable, n.to_string()),
+        };
     }
     Ok(Process::spawn(name, command, log)?.stop_gracefully_on_drop(STOP_GRACE))
 }
@@ -141,12 +145,15 @@ mod tests {
     }
 
     /// The thread count reaches every kind of server the harness starts,
-    /// each through the variable its runtime reads; 0 sets none of them.
+    /// each through the variable its runtime reads; 0 sets none of them,
+    /// and passes none on from the harness's own environment.
     #[test]
     fn worker_threads_reach_the_servers_environment() {
         let dir = tempfile::tempdir().unwrap();
         let report = "echo ${RINGKV__NODE__WORKER_THREADS:-unset} \
             ${TOKIO_WORKER_THREADS:-unset} ${GOMAXPROCS:-unset}";
+        // As if the shell that started the harness had set one.
+        std::env::set_var("GOMAXPROCS", "7");
         for (threads, expected) in [(3, "3 3 3"), (0, "unset unset unset")] {
             let log = dir.path().join(format!("env{threads}.log"));
             let mut child = spawn(
